@@ -1,0 +1,54 @@
+"""jaxhlm's exception and warning classes.
+
+Every error raised for bad input is a subclass of :class:`JaxhlmError` and of the matching
+builtin (``ValueError``, ``TypeError`` or ``KeyError``), raised before any JAX code runs.
+"""
+from __future__ import annotations
+
+import difflib
+
+
+class JaxhlmError(Exception):
+    """Base class of all jaxhlm errors."""
+
+
+class FormulaError(JaxhlmError, ValueError):
+    """The model formula cannot be parsed or does not describe a linear mixed model."""
+
+
+class DataError(JaxhlmError, ValueError):
+    """The data cannot be used for the model (non-numeric response, infinite values, ...)."""
+
+
+class ColumnNotFoundError(JaxhlmError, KeyError):
+    """A column named in the formula is not in the data."""
+
+    def __init__(self, column: str, available=(), where: str = "formula"):
+        self.column = column
+        close = difflib.get_close_matches(str(column), [str(a) for a in available], n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        self.message = f"column {column!r} used in the {where} is not in the data{hint}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return self.message
+
+
+class ArgumentError(JaxhlmError, TypeError):
+    """An argument has the wrong type."""
+
+
+class ModelComparisonError(JaxhlmError, ValueError):
+    """Models cannot be compared (different data, not nested, ...)."""
+
+
+class JaxhlmWarning(UserWarning):
+    """Base class of jaxhlm warnings."""
+
+
+class ConvergenceWarning(JaxhlmWarning):
+    """The optimiser did not reach a point with a negligible gradient."""
+
+
+class SingularFitWarning(JaxhlmWarning):
+    """The fit is singular: a variance is zero or a correlation is +-1 (boundary)."""
