@@ -1,0 +1,42 @@
+"""jaxhlm: hierarchical linear (mixed) models with lme4 formulas on a jit-compiled JAX engine.
+
+Importing jaxhlm switches JAX to float64 (``jax_enable_x64``); see :mod:`jaxhlm._src.config`.
+
+>>> import jaxhlm
+>>> fit = jaxhlm.lmer("Reaction ~ Days + (Days | Subject)", data=df)   # doctest: +SKIP
+>>> print(fit.summary())                                               # doctest: +SKIP
+"""
+from ._src import config as _config  # noqa: F401  (float64 before anything else)
+from ._src.design import RankDeficiencyWarning, build_design
+from ._src.errors import (
+    ArgumentError,
+    ColumnNotFoundError,
+    ConvergenceWarning,
+    DataError,
+    FormulaError,
+    JaxhlmError,
+    JaxhlmWarning,
+    ModelComparisonError,
+    SingularFitWarning,
+)
+from ._src.formula import parse_formula
+from ._src.lmm import LinearMixedModel, lmer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lmer",
+    "LinearMixedModel",
+    "parse_formula",
+    "build_design",
+    "JaxhlmError",
+    "FormulaError",
+    "DataError",
+    "ColumnNotFoundError",
+    "ArgumentError",
+    "ModelComparisonError",
+    "JaxhlmWarning",
+    "ConvergenceWarning",
+    "SingularFitWarning",
+    "RankDeficiencyWarning",
+]

@@ -1,0 +1,473 @@
+"""The fitted linear mixed model: ``lmer()`` and :class:`LinearMixedModel`.
+
+Pipeline (each step usable on its own, as lme4's ``lFormula -> mkLmerDevfun -> optimizeLmer ->
+mkMerMod``): :func:`~jaxhlm._src.design.build_design` -> :func:`~jaxhlm._src.suffstats.compute_stats`
+-> :func:`~jaxhlm._src.optimize.fit_theta` -> :class:`LinearMixedModel`.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from . import config  # noqa: F401
+from .design import Design, build_design
+from .errors import ArgumentError, ConvergenceWarning, SingularFitWarning
+from .optimize import fd_hessian, fit_theta, rectify, theta_start
+from .suffstats import build_structure, compute_stats
+
+__all__ = ["LinearMixedModel", "lmer"]
+
+SINGULAR_TOL = 1e-4
+
+
+def _make_unique(names):
+    seen: dict = {}
+    out = []
+    for nm in names:
+        if nm in seen:
+            seen[nm] += 1
+            out.append(f"{nm}.{seen[nm]}")
+        else:
+            seen[nm] = 0
+            out.append(nm)
+    return out
+
+
+class LinearMixedModel:
+    """A linear mixed model fitted by maximum likelihood or REML.
+
+    ``y = X beta + Z b + e``, ``b ~ N(0, sigma^2 Lambda Lambda')``, ``e ~ N(0, sigma^2 I)``,
+    with ``Lambda`` block diagonal, built from the relative covariance factors ``T_f(theta)``.
+    Create it with :func:`jaxhlm.lmer`.
+
+    Properties
+    ----------
+    fixef : pandas.Series
+        Fixed-effects estimates ``beta``.
+    vcov : pandas.DataFrame
+        ``sigma^2 (X' V^{-1} X)^{-1}`` (lme4's ``vcov``).
+    sigma : float
+        Residual standard deviation.
+    theta : pandas.Series
+        Relative covariance parameters, named as lme4's ``getME(m, "theta")``.
+    varcorr : pandas.DataFrame
+        Variance components as R's ``as.data.frame(VarCorr(m))``: ``grp, var1, var2, vcov, sdcor``.
+    ranef, coef : dict of str -> pandas.DataFrame
+        Conditional modes of the random effects / per-level coefficients, indexed by level.
+    loglik, aic, bic, deviance, reml_criterion, objective, df_resid, nobs, ngroups
+    fitted, resid : pandas.Series (indexed like the rows used from the data)
+    coef_table : pandas.DataFrame
+        Estimate, Std. Error, df (Satterthwaite), t value, Pr(>|t|).
+    is_singular, converged : bool
+    """
+
+    def __init__(self, design: Design, reml: bool, fit: dict, struct, stats, timings: dict, name=None):
+        self._design = design
+        self.reml = bool(reml)
+        self._fit = fit
+        self._struct = struct
+        self._stats = stats
+        self.timings = timings
+        self.name = name
+        self.formula = design.formula.formula
+        self.optinfo = {
+            "iterations": int(fit["iterations"]),
+            "grad": np.asarray(fit["grad"]),
+            "max_abs_grad": float(np.max(np.abs(fit["grad"]))) if np.size(fit["grad"]) else 0.0,
+            "converged": bool(fit["converged"]),
+            "messages": [],
+        }
+        self._check_fit()
+
+    # ------------------------------------------------------------------ basic quantities
+    @property
+    def nobs(self) -> int:
+        """Number of observations used (rows with missing values dropped)."""
+        return self._design.n
+
+    @property
+    def n_dropped(self) -> int:
+        """Rows dropped because of missing values."""
+        return self._design.n_dropped
+
+    @property
+    def ngroups(self) -> dict:
+        """Number of levels of each grouping factor."""
+        return {f.name: f.nlevels for f in self._design.factors}
+
+    @functools.cached_property
+    def theta(self) -> pd.Series:
+        th = rectify(np.asarray(self._fit["theta"]), self._struct)
+        return pd.Series(th, index=self._theta_names(), name="theta")
+
+    def _theta_names(self):
+        names = []
+        for td in self._design.terms:
+            g = td.term.group_name
+            for c in range(td.p):
+                for r in range(c, td.p):
+                    if r == c:
+                        names.append(f"{g}.{td.names[c]}")
+                    else:
+                        names.append(f"{g}.{td.names[r]}.{td.names[c]}")
+        return names
+
+    @property
+    def theta_lower(self) -> np.ndarray:
+        """lme4's lower bounds of theta: 0 for diagonal elements, -inf otherwise."""
+        return np.where(self._struct.theta_is_diag(), 0.0, -np.inf)
+
+    @property
+    def objective(self) -> float:
+        """The minimised criterion: ML deviance or REML criterion."""
+        return float(self._fit["objective"])
+
+    @property
+    def p(self) -> int:
+        return self._design.p
+
+    @property
+    def sigma(self) -> float:
+        r2 = float(self._fit["r2"])
+        return math.sqrt(r2 / (self.nobs - self.p if self.reml else self.nobs))
+
+    @property
+    def fixef(self) -> pd.Series:
+        return pd.Series(np.asarray(self._fit["beta"]), index=self._design.fixef_names, name="fixef")
+
+    @functools.cached_property
+    def vcov(self) -> pd.DataFrame:
+        Lx = np.asarray(self._fit["Lx"])
+        Li = np.linalg.solve(Lx, np.eye(self.p)) if self.p else np.zeros((0, 0))
+        V = self.sigma**2 * (Li.T @ Li)
+        names = self._design.fixef_names
+        return pd.DataFrame(V, index=names, columns=names)
+
+    @property
+    def se(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self._design.fixef_names, name="se")
+
+    @property
+    def npar(self) -> int:
+        """Number of parameters: fixed effects, theta and sigma (lme4's ``logLik`` df)."""
+        return self.p + self._struct.ntheta + 1
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood (the REML log-likelihood for REML fits, as lme4 reports)."""
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        return -2.0 * self.loglik + 2.0 * self.npar
+
+    @property
+    def bic(self) -> float:
+        return -2.0 * self.loglik + math.log(self.nobs) * self.npar
+
+    @property
+    def deviance(self) -> float:
+        """-2 log-likelihood. For REML fits: the ML deviance at the REML estimates."""
+        if not self.reml:
+            return self.objective
+        s2 = self.sigma**2
+        n = self.nobs
+        return float(self._fit["ldL2"]) + float(self._fit["r2"]) / s2 + n * math.log(2 * math.pi * s2)
+
+    @property
+    def reml_criterion(self):
+        """REML criterion at convergence (REML fits; ``None`` for ML fits)."""
+        return self.objective if self.reml else None
+
+    @property
+    def df_resid(self) -> int:
+        return self.nobs - self.npar
+
+    # ------------------------------------------------------------------ random effects
+    def _factor_blocks(self):
+        """b per factor as arrays of shape (nlevels, q_f)."""
+        d = self._design
+        s = self._struct
+        out = [np.asarray(self._fit["bA"]).T[: d.factors[0].nlevels]]
+        if s.nfactors > 1:
+            bB = np.asarray(self._fit["bB"])
+            o = 0
+            for f in range(1, s.nfactors):
+                L, q = s.nlev[f], s.q[f]
+                out.append(bB[o:o + L * q].reshape(L, q))
+                o += L * q
+        return out
+
+    def _factor_colnames(self, f):
+        return [nm for td in self._design.terms if td.factor == f for nm in td.names]
+
+    @functools.cached_property
+    def ranef(self) -> dict:
+        """Conditional modes of the random effects, one DataFrame per grouping factor."""
+        out = {}
+        for f, (fac, b) in enumerate(zip(self._design.factors, self._factor_blocks())):
+            out[fac.name] = pd.DataFrame(b, index=fac.levels, columns=self._factor_colnames(f))
+        return out
+
+    @functools.cached_property
+    def coef(self) -> dict:
+        """Per-level coefficients: fixed effects plus the level's random effects (lme4's ``coef``)."""
+        fe = self.fixef
+        out = {}
+        for name, re in self.ranef.items():
+            cols = list(fe.index) + [c for c in re.columns if c not in fe.index]
+            df = pd.DataFrame({c: np.full(len(re), fe.get(c, 0.0)) for c in cols}, index=re.index)
+            for c in re.columns:
+                df[c] = df[c] + re[c].to_numpy()
+            out[name] = df
+        return out
+
+    @functools.cached_property
+    def _zb(self) -> np.ndarray:
+        d = self._design
+        blocks = self._factor_blocks()
+        zb = np.zeros(d.n)
+        offs = [0] * len(d.factors)
+        for td in d.terms:
+            b = blocks[td.factor][:, offs[td.factor]:offs[td.factor] + td.p]
+            zb += np.einsum("ij,ij->i", td.Z, b[d.factors[td.factor].codes])
+            offs[td.factor] += td.p
+        return zb
+
+    @property
+    def fitted(self) -> pd.Series:
+        """Conditional fitted values ``X beta + Z b``."""
+        d = self._design
+        return pd.Series(d.X @ np.asarray(self._fit["beta"]) + self._zb, index=d.index, name="fitted")
+
+    @property
+    def resid(self) -> pd.Series:
+        """Response residuals ``y - fitted``."""
+        return pd.Series(self._design.y - self.fitted.to_numpy(), index=self._design.index, name="resid")
+
+    @property
+    def y(self) -> pd.Series:
+        return pd.Series(self._design.y, index=self._design.index, name=self._design.response_name)
+
+    # ------------------------------------------------------------------ variance components
+    def _term_covs(self):
+        """For each term (lme4 order): (group label, column names, covariance matrix sigma^2 T T')."""
+        th = self.theta.to_numpy()
+        s = self._struct
+        out = []
+        k = 0
+        for td in self._design.terms:
+            T = np.zeros((td.p, td.p))
+            for c in range(td.p):
+                for r in range(c, td.p):
+                    T[r, c] = th[k]
+                    k += 1
+            out.append((td.term.group_name, td.names, self.sigma**2 * T @ T.T))
+        return out
+
+    @functools.cached_property
+    def varcorr(self) -> pd.DataFrame:
+        rows = []
+        covs = self._term_covs()
+        grps = _make_unique([g for g, _, _ in covs])
+        for grp, (_, names, S) in zip(grps, covs):
+            sd = np.sqrt(np.diag(S))
+            for i, nm in enumerate(names):
+                rows.append((grp, nm, None, S[i, i], sd[i]))
+            for j in range(len(names)):
+                for i in range(j + 1, len(names)):
+                    den = sd[i] * sd[j]
+                    rows.append((grp, names[j], names[i], S[i, j], S[i, j] / den if den > 0 else np.nan))
+        rows.append(("Residual", None, None, self.sigma**2, self.sigma))
+        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+
+    # ------------------------------------------------------------------ diagnostics
+    @property
+    def is_singular(self) -> bool:
+        """lme4's ``isSingular``: a diagonal element of theta within 1e-4 of its bound 0."""
+        th = self.theta.to_numpy()
+        return bool(np.any(np.abs(th[self._struct.theta_is_diag()]) < SINGULAR_TOL))
+
+    @property
+    def converged(self) -> bool:
+        return self.optinfo["converged"]
+
+    @functools.cached_property
+    def hessian(self) -> np.ndarray:
+        """Hessian of the criterion in theta at the optimum (central differences of the exact gradient)."""
+        return fd_hessian(np.asarray(self._fit["theta"]), self._stats, self._struct, self.reml)
+
+    def _check_fit(self):
+        msgs = self.optinfo["messages"]
+        if not self.optinfo["converged"]:
+            msg = (
+                f"Model failed to converge: optimizer stopped after {self.optinfo['iterations']} iterations "
+                f"with max|grad| = {self.optinfo['max_abs_grad']:.3g}"
+            )
+            msgs.append(msg)
+            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        if self.is_singular:
+            msg = "boundary (singular) fit: a variance is (nearly) zero or a correlation is +-1; see is_singular"
+            msgs.append(msg)
+            warnings.warn(msg, SingularFitWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ inference
+    @functools.cached_property
+    def _satterthwaite(self):
+        from .satterthwaite import satterthwaite_parts
+
+        return satterthwaite_parts(self)
+
+    @property
+    def coef_table(self) -> pd.DataFrame:
+        """Fixed effects with Satterthwaite degrees of freedom (lmerTest's ``summary`` table)."""
+        from .satterthwaite import coef_table
+
+        return coef_table(self)
+
+    def summary(self, **kwargs):
+        """An lme4/lmerTest-style summary; ``print()`` it, or display it in Jupyter."""
+        from .summary import Summary
+
+        return Summary(self, **kwargs)
+
+    # ------------------------------------------------------------------ delegated methods
+    # Each delegates to the module that implements it; the module's function holds the docs.
+    # (issue 3: inference)
+    def confint(self, *args, **kwargs):
+        """Confidence intervals; see :func:`jaxhlm._src.confint.confint`."""
+        from .confint import confint
+
+        return confint(self, *args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        """Predictions for new data; see :func:`jaxhlm._src.predict.predict`."""
+        from .predict import predict
+
+        return predict(self, *args, **kwargs)
+
+    def icc(self, *args, **kwargs):
+        """Intraclass correlations; see :func:`jaxhlm._src.icc.model_icc`."""
+        from .icc import model_icc
+
+        return model_icc(self, *args, **kwargs)
+
+    def ranef_chisq(self, *args, **kwargs):
+        """Raudenbush & Bryk's chi-square test of random effects; see :mod:`jaxhlm._src.ranef_chisq`."""
+        from .ranef_chisq import ranef_chisq
+
+        return ranef_chisq(self, *args, **kwargs)
+
+    def contest(self, *args, **kwargs):
+        """Tests of fixed-effects contrasts; see :func:`jaxhlm._src.contest.contest`."""
+        from .contest import contest
+
+        return contest(self, *args, **kwargs)
+
+    @property
+    def ranef_condsd(self) -> dict:
+        """Conditional standard deviations of the random effects (lme4's condVar), per factor."""
+        from .condvar import ranef_condsd
+
+        return ranef_condsd(self)
+
+    def coef_table_kr(self, *args, **kwargs):
+        """Fixed effects with Kenward-Roger df (REML fits); see :mod:`jaxhlm._src.kenward_roger`."""
+        from .kenward_roger import coef_table_kr
+
+        return coef_table_kr(self, *args, **kwargs)
+
+    # (issue 5: simulation)
+    def simulate(self, *args, **kwargs):
+        """Responses simulated from the fitted model; see :func:`jaxhlm._src.simulate.simulate`."""
+        from .simulate import simulate
+
+        return simulate(self, *args, **kwargs)
+
+    def refit(self, *args, **kwargs):
+        """Refit to a new response with the same design; see :func:`jaxhlm._src.simulate.refit`."""
+        from .simulate import refit
+
+        return refit(self, *args, **kwargs)
+
+    def refit_many(self, *args, **kwargs):
+        """Refit to many responses at once; see :func:`jaxhlm._src.simulate.refit_many`."""
+        from .simulate import refit_many
+
+        return refit_many(self, *args, **kwargs)
+
+    def bootstrap(self, *args, **kwargs):
+        """Parametric bootstrap; see :func:`jaxhlm._src.bootstrap.bootstrap`."""
+        from .bootstrap import bootstrap
+
+        return bootstrap(self, *args, **kwargs)
+
+    # (issue 7: plots)
+    def plot(self, kind: str = "resid", **kwargs):
+        """Diagnostic plots; see :mod:`jaxhlm.plotting`."""
+        from .. import plotting
+
+        return plotting.plot(self, kind=kind, **kwargs)
+
+    def __repr__(self) -> str:
+        kind = "REML" if self.reml else "ML"
+        return (
+            f"<LinearMixedModel {self.formula!r} fit by {kind}: n={self.nobs}, "
+            f"groups={self.ngroups}, objective={self.objective:.4f}>"
+        )
+
+
+def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, start=None) -> LinearMixedModel:
+    """Fit a linear mixed model with an lme4 formula.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 syntax, e.g. ``"mathscore ~ family_inc + (family_inc | sch_id)"``. The fixed part is
+        read by formulaic; random terms ``(expr | g)``, ``(expr || g)``, ``(1 | a/b)``, ``(1 | a:b)``.
+    data : pandas.DataFrame
+        Never modified. Rows with missing values in used columns are dropped.
+    reml : bool, default True
+        REML (lme4's default) or maximum likelihood (``reml=False``, needed for ``anova``).
+    name : str, optional
+        Label used in model comparisons.
+    start : array-like, optional
+        Starting theta (lme4 order); default 1 on the diagonals, 0 elsewhere.
+
+    Returns
+    -------
+    LinearMixedModel
+
+    Notes
+    -----
+    Minimises the profiled deviance (Bates et al. 2015, JSS 67(1), eqs. 34 and 41) over theta
+    with BFGS on exact autodiff gradients, in float64, compiled once per model structure.
+    """
+    if not isinstance(reml, (bool, np.bool_)):
+        raise ArgumentError(f"reml must be True or False, got {reml!r} ({type(reml).__name__})")
+    t0 = time.perf_counter()
+    design = build_design(formula, data)
+    struct = build_structure(design)
+    t1 = time.perf_counter()
+    stats = compute_stats(design, struct)
+    t2 = time.perf_counter()
+    return _fit_design(design, struct, stats, bool(reml), start=start, name=name, t_design=t1 - t0, t_stats=t2 - t1)
+
+
+def _fit_design(design, struct, stats, reml, start=None, name=None, t_design=0.0, t_stats=0.0):
+    th0 = theta_start(struct) if start is None else np.asarray(start, dtype=np.float64)
+    if th0.shape != (struct.ntheta,):
+        raise ArgumentError(f"start must have {struct.ntheta} elements (theta), got shape {th0.shape}")
+    t2 = time.perf_counter()
+    fit = fit_theta(jnp.asarray(th0), stats, struct, reml)
+    fit = jax.device_get(fit)
+    t3 = time.perf_counter()
+    timings = {"design": t_design, "stats": t_stats, "optimize": t3 - t2}
+    return LinearMixedModel(design, reml, fit, struct, stats, timings, name=name)

@@ -1,0 +1,211 @@
+"""Minimising the profiled deviance: damped Newton with exact autodiff derivatives, in one jit.
+
+Theta is optimised *without bounds*: the deviance depends on each ``T_f`` only through
+``T_f T_f'``, so it is symmetric in the sign of every column of ``T_f`` and its gradient is 0
+where a diagonal element is 0. A bounded method can stop on such a point (ENGINE-NOTES,
+pitfall 2); unbounded Newton moves through it, and the signs are normalised afterwards
+(:func:`rectify`, as MixedModels.jl's ``rectify!``).
+
+Each step solves ``(|H| + lambda I) d = -g`` in the eigenbasis of the Hessian (absolute
+eigenvalues: a saddle or a flat direction never gives an ascent step); ``lambda`` shrinks after
+an accepted step and grows after a rejected one (Levenberg-Marquardt). The whole loop is a
+``lax.while_loop``, so a fit is one compiled call.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .deviance import conditional_modes, objective
+
+__all__ = ["newton_minimize", "fit_theta", "rectify", "theta_start"]
+
+
+def newton_minimize(f, x0, maxit=200, ftol=1e-11, gtol=1e-7):
+    """Minimise a smooth scalar ``f`` from ``x0`` (traceable: use inside jit).
+
+    Returns
+    -------
+    x, f(x), grad, Hessian, iterations, converged flag
+    """
+    grad = jax.grad(f)
+
+    def fgh(x):
+        fx, gx = jax.value_and_grad(f)(x)
+        H = jax.jacfwd(grad)(x)
+        return fx, gx, 0.5 * (H + H.T)
+
+    f0, g0, H0 = fgh(x0)
+    m = x0.shape[0]
+
+    def cond(s):
+        return (~s["done"]) & (s["it"] < maxit)
+
+    def body(s):
+        x, fx, g, H, lam = s["x"], s["f"], s["g"], s["H"], s["lam"]
+        w, V = jnp.linalg.eigh(H)
+        scale = jnp.maximum(jnp.max(jnp.abs(w)), 1e-12)
+        wm = jnp.maximum(jnp.abs(w), 1e-10 * scale) + lam * scale
+        d = -V @ ((V.T @ g) / wm)
+        xn = x + d
+        fn, gn, Hn = fgh(xn)
+        ok = jnp.isfinite(fn) & (fn <= fx)
+        pred = -jnp.dot(g, d)  # first-order predicted decrease (>= 0)
+        small = (pred <= ftol * (1.0 + jnp.abs(fx))) & ok
+        gsmall = ok & (jnp.max(jnp.abs(gn)) <= gtol * (1.0 + jnp.abs(fn)))
+        stuck = (~ok) & (lam > 1e8)
+        new = {
+            "x": jnp.where(ok, xn, x),
+            "f": jnp.where(ok, fn, fx),
+            "g": jnp.where(ok, gn, g),
+            "H": jnp.where(ok, Hn, H),
+            "lam": jnp.where(ok, lam * 0.1, jnp.maximum(lam * 10.0, 1e-6)),
+            "it": s["it"] + 1,
+            "done": small | gsmall | stuck,
+        }
+        return new
+
+    s0 = {"x": x0, "f": f0, "g": g0, "H": H0, "lam": jnp.asarray(0.0, x0.dtype), "it": jnp.asarray(0),
+          "done": jnp.asarray(False)}
+    s = jax.lax.while_loop(cond, body, s0)
+    return s["x"], s["f"], s["g"], s["H"], s["it"], s["done"]
+
+
+def bfgs_minimize(f, x0, maxit=500, gtol=1e-6, ftol=1e-13, max_step=0.5):
+    """BFGS with exact gradients and a backtracking (Armijo) line search; traceable.
+
+    The first step is capped at ``max_step`` (theta units); the inverse Hessian is then seeded
+    with the Shanno-Phua scaling ``s'y / y'y``. Stops when ``max|g| <= gtol (1 + |f|)`` gives a
+    negligible objective change, when a step changes the objective by less than
+    ``ftol (1 + |f|)``, or when the line search cannot decrease the objective.
+
+    Returns
+    -------
+    x, f(x), grad, iterations, converged flag
+    """
+    vg = jax.value_and_grad(f)
+    f0, g0 = vg(x0)
+    m = x0.shape[0]
+    eye = jnp.eye(m, dtype=x0.dtype)
+
+    def cond(s):
+        return (~s["done"]) & (s["it"] < maxit)
+
+    def body(s):
+        x, fx, g, Hi = s["x"], s["f"], s["g"], s["Hi"]
+        d = -Hi @ g
+        slope = jnp.dot(g, d)
+        bad = ~(slope < 0)
+        d = jnp.where(bad, -g, d)
+        slope = jnp.where(bad, -jnp.dot(g, g), slope)
+        nd = jnp.max(jnp.abs(d))
+        a0 = jnp.where(s["it"] == 0, jnp.minimum(1.0, max_step / jnp.maximum(nd, 1e-300)), 1.0)
+
+        def ls_cond(c):
+            return (~c[3]) & (c[4] < 40)
+
+        def ls_body(c):
+            a = c[0]
+            fn, gn = vg(x + a * d)
+            ok = jnp.isfinite(fn) & (fn <= fx + 1e-4 * a * slope)
+            return (jnp.where(ok, a, 0.5 * a), fn, gn, ok, c[4] + 1)
+
+        a, fn, gn, ok, _ = jax.lax.while_loop(ls_cond, ls_body, (a0, fx, g, jnp.asarray(False), 0))
+        sv = a * d
+        yv = gn - g
+        sy = jnp.dot(sv, yv)
+        Hi_s = jnp.where(s["it"] == 0, eye * jnp.where(sy > 0, sy / jnp.dot(yv, yv), 1.0), Hi)
+        rho = 1.0 / jnp.where(sy > 0, sy, 1.0)
+        V = eye - rho * jnp.outer(sv, yv)
+        Hn = V @ Hi_s @ V.T + rho * jnp.outer(sv, sv)
+        Hn = jnp.where(ok & (sy > 1e-300), Hn, Hi_s)
+        xn = jnp.where(ok, x + sv, x)
+        fnn = jnp.where(ok, fn, fx)
+        gnn = jnp.where(ok, gn, g)
+        scale = 1.0 + jnp.abs(fnn)
+        conv = ok & ((jnp.max(jnp.abs(gnn)) <= gtol * scale) | (fx - fnn <= ftol * scale))
+        return {"x": xn, "f": fnn, "g": gnn, "Hi": Hn, "it": s["it"] + 1, "done": conv | ~ok, "ok": ok}
+
+    s0 = {"x": x0, "f": f0, "g": g0, "Hi": eye, "it": jnp.asarray(0), "done": jnp.asarray(False),
+          "ok": jnp.asarray(True)}
+    s = jax.lax.while_loop(cond, body, s0)
+    return s["x"], s["f"], s["g"], s["it"], s["done"]
+
+
+def _fit_core(theta0, stats, struct, reml):
+    f = lambda th: objective(th, stats, struct, reml)  # noqa: E731
+    x, fx, g, it, done = bfgs_minimize(f, theta0)
+    cm = conditional_modes(x, stats, struct)
+    Ts = cm["Ts"]
+    out = {
+        "theta": x, "objective": fx, "grad": g, "iterations": it, "converged": done,
+        "beta": cm["beta"], "r2": cm["r2"], "ldL2": cm["ldL2"], "ldRX2": cm["ldRX2"], "Lx": cm["Lx"],
+        "bA": Ts[0] @ cm["uA"],
+        "sqrL": jnp.sum(cm["uA"] ** 2),
+    }
+    if struct.nfactors > 1:
+        offs = struct.b_offsets
+        parts = []
+        for f_ in range(1, struct.nfactors):
+            qf, Lf, of = struct.q[f_], struct.nlev[f_], offs[f_]
+            uf = cm["uB"][of:of + Lf * qf].reshape(Lf, qf)
+            parts.append((uf @ Ts[f_].T).reshape(-1))
+        out["bB"] = jnp.concatenate(parts)
+        out["sqrL"] = out["sqrL"] + jnp.sum(cm["uB"] ** 2)
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("struct", "reml"))
+def fit_theta(theta0, stats, struct, reml):
+    """Minimise the (RE)ML criterion over theta and return the solution at the optimum.
+
+    One compiled call per model structure: BFGS on theta, then beta, ``r^2``, the
+    log-determinants, ``L_X`` and the conditional modes ``b`` (A block ``(qA, J)``, B flat).
+    """
+    return _fit_core(theta0, stats, struct, reml)
+
+
+@functools.partial(jax.jit, static_argnames=("struct", "reml"))
+def fit_theta_newton(theta0, stats, struct, reml):
+    """Newton polish from ``theta0`` with exact Hessians (used when BFGS stalls)."""
+    f = lambda th: objective(th, stats, struct, reml)  # noqa: E731
+    return newton_minimize(f, theta0)
+
+
+@functools.partial(jax.jit, static_argnames=("struct", "reml"))
+def value_and_grad_theta(theta, stats, struct, reml):
+    return jax.value_and_grad(objective)(theta, stats, struct, reml)
+
+
+def fd_hessian(theta, stats, struct, reml, h=1e-4):
+    """Hessian of the criterion by central differences of the exact (compiled) gradient."""
+    theta = np.asarray(theta, dtype=np.float64)
+    m = theta.size
+    H = np.zeros((m, m))
+    for i in range(m):
+        e = np.zeros(m)
+        step = h * max(1.0, abs(theta[i]))
+        e[i] = step
+        gp = np.asarray(value_and_grad_theta(jnp.asarray(theta + e), stats, struct, reml)[1])
+        gm = np.asarray(value_and_grad_theta(jnp.asarray(theta - e), stats, struct, reml)[1])
+        H[:, i] = (gp - gm) / (2 * step)
+    return 0.5 * (H + H.T)
+
+
+def theta_start(struct) -> np.ndarray:
+    """lme4's starting value: 1 on the diagonal of every T_f, 0 below."""
+    return np.array([1.0 if r == c else 0.0 for r, c in zip(struct.theta_row, struct.theta_col)])
+
+
+def rectify(theta: np.ndarray, struct) -> np.ndarray:
+    """Flip the sign of every column of ``T_f`` whose diagonal element is negative."""
+    theta = np.array(theta, dtype=np.float64)
+    rows, cols, facs = map(np.asarray, (struct.theta_row, struct.theta_col, struct.theta_factor))
+    for k in np.nonzero(rows == cols)[0]:
+        if theta[k] < 0:
+            sel = (facs == facs[k]) & (cols == cols[k])
+            theta[sel] = -theta[sel]
+    return theta

@@ -1,0 +1,253 @@
+"""Sufficient statistics: one pass over the rows, after which no fit step touches them again.
+
+Block structure (lme4's PLS, Bates et al. 2015, sect. 3; MixedModels.jl's blocked L)
+---------------------------------------------------------------------------------
+Random-effect terms are merged per grouping factor; factor ``A`` (the first, with most levels)
+gives the leading diagonal block of ``Lambda' Z'Z Lambda + I``, which is block diagonal with one
+``qA x qA`` block per level and is kept *batched* (structure of arrays, shape ``(qA, qA, J)``).
+All other factors ("B", ``QB = sum_f L_f q_f`` columns) form a second block that is held dense;
+the coupling ``Z_B'Z_A`` is held sparse as a list of (A level, B level) *pairs*, and the Schur
+complement update ``L_BA L_BA'`` as a list of pairs of pairs sharing an A level. For nested
+designs every A level pairs with one level of each outer factor, so the sparse parts are O(J).
+
+    [ L_A      0    0  ]   rows: A levels (batched), B columns (dense), [X y] (dense, p+1)
+    [ L_BA    L_B   0  ]
+    [ R_ZXA'  R_ZXB' L_X ]
+
+Arrays (padded to bucketed sizes so that similar designs reuse compiled code; zero padding
+adds exactly nothing to any sum):
+  ``A_ZtZ (qA,qA,J)``, ``A_ZtXy (qA,p+1,J)``, ``XytXy (p+1,p+1)``, ``n``;
+  for B: ``B_ZtZ (QB,QB)``, ``B_ZtXy (QB,p+1)``, per B factor ``f``: ``C (q_f,qA,K_f)`` with
+  pair indices ``Ca, Cl``; per ordered factor pair ``(f, g)``: pair-of-pair indices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+__all__ = ["Structure", "build_structure", "compute_stats", "bucket"]
+
+
+def bucket(n: int, minimum: int = 8) -> int:
+    """Round ``n`` up to the next of 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ... (<= 25% padding)."""
+    n = max(int(n), 1)
+    if n <= minimum:
+        return minimum
+    e = 2 ** (int(math.log2(n)) - 2)
+    return int(math.ceil(n / e) * e)
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """Static (hashable) description of a model's block structure; a jit static argument.
+
+    Fields
+    ------
+    p : int
+        Number of fixed effects.
+    q : tuple of int
+        Random effects per level, per grouping factor (factor 0 is the batched block A).
+    nlev : tuple of int
+        Levels per factor (for A the padded count).
+    theta_factor, theta_row, theta_col : tuple of int
+        Position in ``T_f`` (lower triangular ``q_f x q_f``) of each element of theta.
+    """
+
+    p: int
+    q: tuple
+    nlev: tuple
+    theta_factor: tuple
+    theta_row: tuple
+    theta_col: tuple
+
+    @property
+    def nfactors(self) -> int:
+        return len(self.q)
+
+    @property
+    def ntheta(self) -> int:
+        return len(self.theta_factor)
+
+    @property
+    def b_offsets(self) -> tuple:
+        """Column offset of each B factor inside the dense B block (None for A)."""
+        out, o = [None], 0
+        for f in range(1, self.nfactors):
+            out.append(o)
+            o += self.nlev[f] * self.q[f]
+        return tuple(out)
+
+    @property
+    def QB(self) -> int:
+        return sum(self.nlev[f] * self.q[f] for f in range(1, self.nfactors))
+
+    def theta_is_diag(self) -> np.ndarray:
+        return np.array([r == c for r, c in zip(self.theta_row, self.theta_col)])
+
+
+def factor_columns(design) -> list:
+    """For each factor: list of (term index, column offset within the factor's block)."""
+    out = [[] for _ in design.factors]
+    sizes = [0] * len(design.factors)
+    for i, td in enumerate(design.terms):
+        out[td.factor].append((i, sizes[td.factor]))
+        sizes[td.factor] += td.p
+    return out
+
+
+def build_structure(design, pad: bool = True) -> Structure:
+    """Theta layout in lme4's order: per term, the lower triangle of its block, column-major."""
+    fcols = factor_columns(design)
+    offset_of_term = {}
+    q = []
+    for f, lst in enumerate(fcols):
+        q.append(sum(design.terms[i].p for i, _ in lst))
+        for i, off in lst:
+            offset_of_term[i] = off
+    tf, tr, tc = [], [], []
+    for i, td in enumerate(design.terms):
+        off = offset_of_term[i]
+        for c in range(td.p):
+            for r in range(c, td.p):
+                tf.append(td.factor)
+                tr.append(off + r)
+                tc.append(off + c)
+    nlev = [f.nlevels for f in design.factors]
+    if pad:
+        nlev[0] = bucket(nlev[0])
+    return Structure(p=design.p, q=tuple(q), nlev=tuple(nlev), theta_factor=tuple(tf), theta_row=tuple(tr), theta_col=tuple(tc))
+
+
+def _factor_Z(design, f: int) -> np.ndarray:
+    mats = [td.Z for td in design.terms if td.factor == f]
+    return mats[0] if len(mats) == 1 else np.concatenate(mats, axis=1)
+
+
+def _segment_cross(codes: np.ndarray, nseg: int, U: np.ndarray, V: np.ndarray, sym: bool) -> np.ndarray:
+    """``out[i, j, s] = sum_{rows r with codes[r]==s} U[r,i] V[r,j]`` via bincount."""
+    nu, nv = U.shape[1], V.shape[1]
+    out = np.zeros((nu, nv, nseg))
+    for i in range(nu):
+        for j in range(nv):
+            if sym and j < i:
+                out[i, j] = out[j, i]
+                continue
+            out[i, j] = np.bincount(codes, weights=U[:, i] * V[:, j], minlength=nseg)[:nseg]
+    return out
+
+
+def _pairs_of_pairs(a_f: np.ndarray, a_g: np.ndarray, pad_to: int | None = None) -> tuple:
+    """All (k, k') with a_f[k] == a_g[k'] (indices into the two pair lists)."""
+    of = np.argsort(a_f, kind="stable")
+    og = np.argsort(a_g, kind="stable")
+    af, ag = a_f[of], a_g[og]
+    keys = np.union1d(af, ag)
+    sf = np.searchsorted(af, keys, "left"), np.searchsorted(af, keys, "right")
+    sg = np.searchsorted(ag, keys, "left"), np.searchsorted(ag, keys, "right")
+    cf = sf[1] - sf[0]
+    cg = sg[1] - sg[0]
+    tot = cf * cg
+    m = int(tot.sum())
+    if m == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    grp = np.repeat(np.arange(len(keys)), tot)
+    start = np.repeat(np.cumsum(tot) - tot, tot)
+    local = np.arange(m) - start
+    i = local // cg[grp]
+    j = local % cg[grp]
+    return of[sf[0][grp] + i], og[sg[0][grp] + j]
+
+
+def compute_stats(design, struct: Structure, y: np.ndarray | None = None) -> dict:
+    """One pass over the rows: the per-block cross-products the deviance needs.
+
+    Parameters
+    ----------
+    design : Design
+    struct : Structure
+    y : ndarray, optional
+        A response replacing ``design.y`` (for refits with the same design).
+
+    Returns
+    -------
+    dict of numpy arrays (a pytree; see the module docstring for the layout).
+    """
+    y = design.y if y is None else y
+    Xy = np.concatenate([design.X, y[:, None]], axis=1)
+    fA = design.factors[0]
+    JA = struct.nlev[0]
+    ZA = _factor_Z(design, 0)
+    stats = {
+        "A_ZtZ": _segment_cross(fA.codes, JA, ZA, ZA, sym=True),
+        "A_ZtXy": _segment_cross(fA.codes, JA, ZA, Xy, sym=False),
+        "XytXy": Xy.T @ Xy,
+        "n": np.float64(design.n),
+    }
+    if struct.nfactors == 1:
+        return stats
+    QB = struct.QB
+    offs = struct.b_offsets
+    BZtZ = np.zeros((QB, QB))
+    BZtXy = np.zeros((QB, Xy.shape[1]))
+    Zs = [None] + [_factor_Z(design, f) for f in range(1, struct.nfactors)]
+    pairs = [None]
+    for f in range(1, struct.nfactors):
+        ff = design.factors[f]
+        qf, Lf, of = struct.q[f], struct.nlev[f], offs[f]
+        # within-factor block (block diagonal) and right-hand side
+        d = _segment_cross(ff.codes, Lf, Zs[f], Zs[f], sym=True)  # (qf,qf,Lf)
+        for lv in range(qf):
+            for lw in range(qf):
+                idx = of + np.arange(Lf) * qf
+                BZtZ[idx + lv, idx + lw] = d[lv, lw]
+        r = _segment_cross(ff.codes, Lf, Zs[f], Xy, sym=False)  # (qf,p+1,Lf)
+        BZtXy[of:of + Lf * qf] = r.transpose(2, 0, 1).reshape(Lf * qf, -1)
+        # coupling with A: pairs (a, l)
+        key = fA.codes * Lf + ff.codes
+        ukey, inv = np.unique(key, return_inverse=True)
+        K = len(ukey)
+        C = _segment_cross(inv.ravel(), K, Zs[f], ZA, sym=False)  # (qf,qA,K)
+        Kp = bucket(K)
+        Cp = np.zeros((qf, struct.q[0], Kp))
+        Cp[:, :, :K] = C
+        ca = np.zeros(Kp, np.int64)
+        cl = np.zeros(Kp, np.int64)
+        ca[:K] = ukey // Lf
+        cl[:K] = ukey % Lf
+        pairs.append((Cp, ca, cl, K))
+        stats[f"C{f}"] = Cp
+        stats[f"Ca{f}"] = ca
+        stats[f"Cl{f}"] = cl
+        # crossings among B factors
+        for g in range(1, f):
+            fg = design.factors[g]
+            qg, Lg, og = struct.q[g], struct.nlev[g], offs[g]
+            key2 = ff.codes * Lg + fg.codes
+            uk2, inv2 = np.unique(key2, return_inverse=True)
+            cr = _segment_cross(inv2.ravel(), len(uk2), Zs[f], Zs[g], sym=False)  # (qf,qg,K2)
+            lf, lg = uk2 // Lg, uk2 % Lg
+            for i in range(qf):
+                for j in range(qg):
+                    BZtZ[of + lf * qf + i, og + lg * qg + j] = cr[i, j]
+                    BZtZ[og + lg * qg + j, of + lf * qf + i] = cr[i, j]
+    stats["B_ZtZ"] = BZtZ
+    stats["B_ZtXy"] = BZtXy
+    # pairs of pairs sharing an A level, for every ordered pair of B factors
+    for f in range(1, struct.nfactors):
+        for g in range(1, struct.nfactors):
+            Cf, caf, _, Kf = pairs[f]
+            Cg, cag, _, Kg = pairs[g]
+            i, j = _pairs_of_pairs(caf[:Kf], cag[:Kg])
+            m = len(i)
+            mp = bucket(m)
+            # padded entries point at a padded (all-zero) pair when one exists, else their product is masked
+            ip = np.full(mp, Kf if Kf < len(caf) else 0, np.int64)
+            jp = np.full(mp, Kg if Kg < len(cag) else 0, np.int64)
+            mask = np.zeros(mp)
+            ip[:m], jp[:m], mask[:m] = i, j, 1.0
+            stats[f"PPi{f}_{g}"] = ip
+            stats[f"PPj{f}_{g}"] = jp
+            stats[f"PPm{f}_{g}"] = mask
+    return stats
