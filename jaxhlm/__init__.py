@@ -13,6 +13,7 @@ from ._src.errors import (
     ColumnNotFoundError,
     ConvergenceWarning,
     DataError,
+    DatasetNotFoundError,
     FormulaError,
     JaxhlmError,
     JaxhlmWarning,
@@ -21,6 +22,7 @@ from ._src.errors import (
 )
 from ._src.formula import parse_formula
 from ._src.lmm import LinearMixedModel, lmer
+from . import datasets, plotting  # noqa: E402  (plotting imports matplotlib only when drawing)
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,9 @@ __all__ = [
     "ColumnNotFoundError",
     "ArgumentError",
     "ModelComparisonError",
+    "DatasetNotFoundError",
+    "datasets",
+    "plotting",
     "JaxhlmWarning",
     "ConvergenceWarning",
     "SingularFitWarning",

@@ -42,6 +42,13 @@ class ModelComparisonError(JaxhlmError, ValueError):
     """Models cannot be compared (different data, not nested, ...)."""
 
 
+class DatasetNotFoundError(JaxhlmError, KeyError):
+    """No bundled dataset (:mod:`jaxhlm.datasets`) has the requested name."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
 class JaxhlmWarning(UserWarning):
     """Base class of jaxhlm warnings."""
 
