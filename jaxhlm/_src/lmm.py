@@ -222,7 +222,8 @@ class LinearMixedModel:
         fe = self.fixef
         out = {}
         for name, re in self.ranef.items():
-            cols = list(fe.index) + [c for c in re.columns if c not in fe.index]
+            # random-only columns get a fixed part of 0 and come first, as in lme4
+            cols = [c for c in re.columns if c not in fe.index] + list(fe.index)
             df = pd.DataFrame({c: np.full(len(re), fe.get(c, 0.0)) for c in cols}, index=re.index)
             for c in re.columns:
                 df[c] = df[c] + re[c].to_numpy()
@@ -411,7 +412,12 @@ class LinearMixedModel:
 
     # (issue 7: plots)
     def plot(self, kind: str = "resid", **kwargs):
-        """Diagnostic plots; see :mod:`jaxhlm.plotting`."""
+        """Draw a plot of the fit with matplotlib and return its Axes; see :mod:`jaxhlm.plotting`.
+
+        ``kind``: ``"resid"`` (residuals vs fitted), ``"qq"`` (normal Q-Q), ``"lines"`` (one
+        regression line per group over ``x=``, the average thick) or ``"caterpillar"``
+        (conditional modes with 95% intervals). Keyword arguments go to that plot's function.
+        """
         from .. import plotting
 
         return plotting.plot(self, kind=kind, **kwargs)
