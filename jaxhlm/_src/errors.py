@@ -59,3 +59,7 @@ class ConvergenceWarning(JaxhlmWarning):
 
 class SingularFitWarning(JaxhlmWarning):
     """The fit is singular: a variance is zero or a correlation is +-1 (boundary)."""
+
+
+class NewLevelsWarning(JaxhlmWarning):
+    """Prediction for grouping-factor levels not seen in the fit (population-level prediction)."""
