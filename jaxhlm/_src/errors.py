@@ -49,6 +49,10 @@ class DatasetNotFoundError(JaxhlmError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class InferenceError(JaxhlmError, ValueError):
+    """The requested inference is not available for this model (e.g. Kenward-Roger for an ML fit)."""
+
+
 class JaxhlmWarning(UserWarning):
     """Base class of jaxhlm warnings."""
 
