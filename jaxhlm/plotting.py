@@ -19,7 +19,6 @@ plot is drawn. Every function draws on the Axes it is given (or on a new figure)
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats as _stats
 
 from ._src.errors import ArgumentError, ColumnNotFoundError
 
@@ -109,6 +108,13 @@ def resid_fitted(fit, ax=None, *, smooth: bool = True, **scatter_kw):
     return ax
 
 
+def _norm_ppf(p):
+    """Standard normal quantile function ``Phi^{-1}`` (scipy imported only when plotting)."""
+    from scipy.special import ndtri
+
+    return ndtri(np.asarray(p, dtype=float))
+
+
 def _ppoints(n: int) -> np.ndarray:
     a = 3.0 / 8.0 if n <= 10 else 0.5
     return (np.arange(1, n + 1) - a) / (n + 1 - 2 * a)
@@ -151,12 +157,12 @@ def qq(fit, ax=None, *, group: str | None = None, term: str | None = None, **sca
         v = re[term].to_numpy()
         what = f"conditional modes, {term} | {group}"
     v = np.sort(v)
-    z = _stats.norm.ppf(_ppoints(len(v)))
+    z = _norm_ppf(_ppoints(len(v)))
     kw = {"s": 8 if len(v) > 1000 else 16, "color": "C0", "alpha": 0.6, "linewidths": 0}
     kw.update(scatter_kw)
     ax.scatter(z, v, **kw)
     q1, q3 = np.quantile(v, [0.25, 0.75])
-    z1, z3 = _stats.norm.ppf([0.25, 0.75])
+    z1, z3 = _norm_ppf([0.25, 0.75])
     slope = (q3 - q1) / (z3 - z1)
     ax.axline((z1, q1), slope=slope, color="C3", lw=1.5)
     ax.set_xlabel("standard normal quantiles")
@@ -335,7 +341,7 @@ def caterpillar(fit, group: str | None = None, term: str | None = None, ax=None,
     many = len(b) > max_labels
     ax = _axes(ax, figsize=(6.0, 6.5 if many else max(3.0, 0.22 * len(b) + 1.0)))
     if sd is not None:
-        z = float(_stats.norm.ppf(0.5 + level / 2.0))
+        z = float(_norm_ppf(0.5 + level / 2.0))
         ax.hlines(pos, (b - z * sd)[order], (b + z * sd)[order], color="C0", lw=0.8 if many else 1.5,
                   alpha=0.5 if many else 0.9)
     ax.scatter(b[order], pos, s=6 if many else 20, color="C3" if many else "k", zorder=3, linewidths=0)
