@@ -352,7 +352,8 @@ def kr_test(model, L, rhs=None) -> dict:
     A1, A2 = _kr_A(parts, L)
     df2, scaling = _kr_scaling(A1, A2, q)
     F = scaling * wald / q
-    return {"F": F, "ndf": q, "ddf": df2, "scaling": scaling, "p": float(scipy.stats.f.sf(F, q, df2))}
+    return {"F": F, "F_unscaled": wald / q, "ndf": q, "ddf": df2, "scaling": scaling,
+            "p": float(scipy.stats.f.sf(F, q, df2))}
 
 
 _CACHE_ATTR = "_jaxhlm_kr_parts"
