@@ -103,7 +103,7 @@ STEPS = (
         Satterthwaite's degrees of freedom, as lmerTest.
         """,
         """
-        m1 = jaxhlm.lmer("mathscore ~ family_inc + (1 | sch_id)", data=dat, reml=False)
+        m1 = jaxhlm.lmer("mathscore ~ family_inc + (1 | sch_id)", data=dat, reml=False, name="m1")
         print(m1.summary())
         """,
     ),
@@ -113,12 +113,14 @@ STEPS = (
         `(family_inc | sch_id)` lets the income slope vary between schools too:
         `y_ij = g00 + g10 x_ij + u_0j + u_1j x_ij + e_ij`, with a 2 x 2 covariance of
         `(u_0j, u_1j)`. The likelihood-ratio test of `m1` against `m2` (R's `anova(m1, m2)`) tests
-        the slope variance and the covariance together (2 df).
+        the slope variance and the covariance together (2 df); as the null value of a variance
+        lies on the boundary, `boundary=True` adds the p-value from the 50:50 mixture of
+        chi-square(1) and chi-square(2), which is the better reference here.
         """,
         """
-        m2 = jaxhlm.lmer("mathscore ~ family_inc + (family_inc | sch_id)", data=dat, reml=False)
+        m2 = jaxhlm.lmer("mathscore ~ family_inc + (family_inc | sch_id)", data=dat, reml=False, name="m2")
         print(m2.summary())
-        print(jaxhlm.anova(m1, m2))
+        print(jaxhlm.anova(m1, m2, boundary=True))
         """,
     ),
     Step(
@@ -128,11 +130,11 @@ STEPS = (
         income (a contextual effect). Both enter the fixed part like any other column.
         """,
         """
-        m3 = jaxhlm.lmer("mathscore ~ family_inc + urban + (1 | sch_id)", data=dat, reml=False)
+        m3 = jaxhlm.lmer("mathscore ~ family_inc + urban + (1 | sch_id)", data=dat, reml=False, name="m3")
         print(m3.coef_table)
 
         dat["sch_inc"] = dat.groupby("sch_id", observed=True)["family_inc"].transform("mean")
-        m4 = jaxhlm.lmer("mathscore ~ family_inc + sch_inc + (1 | sch_id)", data=dat, reml=False)
+        m4 = jaxhlm.lmer("mathscore ~ family_inc + sch_inc + (1 | sch_id)", data=dat, reml=False, name="m4")
         print(m4.coef_table)
         print(jaxhlm.anova(m1, m3))
         """,
@@ -144,7 +146,8 @@ STEPS = (
         and differ in their income slopes only. It is nested in `m2`.
         """,
         """
-        m5 = jaxhlm.lmer("mathscore ~ family_inc + (0 + family_inc | sch_id)", data=dat, reml=False)
+        m5 = jaxhlm.lmer("mathscore ~ family_inc + (0 + family_inc | sch_id)",
+                         data=dat, reml=False, name="m5")
         print(m5.varcorr)
         print(jaxhlm.anova(m5, m2))
         """,

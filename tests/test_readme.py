@@ -1,0 +1,120 @@
+"""The README: its walk-through code runs exactly as printed; quick start and images are in place."""
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import jaxhlm  # noqa: E402
+from jaxhlm._src import example  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+REF = Path(__file__).parent / "data" / "reference"
+
+
+def section(text: str, heading: str) -> str:
+    m = re.search(rf"^{re.escape(heading)}.*?$(.*?)(?=^## |\Z)", text, flags=re.M | re.S)
+    assert m, f"README has no section {heading!r}"
+    return m.group(1)
+
+
+WALK = section(README, "## Walk-through")
+BLOCKS = re.findall(r"^```python\n(.*?)^```", WALK, flags=re.M | re.S)
+
+
+def ref(case):
+    return json.loads((REF / f"{case}.json").read_text())
+
+
+def test_walkthrough_blocks_are_the_example_steps():
+    """`jaxhlm example` runs the same code as the README shows."""
+    assert [b.rstrip("\n") for b in BLOCKS] == [s.code for s in example.STEPS]
+
+
+def _pending(monkeypatch) -> list:
+    """Stand-ins for features another change is still adding; the test xfails while any is used."""
+    missing = []
+    if not hasattr(jaxhlm, "anova"):
+        missing.append("jaxhlm.anova")
+        monkeypatch.setattr(jaxhlm, "anova", lambda *a, **k: "(anova pending)", raising=False)
+    if not hasattr(jaxhlm, "icc"):
+        missing.append("jaxhlm.icc")
+        monkeypatch.setattr(jaxhlm, "icc", lambda *a, **k: float("nan"), raising=False)
+    if importlib.util.find_spec("jaxhlm._src.ranef_chisq") is None:
+        missing.append("ranef_chisq")
+        monkeypatch.setattr(jaxhlm.LinearMixedModel, "ranef_chisq", lambda self, *a, **k: "(pending)")
+    return missing
+
+
+@pytest.fixture(scope="module")
+def walkthrough(tmp_path_factory):
+    """Exec the README's python blocks, in order, in one namespace, in a scratch directory."""
+    mp = pytest.MonkeyPatch()
+    work = tmp_path_factory.mktemp("walkthrough")
+    mp.chdir(work)
+    missing = _pending(mp)
+    ns = {"__name__": "__readme__"}
+    try:
+        for block in BLOCKS:
+            exec(compile(block, "README.md walk-through", "exec"), ns)  # noqa: S102
+    finally:
+        mp.undo()
+    matplotlib.pyplot.close("all")
+    return ns, work, missing
+
+
+def test_walkthrough_runs_and_gives_lme4_numbers(walkthrough):
+    ns, _, missing = walkthrough
+    for name, case in (("m1", "nels_m1"), ("m2", "nels_m2"), ("m3", "nels_m5"), ("m5", "nels_m6")):
+        R = ref(case)
+        fit = ns[name]
+        assert fit.formula.replace(" ", "") == R["formula"].replace(" ", "").replace("1+family_inc", "family_inc")
+        assert fit.objective == pytest.approx(R["objective_best"] if "objective_best" in R else R["objective"], abs=0.01)
+        for k, v in R["beta"].items():
+            assert fit.fixef[k] == pytest.approx(v, rel=1e-3)
+    m0 = ns["m0"]
+    assert m0.reml and m0.varcorr["vcov"].iloc[0] == pytest.approx(ref("nels_icc")["null_model"]["tau00"], rel=1e-4)
+    cf = ns["cf"]
+    assert len(cf) == 854 and ns["t"].df == 853
+    assert ns["t"].statistic == pytest.approx(cf["(Intercept)"].mean() / cf["(Intercept)"].std(ddof=1) * np.sqrt(854))
+    if missing:
+        pytest.xfail(f"walk-through ran with stand-ins for features not merged yet: {', '.join(missing)}")
+
+
+def test_walkthrough_pending_features(walkthrough):
+    """ICC and anova of the walk-through against merTools / lme4."""
+    ns, _, missing = walkthrough
+    if missing:
+        pytest.xfail(f"not merged yet: {', '.join(missing)}")
+    icc = jaxhlm.icc(ns["dat"], "mathscore", "sch_id")
+    assert icc == pytest.approx(ref("nels_icc")["icc"], rel=1e-4)
+    table = jaxhlm.anova(ns["m1"], ns["m2"])
+    R = ref("nels_anova_m1_m2")["table"]
+    assert table["Chisq"].iloc[1] == pytest.approx(R["Chisq"][1], abs=0.01)
+    assert table["Pr(>Chisq)"].iloc[1] == pytest.approx(R["Pr(>Chisq)"][1], abs=1e-3)
+
+
+def test_walkthrough_images(walkthrough):
+    _, work, _ = walkthrough
+    step = next(s for s in example.STEPS if s.images)
+    for img in step.images:
+        for path in (work / img, ROOT / "docs" / img):  # written by the code; committed for the README
+            assert path.exists(), path
+            pix = mpimg.imread(path)[..., :3]
+            assert len(np.unique((pix * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 100
+            assert np.mean(np.any(pix < 0.95, axis=-1)) > 0.05  # not blank
+        assert f"](docs/{img})" in WALK
+
+
+def test_quick_start_commands():
+    quick = section(README, "## Quick start")
+    assert "pip install . && jaxhlm example" in quick
+    assert 'pip install ".[test]" && python -m pytest -q' in quick
