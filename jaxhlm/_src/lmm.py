@@ -18,13 +18,14 @@ import pandas as pd
 
 from . import config  # noqa: F401
 from .design import Design, build_design
-from .errors import ArgumentError, ConvergenceWarning, SingularFitWarning
+from .errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
 from .optimize import fd_hessian, fit_theta, rectify, theta_start
 from .suffstats import build_structure, compute_stats
 
 __all__ = ["LinearMixedModel", "lmer"]
 
 SINGULAR_TOL = 1e-4
+CONV_TOL = 2e-3  # lme4's check.conv.grad tolerance
 
 
 def _make_unique(names):
@@ -306,18 +307,60 @@ class LinearMixedModel:
         return fd_hessian(np.asarray(self._fit["theta"]), self._stats, self._struct, self.reml)
 
     def _check_fit(self):
+        """lme4's post-fit checks: a finite criterion, convergence (gradient), singularity.
+
+        Convergence follows lme4's ``checkConv``: the fit is flagged when the optimiser stopped
+        early, or when for some component both the gradient and the gradient scaled by the
+        Hessian's Cholesky factor (``R^{-1} g`` with ``H = R'R``) exceed ``CONV_TOL`` in absolute
+        value. The Hessian is only computed when the plain gradient is above the tolerance.
+        """
         msgs = self.optinfo["messages"]
-        if not self.optinfo["converged"]:
-            msg = (
-                f"Model failed to converge: optimizer stopped after {self.optinfo['iterations']} iterations "
-                f"with max|grad| = {self.optinfo['max_abs_grad']:.3g}"
+        fit = self._fit
+        if not (np.isfinite(self.objective) and np.all(np.isfinite(np.asarray(fit["theta"])))
+                and np.isfinite(float(fit["r2"])) and np.all(np.isfinite(np.asarray(fit["beta"])))):
+            raise FitError(
+                f"the {'REML criterion' if self.reml else 'deviance'} is not finite at the optimum "
+                f"(objective = {self.objective}); check the data for a response that is (almost) "
+                "exactly determined by the predictors, or predictors with extreme values"
             )
+        grad = np.asarray(self.optinfo["grad"], dtype=np.float64)
+        gmax = self.optinfo["max_abs_grad"]
+        problem = None
+        if not self.optinfo["converged"]:
+            problem = (
+                f"optimizer stopped after {self.optinfo['iterations']} iterations with max|grad| = {gmax:.3g}"
+            )
+        elif gmax > CONV_TOL:
+            try:
+                H = self.hessian
+                R = np.linalg.cholesky(H).T  # H = R'R
+                scaled = np.linalg.solve(R, grad)
+                mingrad = np.minimum(np.abs(scaled), np.abs(grad))
+            except np.linalg.LinAlgError:
+                mingrad = np.abs(grad)
+            if not np.all(np.isfinite(mingrad)):
+                mingrad = np.abs(grad)
+            k = int(np.argmax(mingrad))
+            if mingrad[k] > CONV_TOL:
+                problem = (
+                    f"max|grad| = {mingrad[k]:.3g} (tol = {CONV_TOL:g}, component {k + 1}, "
+                    f"{self.theta.index[k]})"
+                )
+        if problem is not None:
+            self.optinfo["converged"] = False
+            msg = f"Model failed to converge: {problem}"
+            th = np.abs(np.asarray(fit["theta"]))
+            if th.size and th.max() > 1e3:
+                msg += (
+                    f"; theta = {th.max():.3g} means a random-effect standard deviation {th.max():.3g} times "
+                    "the residual one: is the response (almost) exactly determined by a grouping factor?"
+                )
             msgs.append(msg)
-            warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+            warnings.warn(msg, ConvergenceWarning, stacklevel=5)
         if self.is_singular:
             msg = "boundary (singular) fit: a variance is (nearly) zero or a correlation is +-1; see is_singular"
             msgs.append(msg)
-            warnings.warn(msg, SingularFitWarning, stacklevel=3)
+            warnings.warn(msg, SingularFitWarning, stacklevel=5)
 
     # ------------------------------------------------------------------ inference
     @functools.cached_property
@@ -468,9 +511,17 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
 
 
 def _fit_design(design, struct, stats, reml, start=None, name=None, t_design=0.0, t_stats=0.0):
-    th0 = theta_start(struct) if start is None else np.asarray(start, dtype=np.float64)
-    if th0.shape != (struct.ntheta,):
-        raise ArgumentError(f"start must have {struct.ntheta} elements (theta), got shape {th0.shape}")
+    if start is None:
+        th0 = theta_start(struct)
+    else:
+        try:
+            th0 = np.asarray(start, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ArgumentError(f"start must be {struct.ntheta} numbers (theta, lme4 order), got {start!r}") from None
+        if th0.shape != (struct.ntheta,):
+            raise ArgumentError(f"start must have {struct.ntheta} elements (theta), got shape {th0.shape}")
+        if not np.all(np.isfinite(th0)):
+            raise ArgumentError(f"start must be finite, got {th0}")
     t2 = time.perf_counter()
     fit = fit_theta(jnp.asarray(th0), stats, struct, reml)
     fit = jax.device_get(fit)

@@ -1,0 +1,76 @@
+"""Shared test helpers: reference cases (R lme4/lmerTest/merTools output) and cached fits."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import warnings
+
+import pandas as pd
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "data")
+REF_DIRS = [os.path.join(DATA, "reference"), os.path.join(DATA, "reference_extra")]
+
+
+def load_cases(kind: str = "lmer") -> list:
+    """All reference cases of a type, from every reference folder present."""
+    out = []
+    for d in REF_DIRS:
+        path = os.path.join(d, "cases.json")
+        if not os.path.exists(path):
+            continue
+        with open(path) as fh:
+            cases = json.load(fh)["cases"]
+        for c in cases:
+            if c.get("type") == kind and os.path.exists(os.path.join(d, f"{c['id']}.json")):
+                c = dict(c)
+                c["_dir"] = d
+                out.append(c)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def load_reference(case_id: str) -> dict:
+    for d in REF_DIRS:
+        path = os.path.join(d, f"{case_id}.json")
+        if os.path.exists(path):
+            with open(path) as fh:
+                return json.load(fh)
+    raise FileNotFoundError(case_id)
+
+
+@functools.lru_cache(maxsize=None)
+def load_data(name: str) -> pd.DataFrame:
+    for sub in ("", "extra"):
+        path = os.path.join(DATA, sub, name)
+        if os.path.exists(path):
+            return pd.read_csv(path)
+    raise FileNotFoundError(name)
+
+
+@functools.lru_cache(maxsize=None)
+def fit_case(case_id: str):
+    """Fit a reference case once per test session (fits are immutable)."""
+    import jaxhlm
+
+    ref = load_reference(case_id)
+    data = load_data(ref["data"]).copy()
+    for col in ref.get("factors") or []:  # R's factor(): levels sorted, numeric ones numerically
+        # (string columns are left as they are: jaxhlm sorts their levels as R does)
+        if col in data.columns and pd.api.types.is_numeric_dtype(data[col]):
+            data[col] = pd.Categorical(data[col])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return jaxhlm.lmer(ref["formula"], data, reml=bool(ref["REML"]), name=case_id)
+
+
+@pytest.fixture
+def nels():
+    return load_data("nels_like.csv")
+
+
+@pytest.fixture
+def sleepstudy():
+    return load_data("sleepstudy.csv")
