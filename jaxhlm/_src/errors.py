@@ -13,7 +13,23 @@ class JaxhlmError(Exception):
 
 
 class FormulaError(JaxhlmError, ValueError):
-    """The model formula cannot be parsed or does not describe a linear mixed model."""
+    """The model formula cannot be parsed or does not describe a linear mixed model.
+
+    Attributes
+    ----------
+    formula : str or None
+        The formula, when the error concerns a position in it.
+    position : int or None
+        0-based index of the offending character; the message then shows the formula with a
+        caret under that character.
+    """
+
+    def __init__(self, message: str, formula: str | None = None, position: int | None = None):
+        self.formula = formula
+        self.position = position
+        if formula is not None and position is not None:
+            message = f"{message}\n    {formula}\n    {' ' * position}^"
+        super().__init__(message)
 
 
 class DataError(JaxhlmError, ValueError):
@@ -59,6 +75,10 @@ class JaxhlmWarning(UserWarning):
 
 class ConvergenceWarning(JaxhlmWarning):
     """The optimiser did not reach a point with a negligible gradient."""
+
+
+class FitError(JaxhlmError, ValueError):
+    """The model could not be fitted to the data (the criterion is not finite at the optimum)."""
 
 
 class SingularFitWarning(JaxhlmWarning):
