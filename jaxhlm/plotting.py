@@ -389,4 +389,6 @@ def plot(fit, kind: str = "resid", **kwargs):
         fn = _KINDS[kind]
     except (KeyError, TypeError):
         raise ArgumentError(f"unknown plot kind {kind!r}; choose one of 'resid', 'qq', 'lines', 'caterpillar'") from None
+    if fn is group_lines and "x" not in kwargs:
+        raise ArgumentError("plot(kind='lines') needs x=, the column to draw the lines over")
     return fn(fit, **kwargs)

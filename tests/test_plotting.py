@@ -190,6 +190,8 @@ def test_caterpillar_many_levels_and_given_axes(fits):
 def test_plot_dispatch_errors(fits):
     with pytest.raises(jaxhlm.ArgumentError, match="unknown plot kind"):
         fits["rs"].plot("scatter")
+    with pytest.raises(jaxhlm.ArgumentError, match="x="):
+        fits["rs"].plot("lines")
     with pytest.raises(jaxhlm.ArgumentError, match="level"):
         plotting.caterpillar(fits["rs"], level=95)
     with pytest.raises(jaxhlm.ColumnNotFoundError, match="Day"):
