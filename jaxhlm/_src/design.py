@@ -27,11 +27,15 @@ from .errors import (
 )
 from .formula import ParsedFormula, RandomTerm, parse_formula
 
-__all__ = ["GroupingFactor", "TermDesign", "Design", "build_design", "r_name"]
+__all__ = ["GroupingFactor", "TermDesign", "Design", "build_design", "r_name", "RankDeficiencyWarning", "DataWarning"]
 
 
 class RankDeficiencyWarning(JaxhlmWarning):
     """Fixed-effects columns were dropped because they are linear combinations of others."""
+
+
+class DataWarning(JaxhlmWarning):
+    """Something in the data is probably not what was meant (numbers stored as text, ...)."""
 
 
 _T_LEVEL = re.compile(r"\[T\.(.*?)\]")
@@ -154,13 +158,44 @@ def _as_dataframe(data) -> pd.DataFrame:
     raise ArgumentError(f"data must be a pandas DataFrame (or a dict of columns), got {type(data).__name__}")
 
 
+_TRANSFORM_NAMES = frozenset(
+    getattr(getattr(formulaic, "transforms", None), "TRANSFORMS", None)
+    or ["C", "I", "Q", "bs", "center", "contr", "lag", "log", "poly", "scale", "standardize"]
+) | {"np"}
+
+
 def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> tuple:
     cols = set(data.columns)
     needed: list = []
+    # R-style names with dots (``Sepal.Length``): formulaic evaluates them as columns but lists
+    # ``Sepal`` among its required variables; find them in the formula text instead.
+    dotted = [
+        c for c in data.columns
+        if isinstance(c, str) and "." in c and re.search(rf"(?<![\w.]){re.escape(c)}(?![\w.])", parsed.formula)
+    ]
+    for c in dotted:
+        needed.append(c)
+    # columns formulaic does not list: ones named like its functions (a column ``C`` used as
+    # ``y ~ C``) and ones quoted as Q("name")
+    text = parsed.formula
+    for c in data.columns:
+        if not isinstance(c, str) or c in needed:
+            continue
+        bare = c in _TRANSFORM_NAMES and re.search(rf"(?<![\w.`]){re.escape(c)}(?![\w.]|\s*\()", text)
+        quoted = re.search(rf"Q\(\s*(['\"]){re.escape(c)}\1\s*\)", text)
+        if bare or quoted:
+            needed.append(c)
 
     def add(names, where):
         for v in sorted(names, key=str):
+            if v not in cols and any(d.startswith(f"{v}.") for d in dotted):
+                continue
             if v not in cols:
+                if re.search(rf"(?<![\w.`]){re.escape(str(v))}\s*\(", parsed.formula):
+                    raise FormulaError(
+                        f"{v!r} in the {where} is used as a function but is neither a column of the data "
+                        "nor a function formulaic knows (numpy is available as np, e.g. np.log(x))"
+                    )
                 raise ColumnNotFoundError(v, data.columns, where)
             if v not in needed:
                 needed.append(v)
@@ -168,7 +203,7 @@ def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> tuple:
     try:
         fixed = formulaic.Formula(parsed.fixed_formula)
     except Exception as exc:
-        raise FormulaError(f"cannot parse {parsed.fixed_formula!r}: {exc}") from None
+        raise FormulaError(f"cannot parse {parsed.fixed_formula!r}: {_clean(exc)}") from None
     add(fixed.lhs.required_variables, "response")
     add(fixed.rhs.required_variables, "fixed-effects part")
     for t in parsed.random:
@@ -179,37 +214,71 @@ def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> tuple:
         except ColumnNotFoundError:
             raise
         except Exception as exc:
-            raise FormulaError(f"cannot parse {t.expr!r} in random-effect term {t}: {exc}") from None
+            raise FormulaError(f"cannot parse {t.expr!r} in random-effect term {t}: {_clean(exc)}") from None
         add(t.group, f"grouping factor of {t}")
     return needed
 
 
+def _single_factor(col: pd.Series) -> tuple:
+    """Codes and levels of one column, levels sorted as R's ``factor()`` (categoricals keep
+    their category order, unused categories dropped)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        col = col.cat.remove_unused_categories()
+        return col.cat.codes.to_numpy().astype(np.int64), pd.Index(col.cat.categories)
+    try:
+        codes, uniques = pd.factorize(col, sort=True)
+    except TypeError:  # unorderable mixture: order by string label
+        codes, uniques = pd.factorize(col.astype(str), sort=True)
+    if len(uniques) and all(isinstance(u, str) for u in uniques):
+        # R sorts character levels in the locale's collation (en_US): case-insensitive first,
+        # lower case before upper case on ties ("a" < "alpha" < "Alpha" < "B" < "b10")
+        order = sorted(range(len(uniques)), key=lambda i: (uniques[i].lower(), uniques[i].swapcase()))
+        if order != list(range(len(uniques))):
+            rank = np.empty(len(order), np.int64)
+            rank[np.asarray(order)] = np.arange(len(order))
+            codes = rank[codes]
+            uniques = pd.Index([uniques[i] for i in order])
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
 def _factor(name: str, frame: pd.DataFrame, cols: tuple) -> GroupingFactor:
+    """The grouping factor of the columns ``cols`` (their interaction when several).
+
+    An interaction's levels are the combinations present in the data, ordered as R's ``a:b``
+    on factors (by the level order of ``a``, then of ``b``); labels are ``"a_label:b_label"``.
+    """
     if len(cols) == 1:
-        col = frame[cols[0]]
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            col = col.cat.remove_unused_categories()
-            codes = col.cat.codes.to_numpy().astype(np.int64)
-            levels = pd.Index(col.cat.categories, name=name)
-        else:
-            try:
-                codes, uniques = pd.factorize(col, sort=True)
-            except TypeError:  # unorderable mixture: order by string label
-                codes, uniques = pd.factorize(col.astype(str), sort=True)
-            levels = pd.Index(uniques, name=name)
-            codes = codes.astype(np.int64)
-    else:
-        labels = frame[cols[0]].astype(str)
-        for c in cols[1:]:
-            labels = labels + ":" + frame[c].astype(str)
-        codes, uniques = pd.factorize(labels, sort=True)
-        codes = codes.astype(np.int64)
-        levels = pd.Index(uniques, name=name)
-    return GroupingFactor(name=name, codes=codes, levels=levels)
+        codes, levels = _single_factor(frame[cols[0]])
+        return GroupingFactor(name=name, codes=codes, levels=levels.rename(name))
+    parts = [_single_factor(frame[c]) for c in cols]
+    comb = np.zeros(len(frame), np.int64)
+    for codes, levels in parts:  # mixed radix, first column most significant
+        comb = comb * len(levels) + codes
+    uniq, codes = np.unique(comb, return_inverse=True)
+    labels = []
+    rem = uniq.copy()
+    digits = []
+    for codes_c, levels in reversed(parts):
+        digits.append(rem % len(levels))
+        rem = rem // len(levels)
+    digits = digits[::-1]
+    strs = [np.asarray([str(v) for v in levels], dtype=object)[d] for (_, levels), d in zip(parts, digits)]
+    labels = strs[0]
+    for st in strs[1:]:
+        labels = labels + ":" + st
+    return GroupingFactor(name=name, codes=codes.astype(np.int64).ravel(), levels=pd.Index(list(labels), name=name))
 
 
 def _numeric_matrix(mm, what: str) -> np.ndarray:
-    arr = np.asarray(mm, dtype=np.float64)
+    raw = np.asarray(mm)
+    if np.iscomplexobj(raw):
+        j = int(np.nonzero(np.any(np.imag(raw.reshape(len(raw), -1)) != 0, axis=0))[0][0]) if raw.size else 0
+        name = list(mm.columns)[j] if hasattr(mm, "columns") else str(j)
+        raise DataError(f"{what} column {name!r} has complex values; only real numbers can be modelled")
+    try:
+        arr = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{what} values are not numeric: {exc}") from None
     if arr.ndim == 1:
         arr = arr[:, None]
     bad = ~np.isfinite(arr)
@@ -220,18 +289,124 @@ def _numeric_matrix(mm, what: str) -> np.ndarray:
     return arr
 
 
-def _drop_aliased(X: np.ndarray, names: list) -> tuple:
-    """Keep a full-rank subset of columns (pivoted QR, tolerance 1e-7 as lme4)."""
+def _drop_aliased(X: np.ndarray, names: list, tol: float = 1e-7) -> np.ndarray:
+    """Keep a full-rank subset of the columns of ``X``, dropping the later of aliased columns.
+
+    As R's ``qr()`` (LINPACK ``dqrdc2``, which lme4's rank check uses with ``tol = 1e-7``): the
+    columns are taken in order and column ``j`` is dropped when the norm of its part orthogonal
+    to the columns kept so far is below ``tol`` times its own norm. The test is relative to each
+    column's norm, so it does not depend on the columns' units (a predictor in 1e-6 and one in
+    1e6 are both kept). Works on the ``p x p`` triangular factor of ``X`` (rotating ``X`` by an
+    orthogonal matrix changes no such norm), so it costs one QR of ``X``.
+
+    Returns
+    -------
+    keep : ndarray of bool, shape (p,)
+    """
     import scipy.linalg
 
-    if X.shape[1] == 0:
-        return np.ones(0, bool)
-    _, R, piv = scipy.linalg.qr(X, mode="economic", pivoting=True)
-    d = np.abs(np.diag(R))
-    rank = int(np.sum(d > 1e-7 * d[0])) if d.size and d[0] > 0 else 0
-    keep = np.zeros(X.shape[1], bool)
-    keep[np.sort(piv[:rank])] = True
+    n, p = X.shape
+    keep = np.zeros(p, bool)
+    if p == 0:
+        return keep
+    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
+    Xs = X / np.where(norms > 0, norms, 1.0)
+    R = scipy.linalg.qr(Xs, mode="r")[0][: min(n, p)]
+    Q = np.zeros((R.shape[0], 0))  # orthonormal basis of the kept columns (in R's coordinates)
+    for j in range(p):
+        if norms[j] == 0:
+            continue
+        v = R[:, j].copy()
+        for _ in range(2):  # Gram-Schmidt twice is orthogonal to working precision
+            v -= Q @ (Q.T @ v)
+        r = np.linalg.norm(v)
+        if r > tol:  # columns have unit norm
+            keep[j] = True
+            Q = np.concatenate([Q, (v / r)[:, None]], axis=1)
     return keep
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29db\u29da]")
+
+
+def _clean(msg) -> str:
+    """formulaic's messages carry terminal colour codes; strip them."""
+    return _ANSI.sub("", str(msg)).strip()
+
+
+def _check_response_column(ycol: str, frame: pd.DataFrame) -> None:
+    """A response that is a column must hold real numbers (not text, booleans, dates, complex)."""
+    if ycol not in frame.columns:
+        return  # an expression such as np.log(y): checked after evaluation
+    col = frame[ycol]
+    dt = col.dtype
+    ok = (
+        pd.api.types.is_numeric_dtype(dt)
+        and not pd.api.types.is_bool_dtype(dt)
+        and not pd.api.types.is_complex_dtype(dt)
+    )
+    if ok:
+        return
+    hint = ""
+    if pd.api.types.is_object_dtype(dt) or pd.api.types.is_string_dtype(dt):
+        conv = pd.to_numeric(col, errors="coerce")
+        bad = col[conv.isna() & col.notna()]
+        if len(bad):
+            hint = f" ({len(bad)} values are not numbers, e.g. {bad.iloc[0]!r})"
+        hint += f"; convert it with pd.to_numeric(data[{ycol!r}])"
+    elif pd.api.types.is_bool_dtype(dt):
+        hint = "; for a 0/1 response use data[{!r}].astype(float) (a linear model of a binary response)".format(ycol)
+    raise DataError(f"the response column {ycol!r} must be numeric, it has dtype {dt}{hint}")
+
+
+def _check_response_values(ycol: str, y: np.ndarray, X: np.ndarray) -> None:
+    """Refuse a response with nothing left to model: constant, or exactly a linear function of
+    the fixed effects (its residual variance would be 0 and the deviance -infinity)."""
+    if np.all(y == y[0]):
+        raise DataError(
+            f"the response {ycol!r} is constant (every used row has the value {y[0]:g}); "
+            "there is no variation for a model to explain"
+        )
+    if X.shape[1]:
+        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+        res = y - X @ coef
+        if np.linalg.norm(res) <= 1e-10 * np.linalg.norm(y):
+            raise DataError(
+                f"the response {ycol!r} is an exact linear function of the fixed effects "
+                "(zero residuals); there is no residual variation for a mixed model"
+            )
+
+
+def _warn_numbers_as_text(parsed: ParsedFormula, frame: pd.DataFrame) -> None:
+    """Warn when a predictor stored as text holds (mostly) numbers: formulaic would treat it as
+    categorical, with one coefficient per distinct value."""
+    cols = set()
+    try:
+        cols |= set(formulaic.Formula(parsed.fixed).required_variables)
+        for t in parsed.random:
+            cols |= set(formulaic.Formula(t.expr).required_variables)
+    except Exception:
+        return
+    for c in sorted(cols & set(frame.columns), key=str):
+        col = frame[c]
+        if not (pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype)):
+            continue
+        vals = col.dropna()
+        if len(vals) < 3:
+            continue
+        conv = pd.to_numeric(vals, errors="coerce")
+        nnum = int(conv.notna().sum())
+        nlev = vals.nunique()
+        if nnum >= 0.9 * len(vals) and nlev > 2:
+            bad = vals[conv.isna()]
+            eg = f"; not numbers: e.g. {bad.iloc[0]!r}" if len(bad) else ""
+            warnings.warn(
+                f"column {c!r} holds numbers stored as {col.dtype} ({nnum} of {len(vals)} values{eg}); "
+                f"it is used as a categorical variable with {nlev} levels. Convert it with "
+                f"pd.to_numeric if it is a numeric predictor",
+                DataWarning,
+                stacklevel=4,
+            )
 
 
 def build_design(formula, data) -> Design:
@@ -251,34 +426,47 @@ def build_design(formula, data) -> Design:
     if len(data) == 0:
         raise DataError("the data has no rows")
     needed = _required_columns(parsed, data)
-    frame = data.loc[:, needed]
-    complete = frame.notna().all(axis=1).to_numpy()
+    dup = [c for c in needed if int(np.sum(data.columns == c)) > 1]
+    if dup:
+        raise DataError(f"column {dup[0]!r} appears more than once in the data")
+    frame = data.loc[:, needed]  # a new frame: the user's data is never modified
+    _check_response_column(parsed.response, frame)
+    _warn_numbers_as_text(parsed, frame)
+    isna = frame.isna()
+    complete = ~isna.any(axis=1).to_numpy()
     n_dropped = int((~complete).sum())
     if n_dropped:
         frame = frame.loc[complete]
     if len(frame) == 0:
-        raise DataError(f"no complete rows: every row has a missing value in one of {needed}")
+        allna = [c for c in needed if bool(isna[c].all())]
+        which = f"column {allna[0]!r} has only missing values" if allna else (
+            f"every row has a missing value in one of {needed}")
+        raise DataError(f"no complete rows: {which}")
 
     # response and fixed effects
     try:
         mm = formulaic.model_matrix(parsed.fixed_formula, frame, na_action="ignore")
     except Exception as exc:
-        raise FormulaError(f"cannot build the fixed-effects model matrix for {parsed.fixed_formula!r}: {exc}") from None
+        raise FormulaError(
+            f"cannot build the fixed-effects model matrix for {parsed.fixed_formula!r}: {_clean(exc)}"
+        ) from None
     lhs = mm.lhs
+    ycol = parsed.response
     if lhs.shape[1] != 1:
-        col = parsed.response
         raise DataError(
-            f"the response {col!r} must be one numeric column; it expands to {lhs.shape[1]} columns "
+            f"the response {ycol!r} must be one numeric column; it expands to {lhs.shape[1]} columns "
             f"({list(lhs.columns)[:4]}), is it a string or categorical column?"
         )
-    ycol = parsed.response
-    if ycol in frame.columns and not (
-        pd.api.types.is_numeric_dtype(frame[ycol]) and not pd.api.types.is_bool_dtype(frame[ycol])
-    ):
-        raise DataError(f"the response column {ycol!r} must be numeric, it has dtype {frame[ycol].dtype}")
     y = _numeric_matrix(lhs, "response")[:, 0]
     X_full = _numeric_matrix(mm.rhs, "fixed-effects")
+    if len(y) != len(frame) or X_full.shape[0] != len(frame):
+        raise DataError(
+            f"the model matrix has {X_full.shape[0]} rows and the response {len(y)} for {len(frame)} "
+            "rows of data; an expression in the formula changes the number of rows"
+        )
     names_full = [r_name(c) for c in mm.rhs.columns]
+    if len(y) <= X_full.shape[1]:
+        raise DataError(f"{len(y)} observations are too few for {X_full.shape[1]} fixed-effects coefficients")
     keep = _drop_aliased(X_full, names_full)
     dropped = [nm for nm, k in zip(names_full, keep) if not k]
     if dropped:
@@ -290,6 +478,9 @@ def build_design(formula, data) -> Design:
         )
     X = np.ascontiguousarray(X_full[:, keep])
     fixef_names = [nm for nm, k in zip(names_full, keep) if k]
+    if len(y) <= X.shape[1]:
+        raise DataError(f"{len(y)} observations are too few for {X.shape[1]} fixed-effects coefficients")
+    _check_response_values(ycol, y, X)
 
     # random-effects terms and grouping factors
     factor_of: dict = {}
@@ -300,7 +491,7 @@ def build_design(formula, data) -> Design:
         try:
             zm = formulaic.model_matrix(t.expr, frame, na_action="ignore")
         except Exception as exc:
-            raise FormulaError(f"cannot evaluate random-effect term {t}: {exc}") from None
+            raise FormulaError(f"cannot evaluate random-effect term {t}: {_clean(exc)}") from None
         Z = _numeric_matrix(zm, f"random-effect term {t}")
         if Z.shape[1] == 0:
             raise FormulaError(f"random-effect term {t} has no columns")
@@ -329,8 +520,12 @@ def build_design(formula, data) -> Design:
     if n <= X.shape[1]:
         raise DataError(f"{n} observations are too few for {X.shape[1]} fixed-effects coefficients")
 
-    # lme4 orders terms by decreasing number of levels (stable)
-    order = sorted(range(len(terms)), key=lambda i: -factors[terms[i].factor].nlevels)
+    # lme4 (mkReTrms): unless the numbers of levels already decrease, order the terms by
+    # decreasing number of levels, ties in reverse formula order (R's rev(order(nl)))
+    nl = [factors[td.factor].nlevels for td in terms]
+    order = list(range(len(terms)))
+    if any(b > a for a, b in zip(nl, nl[1:])):
+        order = sorted(order, key=lambda i: nl[i])[::-1]
     terms = [terms[i] for i in order]
     specs = [specs[i] for i in order]
     # factors renumbered in order of first use

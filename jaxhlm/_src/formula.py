@@ -1,9 +1,17 @@
 """lme4 formula syntax: split ``y ~ fixed + (expr | group)`` into its parts.
 
 The fixed part and each random-effect expression are handed to formulaic unchanged; this module
-only finds the bar terms, expands ``||`` and ``/`` the way lme4's ``findbars``/``expandSlash``
-do, and names the grouping factors as lme4 does (``(1 | batch/cask)`` gives the groups
-``cask:batch`` and ``batch``).
+only finds the bar terms, expands ``||`` and ``/`` the way lme4's ``findbars`` /
+``expandDoubleVerts`` / ``expandSlash`` do, and names the grouping factors as lme4 does:
+
+* ``(x || g)``          -> ``(1 | g) + (0 + x | g)`` (one term per formula term of ``x``);
+* ``(1 | a/b)``         -> ``(1 | b:a) + (1 | a)``;
+* ``(1 | a/b/c)``       -> ``(1 | c:(b:a)) + (1 | b:a) + (1 | a)``;
+* ``(x || a/b)``        -> ``(1 | b:a) + (1 | a) + (0 + x | b:a) + (0 + x | a)``.
+
+Before any of that, :func:`check_syntax` scans the formula once and reports the first syntax
+error with its position (a caret under the offending character), so that a typo never reaches
+formulaic or JAX as an obscure failure.
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ import formulaic
 
 from .errors import FormulaError
 
-__all__ = ["RandomTerm", "ParsedFormula", "parse_formula"]
+__all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "check_syntax"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,15 +36,19 @@ class RandomTerm:
         random effects per level), e.g. ``"1"``, ``"1 + x"``, ``"0 + x"``.
     group : tuple of str
         Data columns whose interaction forms the grouping factor, e.g. ``("cask", "batch")``.
+    label : str, optional
+        lme4's name of the grouping factor when it differs from the columns joined by ``:``
+        (nesting of three or more levels: ``c:(b:a)``).
     """
 
     expr: str
     group: tuple
+    label: str | None = None
 
     @property
     def group_name(self) -> str:
-        """lme4's name of the grouping factor (columns joined by ``:``)."""
-        return ":".join(self.group)
+        """lme4's name of the grouping factor (``g``, ``b:a``, ``c:(b:a)``)."""
+        return self.label if self.label is not None else ":".join(self.group)
 
     def __str__(self) -> str:
         return f"({self.expr} | {self.group_name})"
@@ -55,7 +67,7 @@ class ParsedFormula:
     fixed : str
         Right-hand side of the fixed effects (``"1"`` when only an intercept).
     random : tuple of RandomTerm
-        Random-effect terms after expanding ``||`` and ``/``, in formula order.
+        Random-effect terms after expanding ``||`` and ``/``, in lme4's order.
     """
 
     formula: str
@@ -68,17 +80,196 @@ class ParsedFormula:
         return f"{self.response} ~ {self.fixed}"
 
 
+# ---------------------------------------------------------------------------------------------
+# syntax check with positions
+# ---------------------------------------------------------------------------------------------
+_ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29db\u29da]")
+
+
+def _clean(msg) -> str:
+    """formulaic's messages carry terminal colour codes and markers; strip them."""
+    return _ANSI.sub("", str(msg)).strip()
+
+
+def _err(formula: str, pos: int, msg: str) -> FormulaError:
+    return FormulaError(f"{msg} (position {pos})", formula=formula, position=pos)
+
+
+_OPERAND_START = re.compile(r"[\w.]")
+_WORD = re.compile(r"[\w.]+")
+_BINARY = ("*", "/", ":", "^", "**", "|", "||", "%in%")
+_CLOSE = {"(": ")", "[": "]", "{": "}"}
+
+
+def _skip_code(s: str, i: int, opener: str) -> int:
+    """From just after ``opener`` (a call's ``(``, ``[`` or ``{``), return the index after its
+    matching closer; strings and nested brackets are skipped. Python code inside is not checked."""
+    start = i - 1
+    stack = [opener]
+    while i < len(s):
+        ch = s[i]
+        if ch in "'\"":
+            j = s.find(ch, i + 1)
+            if j < 0:
+                raise _err(s, i, f"unterminated string starting with {ch}")
+            i = j + 1
+            continue
+        if ch == "`":
+            j = s.find("`", i + 1)
+            if j < 0:
+                raise _err(s, i, "unterminated backtick-quoted name")
+            i = j + 1
+            continue
+        if ch in _CLOSE:
+            stack.append(ch)
+        elif ch in ")]}":
+            if _CLOSE[stack[-1]] != ch:
+                raise _err(s, i, f"{ch!r} does not match {stack[-1]!r}")
+            stack.pop()
+            if not stack:
+                return i + 1
+        i += 1
+    raise _err(s, start, f"{opener!r} is never closed")
+
+
+def check_syntax(formula: str) -> None:
+    """Raise :class:`FormulaError` with the position of the first syntax error in ``formula``.
+
+    Checks brackets, quotes and backticks, and at the level of the formula (outside function
+    calls such as ``np.log(x)`` or ``I(x**2)``, whose Python code formulaic checks) that every
+    binary operator has two operands, that two operands are joined by an operator, that there
+    is exactly one ``~``, and that ``|`` appears only inside a parenthesised random-effect term.
+    """
+    s = formula
+    n = len(s)
+    # state: what the previous token was: "start" (beginning of a side / after '('),
+    # "operand", "operator"
+    prev = "start"
+    prev_pos = 0
+    prev_text = ""
+    groups: list = []  # positions of open grouping parentheses
+    tildes = 0
+    i = 0
+    while i < n:
+        ch = s[i]
+        if ch.isspace():
+            i += 1
+            continue
+        if ch == "~":
+            if groups:
+                raise _err(s, i, "'~' inside parentheses")
+            tildes += 1
+            if tildes > 1:
+                raise _err(s, i, "a second '~'; a model formula has one '~' between response and predictors")
+            if prev == "operator":
+                raise _err(s, prev_pos, f"operator {prev_text!r} has no right operand")
+            prev, prev_pos, prev_text = "start", i, "~"
+            i += 1
+            continue
+        if ch == "(":
+            if prev == "operand":
+                raise _err(s, i, f"missing operator between {prev_text!r} and '('")
+            groups.append(i)
+            prev, prev_pos, prev_text = "start", i, "("
+            i += 1
+            continue
+        if ch == ")":
+            if not groups:
+                raise _err(s, i, "')' without a matching '('")
+            if prev == "operator":
+                raise _err(s, prev_pos, f"operator {prev_text!r} has no right operand")
+            if prev == "start":
+                raise _err(s, i, "empty parentheses '()'")
+            groups.pop()
+            prev, prev_pos, prev_text = "operand", i, ")"
+            i += 1
+            continue
+        if ch in "]}":
+            raise _err(s, i, f"{ch!r} without a matching opening bracket")
+        if ch in "[{":
+            if prev == "operand":
+                raise _err(s, i, f"missing operator between {prev_text!r} and {ch!r}")
+            j = _skip_code(s, i + 1, ch)
+            prev, prev_pos, prev_text = "operand", i, s[i:j]
+            i = j
+            continue
+        if ch == "`":
+            j = s.find("`", i + 1)
+            if j < 0:
+                raise _err(s, i, "unterminated backtick-quoted name")
+            if prev == "operand":
+                raise _err(s, i, f"missing operator between {prev_text!r} and {s[i:j + 1]!r}")
+            prev, prev_pos, prev_text = "operand", i, s[i:j + 1]
+            i = j + 1
+            continue
+        if ch in "'\"":
+            raise _err(s, i, "a quoted string is only allowed inside a function call such as C(f, Treatment('a'))")
+        if _OPERAND_START.match(ch):
+            m = _WORD.match(s, i)
+            j = m.end()
+            word = s[i:j]
+            if prev == "operand":
+                raise _err(s, i, f"missing operator between {prev_text!r} and {word!r}")
+            k = j
+            while k < n and s[k] == " ":
+                k += 1
+            if k < n and s[k] == "(":  # function call: skip its Python arguments
+                j = _skip_code(s, k + 1, "(")
+            prev, prev_pos, prev_text = "operand", i, s[i:j]
+            i = j
+            continue
+        # operators
+        op = None
+        for cand in ("%in%", "||", "**", "+", "-", "*", "/", ":", "^", "|"):
+            if s.startswith(cand, i):
+                op = cand
+                break
+        if op is None:
+            raise _err(s, i, f"unexpected character {ch!r}")
+        if op in ("|", "||") and not groups:
+            raise _err(
+                s, i, f"{op!r} outside parentheses; write a random-effect term as (expr {op} group)"
+            )
+        if op in _BINARY and prev != "operand":
+            what = f"after {prev_text!r}" if prev == "operator" else "at the start of an expression"
+            raise _err(s, i, f"operator {op!r} {what} has no left operand")
+        prev, prev_pos, prev_text = "operator", i, op
+        i += len(op)
+    if groups:
+        raise _err(s, groups[-1], "'(' is never closed")
+    if prev == "operator":
+        raise _err(s, prev_pos, f"operator {prev_text!r} has no right operand")
+    if tildes == 0:
+        raise FormulaError(
+            f"formula {formula!r} has no '~' separating the response from the predictors", formula=formula
+        )
+    if prev == "start":
+        raise _err(s, n, "nothing on the right of '~'")
+
+
+# ---------------------------------------------------------------------------------------------
+# splitting
+# ---------------------------------------------------------------------------------------------
 def _split_top(s: str, seps: str) -> list:
-    """Split ``s`` at characters in ``seps`` that are outside brackets; keep the separators."""
+    """Split ``s`` at characters in ``seps`` outside brackets, quotes and backticks; keep the
+    separators as their own items."""
     out, depth, cur = [], 0, []
+    quote = None
     for ch in s:
-        if ch in "([{":
+        if quote is not None:
+            cur.append(ch)
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "'\"`":
+            quote = ch
+        elif ch in "([{":
             depth += 1
         elif ch in ")]}":
             depth -= 1
             if depth < 0:
                 raise FormulaError(f"unbalanced ')' in formula term {s!r}")
-        if depth == 0 and ch in seps:
+        if depth == 0 and ch in seps and quote is None:
             out.append("".join(cur))
             out.append(ch)
             cur = []
@@ -106,28 +297,45 @@ def _strip_outer_parens(s: str) -> str | None:
     return s[1:-1]
 
 
-_NAME = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$|^`[^`]+`$")
+_CALL = re.compile(r"^[^\W\d][\w.]*\s*\(")
+_NAME = re.compile(r"^(?:[^\W\d][\w.]*|\.[\w.]*|`[^`]+`)$")
 
 
 def _parse_group(spec: str, term: str) -> list:
-    """``a/b/c`` -> [(a,), (b, a), (c, b, a)] in lme4's naming order; ``a:b`` -> [(a, b)]."""
+    """Grouping factors of a bar term, innermost first, with lme4's names.
+
+    ``a`` -> [((a,), "a")]; ``a:b`` -> [((a, b), "a:b")];
+    ``a/b`` -> [((b, a), "b:a"), ((a,), "a")];  ``a/b/c`` -> [((c, b, a), "c:(b:a)"), ...].
+    """
     spec = spec.strip()
     if not spec:
         raise FormulaError(f"random-effect term {term!r} has no grouping factor after '|'")
-    nested = [p.strip() for p in spec.split("/")]
-    groups = []
-    for part in nested:
-        cols = tuple(c.strip().strip("`") for c in part.split(":"))
+    inner = _strip_outer_parens(spec)
+    if inner is not None:
+        spec = inner.strip()
+    parts = [p.strip() for p in _split_top(spec, "/")[::2]]
+    levels = []
+    for part in parts:
+        cols = [c.strip() for c in _split_top(part, ":")[::2]]
         for c in cols:
-            if not c or not _NAME.match(c) and not c.strip():
-                raise FormulaError(f"cannot read grouping factor {part!r} in term {term!r}")
-        groups.append(cols)
+            if not _NAME.match(c):
+                raise FormulaError(
+                    f"cannot read grouping factor {part!r} in term {term!r}: a grouping factor is a column "
+                    f"name, an interaction of names (a:b) or a nesting (a/b)"
+                )
+        levels.append(tuple(c.strip("`") for c in cols))
     out = []
     acc: tuple = ()
-    for cols in groups:
-        acc = cols + acc if acc else cols
-        out.append(acc)
-    return out
+    name = ""
+    for cols in levels:
+        here = ":".join(cols)
+        if not acc:
+            acc, name = cols, here
+        else:
+            name = f"{here}:({name})" if ":" in name else f"{here}:{name}"
+            acc = cols + acc
+        out.append((acc, name))
+    return out[::-1]
 
 
 def _expand_double_bar(expr: str, term: str) -> list:
@@ -135,13 +343,9 @@ def _expand_double_bar(expr: str, term: str) -> list:
     try:
         f = formulaic.Formula(expr)
     except Exception as exc:  # formulaic's own parse errors
-        raise FormulaError(f"cannot parse {expr!r} in term {term!r}: {exc}") from None
+        raise FormulaError(f"cannot parse {expr!r} in term {term!r}: {_clean(exc)}") from None
     rhs = f.rhs if hasattr(f, "rhs") else f
-    terms = [str(t) for t in rhs]
-    out = []
-    for t in terms:
-        out.append("1" if t == "1" else f"0 + {t}")
-    return out
+    return ["1" if str(t) == "1" else f"0 + {t}" for t in rhs]
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -160,23 +364,17 @@ def parse_formula(formula: str) -> ParsedFormula:
     Raises
     ------
     FormulaError
-        With the offending part named, for a missing ``~``, unbalanced parentheses, a bar term
-        without grouping factor, or a formula without random-effect terms.
+        With the offending part and, for syntax errors, its position: a missing or second
+        ``~``, unbalanced brackets, an operator without operand, ``|`` outside parentheses, a bar
+        term without grouping factor, or a formula without random-effect terms.
     """
     if not isinstance(formula, str):
         raise FormulaError(f"formula must be a string like 'y ~ x + (1 | g)', got {type(formula).__name__}")
-    parts = _split_top(formula, "~")
-    if len(parts) != 3:
-        pos = formula.find("~")
-        if pos < 0:
-            raise FormulaError(f"formula {formula!r} has no '~' separating the response from the predictors")
-        raise FormulaError(f"formula {formula!r} has more than one '~' (second at position {formula.find('~', pos + 1)})")
-    lhs, _, rhs = parts
+    check_syntax(formula)
+    lhs, _, rhs = _split_top(formula, "~")
     lhs = lhs.strip()
     if not lhs:
-        raise FormulaError(f"formula {formula!r} has no response on the left of '~'")
-    if not rhs.strip():
-        raise FormulaError(f"formula {formula!r} has nothing on the right of '~'")
+        raise _err(formula, 0, "no response on the left of '~'")
 
     pieces = _split_top(rhs, "+-")
     fixed_tokens: list = []
@@ -189,6 +387,8 @@ def parse_formula(formula: str) -> ParsedFormula:
         if not piece.strip():
             continue
         inner = _strip_outer_parens(piece)
+        while inner is not None and _strip_outer_parens(inner) is not None:  # ((1 | g))
+            inner = _strip_outer_parens(inner)
         bar = None
         if inner is not None:
             segs = _split_top(inner, "|")
@@ -199,6 +399,11 @@ def parse_formula(formula: str) -> ParsedFormula:
             elif len(segs) > 3:
                 raise FormulaError(f"cannot read random-effect term {piece.strip()!r}: too many '|'")
         if bar is None:
+            if "|" in piece and not _CALL.match(piece.strip()):
+                raise FormulaError(
+                    f"cannot read {piece.strip()!r}: a random-effect term is a parenthesised (expr | group) "
+                    "added to the formula with '+'"
+                )
             fixed_tokens.append((sign, piece.strip()))
             continue
         if sign == "-":
@@ -209,14 +414,10 @@ def parse_formula(formula: str) -> ParsedFormula:
             raise FormulaError(f"random-effect term {piece.strip()!r} has nothing before '|'")
         groups = _parse_group(grp, piece.strip())
         exprs = _expand_double_bar(expr, piece.strip()) if kind == "||" else [expr]
-        for g in groups:
-            for e in exprs:
-                random.append(RandomTerm(expr=e, group=g))
-    if not random:
-        raise FormulaError(
-            f"formula {formula!r} has no random-effect term such as '(1 | group)'; "
-            "for a model without random effects use ordinary least squares"
-        )
+        for e in exprs:  # lme4: '||' is expanded before '/'
+            for cols, name in groups:
+                label = name if name != ":".join(cols) else None
+                random.append(RandomTerm(expr=e, group=cols, label=label))
     fixed = ""
     for sign, tok in fixed_tokens:
         if not fixed:
@@ -228,5 +429,10 @@ def parse_formula(formula: str) -> ParsedFormula:
     try:
         formulaic.Formula(f"{lhs} ~ {fixed}")
     except Exception as exc:
-        raise FormulaError(f"cannot parse the fixed-effects part {fixed!r} of {formula!r}: {exc}") from None
+        raise FormulaError(f"cannot parse the fixed-effects part {fixed!r} of {formula!r}: {_clean(exc)}") from None
+    if not random:
+        raise FormulaError(
+            f"formula {formula!r} has no random-effect term such as '(1 | group)'; "
+            "for a model without random effects use ordinary least squares"
+        )
     return ParsedFormula(formula=formula, response=lhs, fixed=fixed, random=tuple(random))
