@@ -31,7 +31,10 @@ __all__ = ["ranef_condvar", "ranef_condsd"]
 
 @functools.partial(jax.jit, static_argnames=("struct",))
 def _pls_jit(theta, stats, struct):
-    d = pls(theta, stats, struct)
+    try:  # the dense factor L_B is only returned on request in newer engines
+        d = pls(theta, stats, struct, full=True)
+    except TypeError:
+        d = pls(theta, stats, struct)
     d.pop("RZXA", None)
     d.pop("RZXB", None)
     return d

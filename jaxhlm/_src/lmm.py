@@ -385,35 +385,42 @@ class LinearMixedModel:
     # ------------------------------------------------------------------ delegated methods
     # Each delegates to the module that implements it; the module's function holds the docs.
     # (issue 3: inference)
-    def confint(self, *args, **kwargs):
-        """Confidence intervals; see :func:`jaxhlm._src.confint.confint`."""
+    def confint(self, parm=None, level: float = 0.95, method: str = "profile", **kwargs) -> pd.DataFrame:
+        """Confidence intervals: ``method="profile"`` (lme4's default) or ``"wald"``.
+
+        Index ``.sig01``..., ``.sigma``, fixed effects; columns ``"2.5 %"``, ``"97.5 %"``.
+        See :func:`jaxhlm._src.confint.confint`.
+        """
         from .confint import confint
 
-        return confint(self, *args, **kwargs)
+        return confint(self, parm=parm, level=level, method=method, **kwargs)
 
-    def predict(self, *args, **kwargs):
-        """Predictions for new data; see :func:`jaxhlm._src.predict.predict`."""
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = True) -> pd.Series:
+        """Predictions, conditional (``re_form=None``) or population level (``re_form="~0"``).
+
+        Unseen grouping levels get the population prediction. See :func:`jaxhlm._src.predict.predict`.
+        """
         from .predict import predict
 
-        return predict(self, *args, **kwargs)
+        return predict(self, newdata=newdata, re_form=re_form, allow_new_levels=allow_new_levels)
 
-    def icc(self, *args, **kwargs):
-        """Intraclass correlations; see :func:`jaxhlm._src.icc.model_icc`."""
+    def icc(self) -> pd.Series:
+        """Adjusted and conditional intraclass correlation (R's ``performance::icc``); see :mod:`jaxhlm._src.icc`."""
         from .icc import model_icc
 
-        return model_icc(self, *args, **kwargs)
+        return model_icc(self)
 
-    def ranef_chisq(self, *args, **kwargs):
-        """Raudenbush & Bryk's chi-square test of random effects; see :mod:`jaxhlm._src.ranef_chisq`."""
+    def ranef_chisq(self) -> pd.DataFrame:
+        """Raudenbush & Bryk's (HLM) chi-square test that each random coefficient varies; see :mod:`jaxhlm._src.ranef_chisq`."""
         from .ranef_chisq import ranef_chisq
 
-        return ranef_chisq(self, *args, **kwargs)
+        return ranef_chisq(self)
 
-    def contest(self, *args, **kwargs):
-        """Tests of fixed-effects contrasts; see :func:`jaxhlm._src.contest.contest`."""
+    def contest(self, L, rhs=0.0, joint: bool = True, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
+        """t / F tests of contrasts ``L beta = rhs`` (lmerTest's ``contest``); see :func:`jaxhlm._src.contest.contest`."""
         from .contest import contest
 
-        return contest(self, *args, **kwargs)
+        return contest(self, L, rhs=rhs, joint=joint, ddf=ddf, level=level)
 
     @property
     def ranef_condsd(self) -> dict:
@@ -422,11 +429,18 @@ class LinearMixedModel:
 
         return ranef_condsd(self)
 
-    def coef_table_kr(self, *args, **kwargs):
+    @property
+    def ranef_condvar(self) -> dict:
+        """Per-level conditional covariance matrices of the random effects, ``(nlevels, q, q)`` per factor."""
+        from .condvar import ranef_condvar
+
+        return ranef_condvar(self)
+
+    def coef_table_kr(self) -> pd.DataFrame:
         """Fixed effects with Kenward-Roger df (REML fits); see :mod:`jaxhlm._src.kenward_roger`."""
         from .kenward_roger import coef_table_kr
 
-        return coef_table_kr(self, *args, **kwargs)
+        return coef_table_kr(self)
 
     # (issue 5: simulation)
     def simulate(self, *args, **kwargs):
