@@ -22,6 +22,9 @@ from ._src.errors import (
 )
 from ._src.formula import parse_formula
 from ._src.lmm import LinearMixedModel, lmer
+from ._src.anova import AnovaTable, anova
+from ._src.errors import InferenceError, NewLevelsWarning
+from ._src.icc import icc
 from . import datasets, plotting  # noqa: E402  (plotting imports matplotlib only when drawing)
 
 __version__ = "0.1.0"
@@ -44,4 +47,9 @@ __all__ = [
     "ConvergenceWarning",
     "SingularFitWarning",
     "RankDeficiencyWarning",
+    "anova",
+    "AnovaTable",
+    "icc",
+    "InferenceError",
+    "NewLevelsWarning",
 ]

@@ -1,0 +1,456 @@
+"""Confidence intervals: Wald, and profile likelihood (lme4's ``confint.merMod``).
+
+Wald: ``beta_k +- z_{(1+level)/2} se_k`` for the fixed effects; NaN for the variance parameters
+(as lme4).
+
+Profile (lme4's default method): for every parameter ``psi`` -- the standard deviations and
+correlations of each random term (``.sig01, .sig02, ...`` in the order of ``theta``), the
+residual standard deviation ``.sigma`` and the fixed effects -- the signed root deviance
+
+    zeta(x) = sign(x - psi_hat) sqrt(d(x) - d_hat),   d(x) = min_{other parameters} deviance | psi = x,
+
+and the interval ends are the solutions of ``zeta(x) = -+ z_{(1+level)/2}``. As lme4, profiles
+use the ML deviance (REML fits are refitted by ML first). lme4 evaluates ``zeta`` on a grid and
+interpolates a spline; here each end is found by a safeguarded Newton iteration on ``zeta``,
+with the exact derivative (envelope theorem: ``d'(x) = dD/dx`` at the constrained optimum,
+by autodiff) and every constrained optimum computed by the jit-compiled BFGS of
+:mod:`optimize`, warm-started from the previous one.
+
+Constrained parametrisations (nuisance parameters ``z`` unconstrained, fixed value ``x``):
+
+* ``.sigma = x``: ``theta`` free.
+* sd of column ``a`` of a term: row ``a`` of the term's factor ``T`` is ``(x / sigma) v / |v|``
+  (``v`` free), so that ``sigma |T_a| = x``; the other rows and sigma free.
+* correlation of columns ``(c, r)``: in the order ``(c, r, others)`` the factor is lower
+  triangular with first rows ``tau^2 e_1`` and ``rho^2 (x e_1 + sqrt(1 - x^2) e_2)``, the
+  other rows free; its rows are permuted back, so the term's covariance is ``T T'`` with a
+  (generally non-triangular) ``T`` -- the deviance depends on ``T`` only through ``T T'``.
+* a fixed effect ``beta_j = x``: the column moves to an offset, ``y - x X_j``; the sufficient
+  statistics are transformed exactly (``[X y] -> [X_{-j}, y - x X_j]`` is linear), and the
+  deviance is profiled over ``theta`` (sigma and the other fixed effects analytically).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import scipy.stats
+
+from .deviance import objective_vp
+from .errors import ArgumentError, JaxhlmWarning
+from .optimize import bfgs_minimize
+from .suffstats import Structure
+
+__all__ = ["confint", "profile_param_names"]
+
+
+# ------------------------------------------------------------------------------ names
+def profile_param_names(model) -> tuple:
+    """lme4's ``.sig01 ...``, ``.sigma`` names and the long forms (``sd_(Intercept)|g``)."""
+    short, long_ = [], []
+    k = 0
+    for td in model._design.terms:
+        g = td.term.group_name
+        for c in range(td.p):
+            for r in range(c, td.p):
+                k += 1
+                short.append(f".sig{k:02d}")
+                long_.append(f"sd_{td.names[c]}|{g}" if r == c else f"cor_{td.names[r]}.{td.names[c]}|{g}")
+    short.append(".sigma")
+    long_.append("sigma")
+    return short, long_
+
+
+def _colnames(level):
+    a = (1 - level) / 2
+    return [f"{100 * a:.3g} %", f"{100 * (1 - a):.3g} %"]
+
+
+def _select(model, parm):
+    short, long_ = profile_param_names(model)
+    fixed = list(model.fixef.index)
+    allnames = short + fixed
+    if parm is None:
+        return list(range(len(allnames))), allnames, long_ + fixed
+    if isinstance(parm, str):
+        parm = [parm]
+    out = []
+    for p_ in parm:
+        if p_ == "theta_":
+            out += list(range(len(short)))
+        elif p_ == "beta_":
+            out += list(range(len(short), len(allnames)))
+        elif p_ in allnames:
+            out.append(allnames.index(p_))
+        elif p_ in long_:
+            out.append(long_.index(p_))
+        else:
+            raise ArgumentError(f"parm {p_!r} is not a parameter of the model; use one of {allnames}, 'theta_' or 'beta_'")
+    seen = []
+    for i in out:
+        if i not in seen:
+            seen.append(i)
+    return seen, allnames, long_ + fixed
+
+
+# ------------------------------------------------------------------------------ Wald
+def _wald(model, idx, allnames, level):
+    z = scipy.stats.norm.ppf(0.5 + level / 2)
+    nvar = len(allnames) - model.p
+    lo = np.full(len(idx), np.nan)
+    hi = np.full(len(idx), np.nan)
+    beta, se = model.fixef.to_numpy(), model.se.to_numpy()
+    for n, i in enumerate(idx):
+        if i >= nvar:
+            lo[n] = beta[i - nvar] - z * se[i - nvar]
+            hi[n] = beta[i - nvar] + z * se[i - nvar]
+    return lo, hi
+
+
+# ------------------------------------------------------------------------------ profile machinery
+@dataclasses.dataclass(frozen=True)
+class _TermSpec:
+    """Static description of one random term inside its factor (a jit static argument)."""
+
+    factor: int
+    offset: int  # first column of the term inside the factor's block
+    q: int
+    theta_start: int  # first theta index of the term
+    rows: tuple  # term-local (r, c) of its theta entries
+    cols: tuple
+
+
+def _term_specs(model) -> tuple:
+    from .suffstats import factor_columns
+
+    d = model._design
+    off_of = {}
+    for lst in factor_columns(d):
+        for i, o in lst:
+            off_of[i] = o
+    specs, k = [], 0
+    for i, td in enumerate(d.terms):
+        rows, cols = [], []
+        for c in range(td.p):
+            for r in range(c, td.p):
+                rows.append(r)
+                cols.append(c)
+        specs.append(_TermSpec(td.factor, off_of[i], td.p, k, tuple(rows), tuple(cols)))
+        k += len(rows)
+    return tuple(specs)
+
+
+def _full_struct(struct: Structure) -> Structure:
+    """Same structure, but every factor's ``T`` is a full square matrix (row-major entries)."""
+    tf, tr, tc = [], [], []
+    for f, q in enumerate(struct.q):
+        for r in range(q):
+            for c in range(q):
+                tf.append(f)
+                tr.append(r)
+                tc.append(c)
+    return dataclasses.replace(struct, theta_factor=tuple(tf), theta_row=tuple(tr), theta_col=tuple(tc))
+
+
+def _term_block(spec, th, x, sigma, kind, a, perm):
+    """The term's factor ``T_t`` (q x q) from its theta entries under the profile constraint."""
+    q = spec.q
+    Tl = jnp.zeros((q, q), th.dtype).at[jnp.array(spec.rows), jnp.array(spec.cols)].set(
+        th[spec.theta_start:spec.theta_start + len(spec.rows)]
+    )
+
+    def free(_):
+        return Tl
+
+    def sd(_):
+        v = Tl[a]
+        nv = jnp.sqrt(jnp.sum(v * v))
+        return Tl.at[a].set(x / sigma * v / nv)
+
+    def cor(_):
+        if q < 2:
+            return Tl
+        tau2 = Tl[0, 0] ** 2
+        rho2 = Tl[1, 1] ** 2
+        xc = jnp.clip(x, -1.0, 1.0)
+        row0 = jnp.zeros(q, th.dtype).at[0].set(tau2)
+        row1 = jnp.zeros(q, th.dtype).at[0].set(rho2 * xc).at[1].set(rho2 * jnp.sqrt(1.0 - xc * xc))
+        Tp = Tl.at[0].set(row0).at[1].set(row1)
+        return Tp[jnp.argsort(perm)]
+
+    return jax.lax.switch(kind, [free, sd, cor], None)
+
+
+def _theta_full(z, x, kind, which, a, perm, struct, specs):
+    """Theta of the full-T structure from the nuisance vector ``z = [theta, sigma]``.
+
+    ``kind``: 0 sigma = x, 1 sd, 2 correlation (of term ``which``), 3 fixed effect (no
+    constraint on the covariance parameters). Everything but ``struct``/``specs`` is traced,
+    so one compiled function serves every parameter of a model.
+    """
+    th = z[:-1]
+    sigma = jnp.where(kind == 0, x, z[-1])
+    Ts = [jnp.zeros((q, q), z.dtype) for q in struct.q]
+    for t, spec in enumerate(specs):
+        kt = jnp.where((which == t) & ((kind == 1) | (kind == 2)), kind, 0)
+        Tt = _term_block(spec, th, x, sigma, kt, a, perm[:spec.q])
+        o = spec.offset
+        Ts[spec.factor] = Ts[spec.factor].at[o:o + spec.q, o:o + spec.q].set(Tt)
+    return jnp.concatenate([T.reshape(-1) for T in Ts]), sigma
+
+
+def _transform_stats(stats, Mmat):
+    """Sufficient statistics of ``[X y] M`` (a linear map of the columns of ``[X y]``)."""
+    out = dict(stats)
+    out["A_ZtXy"] = jnp.einsum("qcj,cd->qdj", stats["A_ZtXy"], Mmat)
+    out["XytXy"] = Mmat.T @ stats["XytXy"] @ Mmat
+    if "B_ZtXy" in stats:
+        out["B_ZtXy"] = stats["B_ZtXy"] @ Mmat
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("struct", "specs"))
+def _profile_point(z0, x, kind, which, a, perm, M0, E, stats, struct, specs):
+    """Minimise the ML deviance over the nuisance ``z = [theta, sigma]`` with one parameter at ``x``.
+
+    For a fixed effect ``beta_j = x`` the statistics are those of ``[X_{-j}, e, y - x X_j]``
+    (``M0 - x E``), where ``e`` is a unit column orthogonal to everything (its coefficient is
+    0 and it changes no ML deviance), so the structure keeps its shape. Returns the optimum,
+    the deviance there and its derivative in ``x`` (envelope theorem).
+    """
+    fstruct = _full_struct(struct)
+    ncols = stats["XytXy"].shape[0]
+    unit = jnp.zeros((ncols, ncols), z0.dtype).at[ncols - 2, ncols - 2].set(1.0)
+
+    def dev(z, xx):
+        thf, s = _theta_full(z, xx, kind, which, a, perm, struct, specs)
+        fixed = kind == 3
+        M = jnp.where(fixed, M0 - xx * E, jnp.eye(ncols, dtype=z.dtype))
+        st = _transform_stats(stats, M)
+        st["XytXy"] = st["XytXy"] + jnp.where(fixed, unit, 0.0)
+        return objective_vp(jnp.concatenate([thf, s[None]]), st, fstruct, False)
+
+    zs, fz, g, it, done = bfgs_minimize(lambda z: dev(z, x), z0)
+    val, dx = jax.value_and_grad(dev, argnums=1)(zs, x)
+    return zs, val, dx, done
+
+
+class _Profile:
+    """zeta(x) and zeta'(x) for one parameter, with warm starts."""
+
+    def __init__(self, fn, z0, xhat, base):
+        self.fn = fn
+        self.z0 = z0
+        self.xhat = xhat
+        self.base = base
+        self.nonconv = 0
+        self.lower_dev = 0.0
+
+    def __call__(self, x, z_start=None):
+        zs, val, dx, done = self.fn(self.z0 if z_start is None else z_start, x)
+        zs, val, dx = np.asarray(zs), float(val), float(dx)
+        if not bool(done):
+            self.nonconv += 1
+        diff = val - self.base
+        if diff < 0:
+            self.lower_dev = min(self.lower_dev, diff)
+            diff = 0.0
+        zeta = math.copysign(math.sqrt(diff), x - self.xhat) if x != self.xhat else 0.0
+        dz = dx / (2 * zeta) if zeta != 0 else np.nan
+        return zeta, dz, zs
+
+
+def _solve_side(prof, target, step0, lo_bound, hi_bound, tol=1e-7, maxit=60):
+    """Find x on one side of ``xhat`` with ``zeta(x) = target``; the bound if it is never reached.
+
+    Safeguarded Newton: steps use the exact ``zeta'``; until the root is bracketed they only
+    move outwards (at most 4 times the distance covered so far), afterwards they must stay
+    inside the bracket or bisection is used.
+    """
+    xhat = prof.xhat
+    sgn = 1.0 if target > 0 else -1.0
+    bound = hi_bound if sgn > 0 else lo_bound
+    inner, z_in = xhat, prof.z0  # zeta - target has sign -sgn here (not reached)
+    outer = None  # a point where zeta - target has sign +sgn (passed)
+    x = xhat + sgn * step0
+    if np.isfinite(bound) and (x - bound) * sgn >= 0:
+        x = xhat + 0.5 * (bound - xhat)
+    for _ in range(maxit):
+        zeta, dz, zs = prof(x, z_in)
+        g = zeta - target
+        if abs(g) < tol:
+            return x
+        if g * sgn < 0:
+            inner, z_in = x, zs
+        else:
+            outer = x
+        if outer is None and x == bound:
+            return bound  # the profile does not reach the cut-off before the boundary
+        xn = x - g / dz if (np.isfinite(dz) and dz * sgn > 0) else np.nan
+        if outer is None:
+            cap = 4.0 * max(abs(inner - xhat), step0)
+            if not np.isfinite(xn) or (xn - inner) * sgn <= 0:
+                xn = inner + sgn * cap
+            else:
+                xn = inner + sgn * min(abs(xn - inner), cap)
+            if np.isfinite(bound) and (xn - bound) * sgn >= 0:
+                xn = bound
+        else:
+            if abs(outer - inner) < 1e-10 * max(1.0, abs(xhat)):
+                return 0.5 * (inner + outer)
+            a_, b_ = min(inner, outer), max(inner, outer)
+            if not (np.isfinite(xn) and a_ < xn < b_):
+                xn = 0.5 * (inner + outer)
+        x = xn
+    return x
+
+
+def _profile_ci(model, idx, allnames, level, maxit=60):
+    from .lmm import _fit_design
+
+    if model.reml:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mml = _fit_design(model._design, model._struct, model._stats, False, name=model.name)
+    else:
+        mml = model
+    struct, stats = mml._struct, mml._stats
+    specs = _term_specs(mml)
+    nvar = len(allnames) - mml.p
+    zq = scipy.stats.norm.ppf(0.5 + level / 2)
+    base = mml.objective
+    theta = mml.theta.to_numpy()
+    sigma = mml.sigma
+    covs = mml._term_covs()
+    lo = np.full(len(idx), np.nan)
+    hi = np.full(len(idx), np.nan)
+    notes = []
+    # approximate standard errors of the variance parameters (only to size the first step)
+    p = mml.p
+    qmax = max(sp.q for sp in specs)
+    eye = np.eye(p + 1)
+    zero = np.zeros((p + 1, p + 1))
+
+    def point(z, x, kind, which, a, perm, M0, E):
+        return _profile_point(jnp.asarray(z), jnp.asarray(float(x)), jnp.asarray(kind), jnp.asarray(which),
+                              jnp.asarray(a), jnp.asarray(perm), jnp.asarray(M0), jnp.asarray(E),
+                              stats, struct, specs)
+
+    for n, i in enumerate(idx):
+        z0 = np.concatenate([theta, [sigma]])
+        perm = np.arange(qmax)
+        M0, E = eye, zero
+        which, a = 0, 0
+        if i == nvar - 1:  # sigma
+            kind = 0
+            xhat, lb, ub = sigma, 0.0, np.inf
+            step = 0.05 * sigma
+        elif i < nvar:
+            which = next(t for t, sp in enumerate(specs) if sp.theta_start <= i < sp.theta_start + len(sp.rows))
+            sp = specs[which]
+            r, c = sp.rows[i - sp.theta_start], sp.cols[i - sp.theta_start]
+            S = covs[which][2]
+            if r == c:
+                kind, a = 1, r
+                xhat, lb, ub = math.sqrt(S[r, r]), 0.0, np.inf
+                step = 0.2 * xhat if xhat > 0 else 0.1 * sigma
+            else:
+                kind = 2
+                order = [c, r] + [k for k in range(sp.q) if k not in (c, r)]
+                perm = np.array(order + list(range(sp.q, qmax)))
+                den = math.sqrt(S[r, r] * S[c, c])
+                xhat = S[r, c] / den if den > 0 else 0.0
+                lb, ub = -1.0, 1.0
+                step = 0.1
+                # starting nuisance for the permuted parametrisation
+                Sp = (S / sigma**2)[np.ix_(order, order)]
+                try:
+                    Tp = np.linalg.cholesky(Sp + 1e-12 * max(np.trace(Sp), 1e-12) * np.eye(sp.q))
+                except np.linalg.LinAlgError:
+                    Tp = np.diag(np.sqrt(np.maximum(np.diag(Sp), 1e-12)))
+                Tp[0, 0] = math.sqrt(Tp[0, 0])
+                Tp[1, 1] = math.sqrt(math.sqrt(Tp[1, 0] ** 2 + Tp[1, 1] ** 2))
+                Tp[1, 0] = 0.0
+                z0[sp.theta_start:sp.theta_start + len(sp.rows)] = Tp[np.array(sp.rows), np.array(sp.cols)]
+        else:
+            kind = 3
+            j = i - nvar
+            keep = [k for k in range(p) if k != j]
+            M0 = np.zeros((p + 1, p + 1))
+            M0[keep, np.arange(p - 1)] = 1.0  # X_{-j} first, then the unit column, then y - x X_j
+            M0[p, p] = 1.0
+            E = np.zeros((p + 1, p + 1))
+            E[j, p] = 1.0
+            xhat = float(mml.fixef.iloc[j])
+            lb, ub = -np.inf, np.inf
+            step = float(mml.se.iloc[j])
+        fn = functools.partial(lambda z, x, **kw: point(z, x, **kw), kind=kind, which=which, a=a, perm=perm, M0=M0, E=E)
+        prof = _Profile(fn, z0, xhat, base)
+        lo[n] = _solve_side(prof, -zq, step, lb, ub, maxit=maxit)
+        hi[n] = _solve_side(prof, zq, step, lb, ub, maxit=maxit)
+        if prof.lower_dev < -1e-6:
+            notes.append(f"profiling {allnames[i]} found a deviance {-prof.lower_dev:.3g} below the fit's optimum")
+        if prof.nonconv:
+            notes.append(f"{prof.nonconv} constrained optimisation(s) for {allnames[i]} stopped before convergence")
+    for msg in notes:
+        warnings.warn(msg, JaxhlmWarning, stacklevel=4)
+    return lo, hi
+
+
+# ------------------------------------------------------------------------------ entry point
+def confint(model, parm=None, level: float = 0.95, method: str = "profile", **kwargs) -> pd.DataFrame:
+    """Confidence intervals for the parameters (lme4's ``confint``).
+
+    Parameters
+    ----------
+    model : LinearMixedModel
+    parm : str or list of str, optional
+        Parameter names (``".sig01"``, ``".sigma"``, ``"(Intercept)"``, or long forms such as
+        ``"sd_(Intercept)|Subject"``), or ``"theta_"`` (all variance parameters) / ``"beta_"``
+        (all fixed effects). Default: all.
+    level : float, default 0.95
+    method : {"profile", "wald", "boot"}
+        ``"profile"`` (lme4's default): profile-likelihood intervals of the ML deviance (REML
+        fits are refitted by ML, as lme4 does); ``"wald"``: fixed effects only, NaN for the
+        variance parameters; ``"boot"``: parametric bootstrap, see :meth:`bootstrap`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index: parameter names as lme4 (``.sig01``..., ``.sigma``, fixed effects); columns
+        ``"2.5 %"`` and ``"97.5 %"`` (for ``level=0.95``). ``attrs["names_long"]`` holds the
+        descriptive names (``sd_(Intercept)|Subject``, ``cor_Days.(Intercept)|Subject``).
+
+    Notes
+    -----
+    The profile intervals for a standard deviation stop at 0 and for a correlation at -1 / 1
+    when the profile does not reach the cut-off before the boundary (as lme4 reports them).
+    """
+    if not (isinstance(level, (int, float)) and 0 < level < 1):
+        raise ArgumentError(f"level must be a number between 0 and 1, got {level!r}")
+    meth = str(method).lower()
+    if meth not in ("profile", "wald", "boot"):
+        raise ArgumentError(f"method must be 'profile', 'wald' or 'boot', got {method!r}")
+    if meth == "boot":
+        try:
+            from .bootstrap import bootstrap_confint  # noqa: F401  (issue 5)
+        except ImportError:
+            raise NotImplementedError("bootstrap intervals are not available in this version; use method='profile'") from None
+        return bootstrap_confint(model, parm=parm, level=level, **kwargs)
+    if kwargs:
+        raise ArgumentError(f"unexpected arguments for method={method!r}: {sorted(kwargs)}")
+    idx, allnames, longnames = _select(model, parm)
+    if meth == "wald":
+        lo, hi = _wald(model, idx, allnames, level)
+    else:
+        lo, hi = _profile_ci(model, idx, allnames, level)
+    out = pd.DataFrame({c: v for c, v in zip(_colnames(level), (lo, hi))}, index=[allnames[i] for i in idx])
+    out.attrs["names_long"] = [longnames[i] for i in idx]
+    out.attrs["method"] = meth
+    return out
