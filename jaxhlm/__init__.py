@@ -7,7 +7,7 @@ Importing jaxhlm switches JAX to float64 (``jax_enable_x64``); see :mod:`jaxhlm.
 >>> print(fit.summary())                                               # doctest: +SKIP
 """
 from ._src import config as _config  # noqa: F401  (float64 before anything else)
-from ._src.design import RankDeficiencyWarning, build_design
+from ._src.design import DataWarning, RankDeficiencyWarning, build_design
 from ._src.errors import (
     ArgumentError,
     ColumnNotFoundError,
@@ -23,7 +23,7 @@ from ._src.errors import (
 from ._src.formula import parse_formula
 from ._src.lmm import LinearMixedModel, lmer
 from ._src.anova import AnovaTable, anova
-from ._src.errors import InferenceError, NewLevelsWarning
+from ._src.errors import FitError, InferenceError, NewLevelsWarning
 from ._src.icc import icc
 from . import datasets, plotting  # noqa: E402  (plotting imports matplotlib only when drawing)
 
@@ -47,6 +47,8 @@ __all__ = [
     "ConvergenceWarning",
     "SingularFitWarning",
     "RankDeficiencyWarning",
+    "DataWarning",
+    "FitError",
     "anova",
     "AnovaTable",
     "icc",

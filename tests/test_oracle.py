@@ -89,21 +89,36 @@ def dense_Z_Lambda(design, theta):
     return Z, Lam
 
 
-def dense_deviance(theta, design, reml):
-    """Profiled ML deviance or REML criterion from the dense marginal covariance."""
+def dense_deviance(theta, design, reml, woodbury=None):
+    """Profiled ML deviance or REML criterion from the dense marginal covariance.
+
+    With ``woodbury`` (default: when n > 100) the same quantities come from the q x q form,
+    ``log|V| = log|I + U'U|`` (Sylvester) and ``V^{-1} = I - U (I + U'U)^{-1} U'`` with
+    ``U = Z Lambda``, which avoids n x n factorisations for larger designs.
+    """
     Z, Lam = dense_Z_Lambda(design, np.asarray(theta, dtype=np.float64))
     X, y = design.X, design.y
     n, p = X.shape
     U = Z @ Lam
-    V = np.eye(n) + U @ U.T
-    C = np.linalg.cholesky(V)
-    ldV = 2.0 * np.sum(np.log(np.diag(C)))
-    Xw = np.linalg.solve(C, X)
-    yw = np.linalg.solve(C, y)
-    A = Xw.T @ Xw  # X' V^-1 X
-    beta = np.linalg.solve(A, Xw.T @ yw)
-    rw = yw - Xw @ beta
-    s = rw @ rw  # r' V^-1 r
+    if woodbury is None:
+        woodbury = n > 100
+    if not woodbury:
+        V = np.eye(n) + U @ U.T
+        C = np.linalg.cholesky(V)
+        ldV = 2.0 * np.sum(np.log(np.diag(C)))
+        Xw = np.linalg.solve(C, X)
+        yw = np.linalg.solve(C, y)
+        A = Xw.T @ Xw  # X' V^-1 X
+        Xty, yty = Xw.T @ yw, yw @ yw
+    else:
+        M = np.eye(U.shape[1]) + U.T @ U
+        C = np.linalg.cholesky(M)
+        ldV = 2.0 * np.sum(np.log(np.diag(C)))
+        W = np.linalg.solve(C, U.T @ np.column_stack([X, y]))  # C^-1 U' [X y]
+        G = np.column_stack([X, y]).T @ np.column_stack([X, y]) - W.T @ W  # [X y]' V^-1 [X y]
+        A, Xty, yty = G[:p, :p], G[:p, p], G[p, p]
+    beta = np.linalg.solve(A, Xty)
+    s = yty - Xty @ beta  # r' V^-1 r
     if not reml:
         return ldV + n * (1.0 + LOG2PI + math.log(s / n))
     ldA = np.linalg.slogdet(A)[1]
@@ -164,7 +179,7 @@ theta_value = st.one_of(st.just(0.0), st.floats(-2.0, 2.0, allow_nan=False), st.
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), extra=st.integers(0, 30), data=st.data())
 def test_deviance_equals_dense(family, seed, extra, data):
     formula, ntheta = FAMILIES[family]
@@ -174,6 +189,9 @@ def test_deviance_equals_dense(family, seed, extra, data):
     ml, reml = engine_deviances(design, theta)
     assert ml == pytest.approx(dense_deviance(theta, design, False), rel=1e-10, abs=1e-8)
     assert reml == pytest.approx(dense_deviance(theta, design, True), rel=1e-10, abs=1e-8)
+    # the q x q (Woodbury) form used for larger designs agrees with the n x n one
+    assert dense_deviance(theta, design, True, woodbury=True) == pytest.approx(
+        dense_deviance(theta, design, True, woodbury=False), rel=1e-10, abs=1e-8)
 
 
 def test_dense_layout_matches_lme4_names():
@@ -205,10 +223,7 @@ def _fd_grad_hess(f, x, h=1e-4):
     return f0, g, H
 
 
-OPT_CASES = [
-    ("one_q1", True), ("one_q2", False), ("one_q3", True), ("crossed", False), ("crossed_slope", True),
-    ("nested", True), ("terms_one_factor", False),
-]
+OPT_CASES = [("one_q3", True), ("crossed_slope", True), ("nested", False), ("terms_one_factor", False)]
 
 
 @pytest.fixture(scope="module")
@@ -222,26 +237,33 @@ def fitted():
     return out
 
 
-@pytest.mark.parametrize("family,reml", OPT_CASES)
-def test_fitted_optimum_is_dense_optimum(fitted, family, reml):
-    m = fitted[family]
+def assert_dense_optimum(m, gtol=2e-3, ftol=1e-6):
+    """The fitted model's theta is an optimum of the dense criterion (lme4-independent check).
+
+    The engine's objective equals the dense criterion there; the finite-difference gradient is
+    zero (at a boundary, diagonal theta = 0, it may only point outwards); the Hessian over the
+    free directions is positive semi-definite; scipy (L-BFGS-B from lme4's start) finds no point
+    lower by more than ``ftol``.
+    """
     design = m._design
     th = m.theta.to_numpy()
-    f = functools.partial(dense_deviance, design=design, reml=reml)
+    f = functools.partial(dense_deviance, design=design, reml=m.reml)
     f0, g, H = _fd_grad_hess(f, th)
-    # the engine's minimum is the dense criterion at the engine's theta
     assert m.objective == pytest.approx(f0, rel=1e-10, abs=1e-8)
-    # zero gradient: components at a boundary (diagonal theta = 0) may only point outwards
     diag = np.asarray(m._struct.theta_is_diag())
     at_bound = diag & (np.abs(th) < 1e-6)
-    assert np.all(np.abs(g[~at_bound]) < 2e-3), g
-    assert np.all(g[at_bound] > -2e-3), g
-    # positive semi-definite Hessian over the free directions
+    assert np.all(np.abs(g[~at_bound]) < gtol), g
+    assert np.all(g[at_bound] > -gtol), g
     free = ~at_bound
     w = np.linalg.eigvalsh(H[np.ix_(free, free)]) if free.any() else np.zeros(0)
     assert np.all(w > -1e-3 * max(1.0, np.max(np.abs(w), initial=0.0))), w
-    # no lower point of the dense criterion from lme4's start (scipy, independent optimiser)
     x0 = np.where(diag, 1.0, 0.0)
     lb = [(0.0, None) if dg else (None, None) for dg in diag]
     res = scipy.optimize.minimize(f, x0, method="L-BFGS-B", bounds=lb)
-    assert m.objective <= res.fun + 1e-6
+    assert m.objective <= res.fun + ftol
+    return g, H
+
+
+@pytest.mark.parametrize("family,reml", OPT_CASES)
+def test_fitted_optimum_is_dense_optimum(fitted, family, reml):
+    assert_dense_optimum(fitted[family])

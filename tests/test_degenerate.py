@@ -1,0 +1,285 @@
+"""Degenerate but legal designs fit and say what they found; non-convergence is never silent.
+
+Checks are against lme4's reference numbers where R has the case (rank deficiency, singular fit),
+and otherwise against lme4-independent oracles: the dense marginal likelihood of
+``tests/test_oracle.py`` for small designs, and for large random-intercept designs the closed
+form per group, ``V_i = I + theta^2 1 1'``, ``log|V_i| = log(1 + n_i theta^2)``,
+``V_i^{-1} = I - theta^2 / (1 + n_i theta^2) 1 1'``.
+
+Most fits share the structures ``(1 | g)`` / ``(x | g)`` with 20 levels, so they compile once.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.optimize
+from conftest import load_data, load_reference
+from test_oracle import assert_dense_optimum
+
+import jaxhlm
+from jaxhlm import ConvergenceWarning, DataError, RankDeficiencyWarning, SingularFitWarning
+from jaxhlm._src.deviance import objective
+from jaxhlm._src.errors import FitError
+from jaxhlm._src.lmm import LinearMixedModel
+
+LOG2PI = math.log(2 * math.pi)
+J = 20
+
+
+def fit(formula, data, reml=True, **kw):
+    """Fit, returning the model and the warnings it raised."""
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        m = jaxhlm.lmer(formula, data, reml=reml, **kw)
+    return m, rec
+
+
+def categories(rec):
+    return [w.category for w in rec]
+
+
+def base_data(seed=1, n_per=10, slope_sd=0.0, icept_sd=1.0):
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(J), n_per)
+    x = rng.normal(size=g.size)
+    y = 1.0 + x + icept_sd * rng.normal(size=J)[g] + slope_sd * rng.normal(size=J)[g] * x + rng.normal(size=g.size)
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+# ------------------------------------------------------------------------------ random-intercept oracle
+def ri_deviance(theta, y, X, codes, reml):
+    """Profiled (RE)ML criterion of ``y ~ X + (1 | g)`` in closed form per group."""
+    t2 = theta * theta
+    L = codes.max() + 1
+    ni = np.bincount(codes, minlength=L).astype(float)
+    c = t2 / (1.0 + ni * t2)
+    S = np.stack([np.bincount(codes, weights=X[:, j], minlength=L) for j in range(X.shape[1])], axis=1)
+    T = np.bincount(codes, weights=y, minlength=L)
+    A = X.T @ X - (S * c[:, None]).T @ S
+    b = X.T @ y - (S * c[:, None]).T @ T
+    yy = y @ y - np.sum(c * T * T)
+    beta = np.linalg.solve(A, b)
+    s = yy - b @ beta
+    ldV = np.sum(np.log1p(ni * t2))
+    n, p = X.shape
+    if not reml:
+        return ldV + n * (1 + LOG2PI + math.log(s / n))
+    return ldV + np.linalg.slogdet(A)[1] + (n - p) * (1 + LOG2PI + math.log(s / (n - p)))
+
+
+def ri_optimum(m):
+    d = m._design
+    codes = d.factors[0].codes
+    f = lambda t: ri_deviance(t, d.y, d.X, codes, m.reml)  # noqa: E731
+    res = scipy.optimize.minimize_scalar(f, bounds=(0.0, 50.0), method="bounded", options={"xatol": 1e-9})
+    return res.x, res.fun, f
+
+
+# ------------------------------------------------------------------------------ rank deficiency
+def test_rank_deficient_drops_later_column_as_lme4():
+    ss = load_data("sleepstudy.csv").copy()
+    ss["Days2"] = 2.0 * ss["Days"]
+    ref = load_reference("sleepstudy_ri_ml")
+    with pytest.warns(RankDeficiencyWarning, match=r"dropping 1 column.*'Days2'"):
+        m = jaxhlm.lmer("Reaction ~ Days + Days2 + (1 | Subject)", ss, reml=False)
+    assert list(m.fixef.index) == ["(Intercept)", "Days"]
+    assert m._design.dropped_fixef == ["Days2"]
+    for k, v in ref["beta"].items():
+        assert m.fixef[k] == pytest.approx(v, rel=1e-6)
+    assert m.objective == pytest.approx(ref["objective"], abs=1e-6)
+
+
+def test_unused_factor_level_column_is_dropped_by_name():
+    d = base_data()
+    d["f"] = pd.Categorical(np.where(d.x > 0, "a", "b"), categories=["a", "b", "c"])
+    with pytest.warns(RankDeficiencyWarning, match="'fc'"):
+        des = jaxhlm.build_design("y ~ f + (1 | g)", d)
+    assert des.fixef_names == ["(Intercept)", "fb"]
+
+
+def test_wildly_different_scales_are_kept_and_equivariant():
+    rng = np.random.default_rng(5)
+    d = base_data()
+    d["a"] = rng.normal(size=len(d)) * 1e-6
+    d["b"] = rng.normal(size=len(d)) * 1e6
+    d["y"] = d.y + 2e6 * d.a + 1e-6 * d.b
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RankDeficiencyWarning)
+        m, rec = fit("y ~ a + b + (1 | g)", d, reml=False)
+    assert list(m.fixef.index) == ["(Intercept)", "a", "b"]
+    r, _ = fit("y ~ a2 + b2 + (1 | g)", d.assign(a2=d.a * 1e6, b2=d.b * 1e-6), reml=False)
+    assert m.objective == pytest.approx(r.objective, abs=1e-7)
+    assert m.theta.iloc[0] == pytest.approx(r.theta.iloc[0], rel=1e-6)
+    np.testing.assert_allclose(m.fixef.to_numpy() / [1, 1e6, 1e-6], r.fixef.to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(m.se.to_numpy() / [1, 1e6, 1e-6], r.se.to_numpy(), rtol=1e-6)
+    assert ConvergenceWarning not in categories(rec)
+
+
+# ------------------------------------------------------------------------------ singular fits
+def test_singular_fit_warns_where_lme4_says_singular():
+    ref = load_reference("singular_ml")
+    assert ref["isSingular"] is True
+    data = load_data(ref["data"])
+    m, rec = fit(ref["formula"], data, reml=False)
+    assert m.is_singular and SingularFitWarning in categories(rec)
+    assert any("singular" in msg for msg in m.optinfo["messages"])
+    ref = load_reference("sleepstudy_rs_ml")
+    assert ref["isSingular"] is False
+    m, rec = fit(ref["formula"], load_data(ref["data"]), reml=False)
+    assert not m.is_singular and SingularFitWarning not in categories(rec)
+
+
+def test_singular_fit_at_a_true_boundary_optimum():
+    """No group variation at all: the dense criterion's optimum is theta = 0 (lme4's isSingular)."""
+    d = base_data(seed=3, icept_sd=0.0)
+    m, rec = fit("y ~ x + (1 | g)", d)
+    assert m.theta.iloc[0] == 0.0 or abs(m.theta.iloc[0]) < 1e-4
+    assert m.is_singular and SingularFitWarning in categories(rec)
+    t, fbest, f = ri_optimum(m)
+    assert t < 1e-4 and m.objective == pytest.approx(fbest, abs=1e-7)
+
+
+# ------------------------------------------------------------------------------ odd group structures
+def test_groups_with_one_observation():
+    rng = np.random.default_rng(11)
+    d = base_data(seed=11, n_per=6)
+    single = pd.DataFrame({"x": rng.normal(size=J), "g": np.arange(J, 2 * J)})
+    single["y"] = 1 + single.x + rng.normal(size=J) * 1.5
+    d = pd.concat([d, single], ignore_index=True)
+    m, rec = fit("y ~ x + (1 | g)", d)
+    assert m.ngroups == {"g": 2 * J}
+    assert ConvergenceWarning not in categories(rec)
+    assert_dense_optimum(m)
+    assert list(m.ranef["g"].index) == list(range(2 * J))
+
+
+def test_random_slope_constant_within_groups():
+    """``(x | g)`` with x constant within each group: intercept and slope act through one
+    number per group; the model is still defined (variance quadratic in x) and the fit is the
+    dense criterion's optimum."""
+    d = base_data(seed=2)
+    d["x"] = (d.g % 3).astype(float)
+    m, rec = fit("y ~ x + (x | g)", d)
+    assert ConvergenceWarning not in categories(rec)
+    assert_dense_optimum(m)
+
+
+def test_perfectly_collinear_random_slopes():
+    """``(x + x2 | g)`` with ``x2 = 2 x`` spans the same random effects as ``(x | g)``: same optimum."""
+    d = base_data(seed=4, slope_sd=0.8)
+    d["x2"] = 2.0 * d.x
+    m, rec = fit("y ~ x + (x + x2 | g)", d)
+    r, _ = fit("y ~ x + (x | g)", d)
+    assert m.objective == pytest.approx(r.objective, abs=1e-5)
+    assert np.isfinite(m.fixef).all() and np.isfinite(m.se).all()
+    m3, _ = fit("y ~ x + (1 | g) + (0 + x | g) + (0 + x2 | g)", d)
+    r2, _ = fit("y ~ x + (x || g)", d)
+    assert m3.objective == pytest.approx(r2.objective, abs=1e-5)
+
+
+def test_constant_response_is_refused_with_its_name():
+    d = base_data().assign(k=2.5)
+    with pytest.raises(DataError, match="'k' is constant"):
+        jaxhlm.lmer("k ~ x + (1 | g)", d)
+
+
+def test_many_tiny_groups():
+    """10^5 groups of one to three rows."""
+    rng = np.random.default_rng(8)
+    L = 100_000
+    sizes = rng.choice([1, 2, 2, 3], size=L)
+    g = np.repeat(np.arange(L), sizes)
+    x = rng.normal(size=g.size)
+    d = pd.DataFrame({"y": 0.5 * x + rng.normal(size=L)[g] + rng.normal(size=g.size), "x": x, "g": g})
+    m, rec = fit("y ~ x + (1 | g)", d, reml=False)
+    assert m.ngroups == {"g": L}
+    t, fbest, f = ri_optimum(m)
+    assert m.objective == pytest.approx(f(m.theta.iloc[0]), rel=1e-11)
+    # at lme4's tolerance of the optimum, or it says it is not
+    close = m.objective <= fbest + 1e-10 * abs(fbest) and m.theta.iloc[0] == pytest.approx(t, rel=1e-3)
+    assert close or (ConvergenceWarning in categories(rec) and not m.converged)
+
+
+def test_single_huge_group():
+    """One group of 10^5 rows beside four small ones."""
+    rng = np.random.default_rng(9)
+    g = np.r_[np.zeros(100_000, int), np.repeat([1, 2, 3, 4], 4)]
+    x = rng.normal(size=g.size)
+    d = pd.DataFrame({"y": x + rng.normal(size=5)[g] * 2 + rng.normal(size=g.size), "x": x, "g": g})
+    m, rec = fit("y ~ x + (1 | g)", d)
+    t, fbest, f = ri_optimum(m)
+    assert m.objective == pytest.approx(f(m.theta.iloc[0]), rel=1e-11)
+    # at lme4's tolerance of the optimum, or it says it is not
+    close = m.objective <= fbest + 1e-10 * abs(fbest) and m.theta.iloc[0] == pytest.approx(t, rel=1e-3)
+    assert close or (ConvergenceWarning in categories(rec) and not m.converged)
+
+
+# ------------------------------------------------------------------------------ convergence
+_value_and_grad = jax.jit(jax.value_and_grad(objective), static_argnums=(2, 3))
+
+
+def _model_at(m, theta):
+    """A copy of fitted model ``m`` whose optimiser 'claims' convergence at ``theta``."""
+    th = jnp.asarray(theta, dtype=jnp.float64)
+    val, grad = _value_and_grad(th, m._stats, m._struct, m.reml)
+    fit_ = dict(m._fit, theta=np.asarray(th), objective=float(val), grad=np.asarray(grad), iterations=1,
+                converged=True)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        out = LinearMixedModel(m._design, m.reml, fit_, m._struct, m._stats, {})
+    return out, rec
+
+
+@pytest.fixture(scope="module")
+def sleep_rs():
+    m, _ = fit("Reaction ~ Days + (Days | Subject)", load_data("sleepstudy.csv"))
+    return m
+
+
+def test_optimizer_stopping_early_is_a_warning_with_the_gradient(sleep_rs):
+    fit_ = dict(sleep_rs._fit, converged=False, iterations=500)
+    with pytest.warns(ConvergenceWarning, match=r"500 iterations.*max\|grad\|"):
+        m = LinearMixedModel(sleep_rs._design, True, fit_, sleep_rs._struct, sleep_rs._stats, {})
+    assert not m.converged
+
+
+def test_claimed_convergence_away_from_optimum_is_caught(sleep_rs):
+    """The optimiser says 'converged' at a point that is not an optimum: lme4's gradient check
+    (scaled by the Hessian) flags it."""
+    m, rec = _model_at(sleep_rs, sleep_rs._fit["theta"] * np.array([1.3, 1.0, 0.8]))
+    assert ConvergenceWarning in categories(rec)
+    assert not m.converged
+    assert "max|grad|" in m.optinfo["messages"][0]
+    # at the optimum itself there is no warning
+    m, rec = _model_at(sleep_rs, sleep_rs._fit["theta"])
+    assert ConvergenceWarning not in categories(rec) and m.converged
+
+
+def test_response_almost_determined_by_groups_is_not_silent():
+    """y = group effect + 1e-5 noise: the optimum is at theta ~ 1e5. Either the fit reaches it or
+    it warns (with a hint about the response being determined by a grouping factor)."""
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(J), 10)
+    x = rng.normal(size=g.size)
+    d = pd.DataFrame({"y": 1 + x + rng.normal(size=J)[g] + 1e-5 * rng.normal(size=g.size), "x": x, "g": g})
+    m, rec = fit("y ~ x + (1 | g)", d)
+    d_ = m._design
+    f = lambda lt: ri_deviance(math.exp(lt), d_.y, d_.X, d_.factors[0].codes, True)  # noqa: E731
+    best = scipy.optimize.minimize_scalar(f, bounds=(0.0, 20.0), method="bounded", options={"xatol": 1e-10})
+    reached = m.objective <= best.fun + 1e-3
+    if not reached:
+        assert ConvergenceWarning in categories(rec) and not m.converged
+        assert "determined by a grouping factor" in m.optinfo["messages"][0]
+
+
+def test_non_finite_criterion_is_an_error(sleep_rs):
+    fit_ = dict(sleep_rs._fit, objective=np.nan)
+    with pytest.raises(FitError, match="not finite"):
+        LinearMixedModel(sleep_rs._design, True, fit_, sleep_rs._struct, sleep_rs._stats, {})
