@@ -103,10 +103,9 @@ def data_path(spec: dict) -> Path:
     raise ValueError(f"unknown data kind {kind!r}")
 
 
-def sim_responses(case: dict, dpath: Path) -> tuple[Path, int]:
+def sim_responses(nsim: int, dpath: Path) -> tuple[Path, int]:
     import pandas as pd
 
-    nsim = int(case["nsim"])
     DATA_DIR.mkdir(exist_ok=True)
     p = DATA_DIR / f"simY_{dpath.stem}_{nsim}_s1_{_datagen_hash()}.f64"
     df = pd.read_csv(dpath)
@@ -255,9 +254,9 @@ def run_case(cid: str, args, workdir: Path) -> dict:
            "data": str(dpath.relative_to(ROOT) if dpath.is_relative_to(ROOT) else dpath), "tools": {}}
     spec0 = base_spec(cid, case, dpath, args)
     if out["kind"] == "sim":
-        ypath, nobs = sim_responses(case, dpath)
-        spec0["sim"] = {"y_path": str(ypath), "nobs": nobs, "nsim": int(args.nsim or case["nsim"]),
-                        "seed": 1, "cap": 0}
+        nsim = int(args.nsim or case["nsim"])
+        ypath, nobs = sim_responses(nsim, dpath)
+        spec0["sim"] = {"y_path": str(ypath), "nobs": nobs, "nsim": nsim, "seed": 1, "cap": 0}
         out["nsim"] = spec0["sim"]["nsim"]
 
     for tool in args.tools:
@@ -267,14 +266,19 @@ def run_case(cid: str, args, workdir: Path) -> dict:
             out["tools"][tool] = {"status": "missing", "error": why}
             log(f"  {LABEL[tool]:12s} missing: {why}")
             continue
-        if tool in ("statsmodels", "mixedlm_rs") and case.get("sm") is None:
+        if tool == "mixedlm_rs" and (case.get("sm") is None or case["sm"].get("vc_formula")):
+            why = "mixedlm-rs fits a single grouping factor only (no crossed or nested factors, no vc_formula)"
+            out["tools"][tool] = {"status": "unsupported", "error": why}
+            log(f"  {LABEL[tool]:12s} unsupported: {why}")
+            continue
+        if tool == "statsmodels" and case.get("sm") is None:
             why = case.get("sm_note", "case not expressible in the statsmodels API")
             out["tools"][tool] = {"status": "unsupported", "error": why}
             log(f"  {LABEL[tool]:12s} unsupported: {why}")
             continue
         pred = predicted_cost(tool, case, args)
         if pred is not None and pred > args.max_predicted and tool != "jaxhlm":
-            why = (f"skipped: predicted ~{pred:.0f} s on this machine, over --max-predicted "
+            why = (f"predicted ~{pred:.0f} s on this machine, over --max-predicted "
                    f"{args.max_predicted:.0f} s")
             out["tools"][tool] = {"status": "skipped", "error": why, "predicted_s": pred}
             log(f"  {LABEL[tool]:12s} {why}")
@@ -286,19 +290,22 @@ def run_case(cid: str, args, workdir: Path) -> dict:
             if args.sim_cap is not None and tool != "jaxhlm":
                 cap = min(cap, args.sim_cap) if cap else args.sim_cap
             spec["sim"]["cap"] = min(int(cap), spec["sim"]["nsim"])
+            spec["sim"]["budget_s"] = None if tool == "jaxhlm" else args.sim_budget
             spec["repeats"] = args.repeats if tool == "jaxhlm" else 1
             if spec["sim"]["cap"] <= 0:
-                out["tools"][tool] = {"status": "skipped", "error": "skipped: predicted "
-                                      f"~{pred or float('nan'):.0f} s for the refit loop"}
+                out["tools"][tool] = {"status": "skipped", "error": "refit loop predicted to take "
+                                      f"~{pred or float('nan'):.0f} s"}
                 log(f"  {LABEL[tool]:12s} skipped (refit loop too slow)")
                 continue
 
+        load_before = _load()
         if tool == "jaxhlm":
             res = run_jaxhlm(spec, workdir, args)
         else:
             res = run_tool(tool, spec, workdir, args.timeout)
             if res.get("status") == "ok":
                 res["median_s"] = _median_after_first(res.get("times_s"))
+        res["load_avg"] = [load_before, _load()]
         out["tools"][tool] = res
         log("  " + _progress_line(tool, res, time.monotonic() - t_start))
     out["check"] = objective_check(cid, out)
@@ -325,6 +332,13 @@ def run_jaxhlm(spec: dict, workdir: Path, args) -> dict:
     res["cache_dir_mb"] = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 2**20
     shutil.rmtree(cache, ignore_errors=True)
     return res
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _fmt_s(x) -> str:
@@ -447,7 +461,8 @@ def render_markdown(results: dict) -> str:
                 r = c["tools"].get(t)
                 pm = r.get("median_s") if r and r.get("status") == "ok" else None
                 if jm and pm:
-                    cell = f"{pm / jm:.1f}x"
+                    ratio = pm / jm
+                    cell = f"{ratio:.1f}x" if ratio >= 0.95 else f"{ratio:.2g}x"
                     if _wrong(chk, "jaxhlm"):
                         cell = f"({cell}, jaxhlm wrong)"
                     elif _wrong(chk, t):
@@ -546,6 +561,13 @@ def render_markdown(results: dict) -> str:
                 msgs.append("reported converged=False")
             for m in dict.fromkeys(msgs):
                 L.append(f"- `{cid}` {LABEL[t]}: {m}")
+    loads = [la for c in results["cases"].values() for r in c["tools"].values()
+             for la in (r.get("load_avg") or []) if la is not None]
+    ncpu = meta.get("ncpu") or 1
+    if loads and max(loads) > 0.75 * ncpu:
+        L.append(f"- The machine was busy with other work during this run (1-minute load average up to "
+                 f"{max(loads):.1f} on {ncpu} cores, median {statistics.median(loads):.1f}; per tool in "
+                 "results.json `load_avg`): absolute times are inflated and noisy, compare ratios with care.")
     for n in meta.get("notes", []):
         L.append(f"- {n}")
     return "\n".join(L) + "\n"
@@ -588,6 +610,9 @@ def parse_args(argv):
     ap.add_argument("--nsim", type=int, default=None, help="replicates in the simulation study (default 1000)")
     ap.add_argument("--sim-cap", type=int, default=None,
                     help="at most this many refits per peer in the simulation study (rest extrapolated)")
+    ap.add_argument("--sim-budget", type=float, default=90.0,
+                    help="a peer's refit loop in the simulation study stops after this many seconds "
+                    "(at least 20 refits; the rest extrapolated; default 90)")
     ap.add_argument("--out", default=str(RESULTS_DIR), help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
     args.argv = argv

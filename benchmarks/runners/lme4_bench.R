@@ -26,10 +26,18 @@ write_out <- function(out) {
   file.rename(tmp, out_path)
 }
 
-warn_msgs <- character(0)
+# warnings are counted by kind (numbers masked), keeping the first message of each kind
+warn_count <- integer(0)
+warn_first <- character(0)
 collect <- function(expr) {
   withCallingHandlers(expr, warning = function(w) {
-    warn_msgs <<- unique(c(warn_msgs, substr(conditionMessage(w), 1, 120)))
+    msg <- strsplit(conditionMessage(w), "\n")[[1]][1]
+    key <- gsub("[-+]?[0-9]*\\.?[0-9]+([eE][-+]?[0-9]+)?", "#", msg)
+    if (is.na(warn_count[key])) {
+      warn_count[key] <<- 0L
+      warn_first[key] <<- substr(msg, 1, 120)
+    }
+    warn_count[key] <<- warn_count[key] + 1L
     invokeRestart("muffleWarning")
   })
 }
@@ -76,9 +84,21 @@ res <- tryCatch({
     out$simulate_s <- system.time(ysim <- simulate(m, nsim = nsim, seed = as.integer(sim$seed)))[["elapsed"]]
     objs <- numeric(k)
     per <- numeric(k)
+    budget <- if (is.null(sim$budget_s)) Inf else as.numeric(sim$budget_s)
+    done <- 0L
     for (i in seq_len(k)) {
+      # a time budget stops the loop (after at least 20 refits); the total is extrapolated
+      if (i > 20L && sum(per) > budget) break
       per[i] <- system.time(mi <- collect(refit(m, newresp = Y[, i])))[["elapsed"]]
       objs[i] <- objective(mi)
+      done <- i
+    }
+    if (done < k) {
+      out$notes <- c(out$notes, sprintf(
+        "refitted %d of %d replicates within the %g s simulation budget; total extrapolated", done, nsim, budget))
+      k <- done
+      objs <- objs[seq_len(k)]
+      per <- per[seq_len(k)]
     }
     out$nsim <- nsim
     out$k <- k
@@ -98,5 +118,9 @@ res <- tryCatch({
   out$error <- substr(conditionMessage(e), 1, 2000)
   out
 })
-if (length(warn_msgs)) res$notes <- c(res$notes, paste("lme4 warning:", warn_msgs))
+if (length(warn_count)) {
+  res$notes <- c(res$notes, sprintf("lme4 warning (%dx): %s%s", warn_count, warn_first,
+                                    ifelse(warn_count > 1, " (first of them)", "")))
+  res$n_warnings <- sum(warn_count)
+}
 write_out(res)

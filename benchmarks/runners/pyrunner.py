@@ -28,6 +28,17 @@ import warnings
 import numpy as np
 
 T = time.perf_counter
+MIN_K = 20  # a loop-based peer refits at least this many replicates before its time budget stops it
+
+
+class Deadline:
+    """Stops a per-replicate refit loop once ``budget_s`` have passed (after ``MIN_K`` replicates)."""
+
+    def __init__(self, budget_s):
+        self.t_end = T() + float(budget_s) if budget_s else None
+
+    def done(self, j):
+        return self.t_end is not None and j >= MIN_K and T() > self.t_end
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -59,8 +70,8 @@ class Adapter:
     def simulate(self, res, nsim, seed):
         return None  # None: no simulate()
 
-    def refit_all(self, res, Y):
-        """Refit every column of Y; return the list of objectives."""
+    def refit_all(self, res, Y, deadline=None):
+        """Refit the columns of Y (loops may stop at ``deadline``); return the objectives."""
         raise NotImplementedError
 
 
@@ -118,8 +129,8 @@ class JaxhlmAdapter(Adapter):
     def simulate(self, res, nsim, seed):
         return res.simulate(nsim=nsim, seed=seed)
 
-    def refit_all(self, res, Y):
-        out = res.refit_many(Y)
+    def refit_all(self, res, Y, deadline=None):
+        out = res.refit_many(Y)  # batched: always all replicates
         return _objectives_from_frame(out, self.notes)
 
 
@@ -182,11 +193,13 @@ class StatsmodelsAdapter(Adapter):
     def extras(self, res):
         return {"converged": bool(getattr(res, "converged", True)), "fixef": _floatlist(res.fe_params)}
 
-    def refit_all(self, res, Y):
+    def refit_all(self, res, Y, deadline=None):
         df = self._df
         col = self.spec["response"]
         objs = []
         for j in range(Y.shape[1]):
+            if deadline and deadline.done(j):
+                break
             d2 = df.copy(deep=False)
             d2[col] = Y[:, j]
             objs.append(self.objective(self.fit(d2)))
@@ -233,11 +246,13 @@ class MixedlmAdapter(Adapter):
     def simulate(self, res, nsim, seed):
         return res.simulate(nsim=nsim, seed=seed)
 
-    def refit_all(self, res, Y):
+    def refit_all(self, res, Y, deadline=None):
         objs = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for j in range(Y.shape[1]):
+                if deadline and deadline.done(j):
+                    break
                 objs.append(self.objective(res.refit(Y[:, j])))
         return objs
 
@@ -277,12 +292,14 @@ class MixedlmRsAdapter(Adapter):
     def extras(self, res):
         return {"converged": bool(getattr(res, "converged", True)), "fixef": _floatlist(res.fe_params)}
 
-    def refit_all(self, res, Y):
+    def refit_all(self, res, Y, deadline=None):
         # the statsmodels-style API has no simulate(); with_endog() reuses the prepared design
         objs = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for j in range(Y.shape[1]):
+                if deadline and deadline.done(j):
+                    break
                 objs.append(self.objective(res.model.with_endog(Y[:, j]).fit(reml=self.reml)))
         return objs
 
@@ -330,7 +347,7 @@ def run_sim(ad, df, spec, out):
     sim = spec["sim"]
     nsim, cap, seed = int(sim["nsim"]), int(sim["cap"]), int(sim.get("seed", 1))
     nobs = int(sim["nobs"])
-    Yall = np.fromfile(sim["y_path"], dtype="<f8").reshape(nsim, nobs).T  # (nobs, nsim)
+    Yall = np.fromfile(sim["y_path"], dtype="<f8", count=nsim * nobs).reshape(nsim, nobs).T  # (nobs, nsim)
     k = max(1, min(nsim, cap))
     Y = np.ascontiguousarray(Yall[:, :k])
     ad._df = df
@@ -353,8 +370,13 @@ def run_sim(ad, df, spec, out):
                 ad.notes.append(f"simulate(nsim={nsim}) returned shape {shp}, expected {(nobs, nsim)}")
             sim_times.append(ts)
         t0 = T()
-        objs = ad.refit_all(res, Y)
+        objs = ad.refit_all(res, Y, Deadline(sim.get("budget_s")))
         refit_times.append(T() - t0)
+        if objs is not None and len(objs) < k:  # the loop stopped at its time budget
+            k = len(objs)
+            ad.notes.append(f"refitted {k} of {nsim} replicates within the {sim.get('budget_s')} s "
+                            "simulation budget; total extrapolated")
+            break
         if sum(refit_times) + sum(sim_times) > float(spec.get("time_budget_s", 60.0)):
             break
     out["nsim"] = nsim
