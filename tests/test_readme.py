@@ -1,5 +1,4 @@
 """The README: its walk-through code runs exactly as printed; quick start and images are in place."""
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -39,28 +38,12 @@ def test_walkthrough_blocks_are_the_example_steps():
     assert [b.rstrip("\n") for b in BLOCKS] == [s.code for s in example.STEPS]
 
 
-def _pending(monkeypatch) -> list:
-    """Stand-ins for features another change is still adding; the test xfails while any is used."""
-    missing = []
-    if not hasattr(jaxhlm, "anova"):
-        missing.append("jaxhlm.anova")
-        monkeypatch.setattr(jaxhlm, "anova", lambda *a, **k: "(anova pending)", raising=False)
-    if not hasattr(jaxhlm, "icc"):
-        missing.append("jaxhlm.icc")
-        monkeypatch.setattr(jaxhlm, "icc", lambda *a, **k: float("nan"), raising=False)
-    if importlib.util.find_spec("jaxhlm._src.ranef_chisq") is None:
-        missing.append("ranef_chisq")
-        monkeypatch.setattr(jaxhlm.LinearMixedModel, "ranef_chisq", lambda self, *a, **k: "(pending)")
-    return missing
-
-
 @pytest.fixture(scope="module")
 def walkthrough(tmp_path_factory):
     """Exec the README's python blocks, in order, in one namespace, in a scratch directory."""
     mp = pytest.MonkeyPatch()
     work = tmp_path_factory.mktemp("walkthrough")
     mp.chdir(work)
-    missing = _pending(mp)
     ns = {"__name__": "__readme__"}
     try:
         for block in BLOCKS:
@@ -68,11 +51,11 @@ def walkthrough(tmp_path_factory):
     finally:
         mp.undo()
     matplotlib.pyplot.close("all")
-    return ns, work, missing
+    return ns, work
 
 
 def test_walkthrough_runs_and_gives_lme4_numbers(walkthrough):
-    ns, _, missing = walkthrough
+    ns, _ = walkthrough
     for name, case in (("m1", "nels_m1"), ("m2", "nels_m2"), ("m3", "nels_m5"), ("m5", "nels_m6")):
         R = ref(case)
         fit = ns[name]
@@ -85,15 +68,11 @@ def test_walkthrough_runs_and_gives_lme4_numbers(walkthrough):
     cf = ns["cf"]
     assert len(cf) == 854 and ns["t"].df == 853
     assert ns["t"].statistic == pytest.approx(cf["(Intercept)"].mean() / cf["(Intercept)"].std(ddof=1) * np.sqrt(854))
-    if missing:
-        pytest.xfail(f"walk-through ran with stand-ins for features not merged yet: {', '.join(missing)}")
 
 
-def test_walkthrough_pending_features(walkthrough):
+def test_walkthrough_icc_and_anova(walkthrough):
     """ICC and anova of the walk-through against merTools / lme4."""
-    ns, _, missing = walkthrough
-    if missing:
-        pytest.xfail(f"not merged yet: {', '.join(missing)}")
+    ns, _ = walkthrough
     icc = jaxhlm.icc(ns["dat"], "mathscore", "sch_id")
     assert icc == pytest.approx(ref("nels_icc")["icc"], rel=1e-4)
     table = jaxhlm.anova(ns["m1"], ns["m2"])
@@ -103,7 +82,7 @@ def test_walkthrough_pending_features(walkthrough):
 
 
 def test_walkthrough_images(walkthrough):
-    _, work, _ = walkthrough
+    _, work = walkthrough
     step = next(s for s in example.STEPS if s.images)
     for img in step.images:
         for path in (work / img, ROOT / "docs" / img):  # written by the code; committed for the README
