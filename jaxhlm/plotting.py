@@ -60,6 +60,16 @@ def _factor(fit, group):
     return group
 
 
+def _ranef_column(fit, group, term):
+    """``(group, term, values)`` of one column of ``fit.ranef`` (defaults: the only factor, first term)."""
+    group = _factor(fit, group)
+    re = fit.ranef[group]
+    term = re.columns[0] if term is None else term
+    if term not in re.columns:
+        raise _missing(term, list(re.columns), f"a random-effects term of {group}")
+    return group, term, re[term]
+
+
 def _title(ax, what: str, fit) -> None:
     ax.set_title(f"{what}\n{fit.formula}", fontsize="medium")
 
@@ -149,12 +159,8 @@ def qq(fit, ax=None, *, group: str | None = None, term: str | None = None, **sca
         v = fit.resid.to_numpy() / fit.sigma
         what = "scaled residuals"
     else:
-        group = _factor(fit, group)
-        re = fit.ranef[group]
-        term = re.columns[0] if term is None else term
-        if term not in re.columns:
-            raise _missing(term, list(re.columns), f"a random-effects term of {group}")
-        v = re[term].to_numpy()
+        group, term, col = _ranef_column(fit, group, term)
+        v = col.to_numpy()
         what = f"conditional modes, {term} | {group}"
     v = np.sort(v)
     z = _norm_ppf(_ppoints(len(v)))
@@ -329,12 +335,8 @@ def caterpillar(fit, group: str | None = None, term: str | None = None, ax=None,
     """
     if not 0.0 < level < 1.0:
         raise ArgumentError(f"level must be between 0 and 1, got {level!r}")
-    group = _factor(fit, group)
-    re = fit.ranef[group]
-    term = re.columns[0] if term is None else term
-    if term not in re.columns:
-        raise _missing(term, list(re.columns), f"a random-effects term of {group}")
-    b = re[term].to_numpy()
+    group, term, col = _ranef_column(fit, group, term)
+    b = col.to_numpy()
     sd = _condsd(fit, group, term)
     order = np.argsort(b, kind="stable")
     pos = np.arange(len(b))
@@ -351,7 +353,7 @@ def caterpillar(fit, group: str | None = None, term: str | None = None, ax=None,
         ax.set_ylabel(f"{len(b)} levels of {group}, sorted")
     else:
         ax.set_yticks(pos)
-        ax.set_yticklabels([str(v) for v in re.index[order]])
+        ax.set_yticklabels([str(v) for v in col.index[order]])
         ax.set_ylabel(group)
     ax.set_ylim(-1, len(b))
     ivl = f" with {level:.0%} intervals" if sd is not None else " (conditional variances unavailable)"
