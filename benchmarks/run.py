@@ -524,6 +524,24 @@ def render_markdown(results: dict) -> str:
             row.append(f"{r['peak_rss_mb']:.0f}" if r.get("status") == "ok" and r.get("peak_rss_mb") else "-")
         L.append("| " + " | ".join(row) + " |")
 
+    # jaxhlm phases
+    rows = []
+    for cid, c in results["cases"].items():
+        jx = c["tools"].get("jaxhlm") or {}
+        if jx.get("status") == "ok" and isinstance(jx.get("timings"), dict) and jx["timings"]:
+            rows.append((cid, jx))
+    if rows:
+        keys = list(dict.fromkeys(k for _, jx in rows for k in jx["timings"]))
+        L.append("\n## jaxhlm phases (`fit.timings` of the last warm fit)\n")
+        hdr = ["case"] + keys + ["iterations", "cold (cache empty) - warm"]
+        L.append("| " + " | ".join(hdr) + " |")
+        L.append("|" + "---|" * len(hdr))
+        for cid, jx in rows:
+            cold_gap = (jx["cold_nocache_s"] - jx["median_s"]
+                        if jx.get("cold_nocache_s") is not None and jx.get("median_s") is not None else None)
+            L.append("| " + " | ".join([cid] + [_fmt_s(jx["timings"].get(k)) for k in keys]
+                                       + [str(jx.get("iterations", "-")), _fmt_s(cold_gap)]) + " |")
+
     # simulation details
     sims = [(cid, c) for cid, c in results["cases"].items() if c["kind"] == "sim"]
     for cid, c in sims:
