@@ -23,6 +23,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import config  # noqa: F401  (float64)
 
@@ -117,13 +118,100 @@ def _b_lambda_blocks(Ts, struct, BZtZ, BZtXy):
     return M, R
 
 
-def pls(theta, stats, struct):
+def _host_inv_logdet(M):
+    """Host (LAPACK) inverse and log-determinant of an SPD matrix; NaNs if not positive definite."""
+    import scipy.linalg.lapack as lapack
+
+    M = np.asarray(M, dtype=np.float64)
+    L, info = lapack.dpotrf(M, lower=1, clean=0)
+    if info != 0:
+        nan = np.full(M.shape, np.nan)
+        return nan, np.float64(np.nan)
+    ld = 2.0 * np.sum(np.log(np.diagonal(L)))
+    Minv, info = lapack.dpotri(L, lower=1)
+    Minv = np.tril(Minv) + np.tril(Minv, -1).T
+    return Minv, np.float64(ld)
+
+
+@jax.custom_jvp
+def spd_inv_logdet(M):
+    """``(M^{-1}, log|M|)`` of a dense SPD matrix by LAPACK on the host (``pure_callback``).
+
+    XLA's CPU Cholesky and triangular solves, and above all their autodiff, are many times
+    slower than LAPACK for the dense block of crossed designs; the derivatives are exact:
+    ``d M^{-1} = -M^{-1} dM M^{-1}``, ``d log|M| = tr(M^{-1} dM)``.
+    """
+    shapes = (jax.ShapeDtypeStruct(M.shape, M.dtype), jax.ShapeDtypeStruct((), M.dtype))
+    return jax.pure_callback(_host_inv_logdet, shapes, M, vmap_method="sequential")
+
+
+@spd_inv_logdet.defjvp
+def _spd_inv_logdet_jvp(primals, tangents):
+    (M,), (dM,) = primals, tangents
+    Minv, ld = spd_inv_logdet(M)
+    return (Minv, ld), (-Minv @ dM @ Minv, jnp.sum(Minv * dM))
+
+
+@jax.custom_jvp
+def dense_block(M, R):
+    """``(log|M|, R' M^{-1} R)`` for the dense SPD block of several grouping factors.
+
+    JVP: ``d log|M| = tr(M^{-1} dM)``, ``d(R'M^{-1}R) = dR' Z + Z' dR - Z' dM Z`` with
+    ``Z = M^{-1} R``: linear in the tangents with thin factors, so reverse mode costs no more
+    dense products than the inverse itself.
+    """
+    Minv, ld = spd_inv_logdet(M)
+    return ld, R.T @ (Minv @ R)
+
+
+@dense_block.defjvp
+def _dense_block_jvp(primals, tangents):
+    M, R = primals
+    dM, dR = tangents
+    Minv, ld = spd_inv_logdet(M)
+    Z = Minv @ R
+    G = R.T @ Z
+    dld = jnp.sum(Minv * dM)
+    dG = dR.T @ Z + Z.T @ dR - Z.T @ (dM @ Z)
+    return (ld, G), (dld, dG)
+
+
+@jax.custom_vjp
+def pair_products(Pf, Pg, i, j, msk, perm_i, perm_j):
+    """``out[a, b, m] = msk[m] * sum_c Pf[c, a, i[m]] Pg[c, b, j[m]]``: the blocks of ``L_BA L_BA'``.
+
+    Its reverse pass accumulates into ``Pf``/``Pg`` with *sorted* segment sums (``perm_i``,
+    ``perm_j`` sort ``i`` and ``j``), avoiding XLA's slow unsorted scatter-add on CPU.
+    """
+    return jnp.einsum("cam,cbm->abm", Pf[:, :, i], Pg[:, :, j]) * msk
+
+
+def _pair_products_fwd(Pf, Pg, i, j, msk, perm_i, perm_j):
+    return pair_products(Pf, Pg, i, j, msk, perm_i, perm_j), (Pf, Pg, i, j, msk, perm_i, perm_j)
+
+
+def _pair_products_bwd(res, ct):
+    Pf, Pg, i, j, msk, perm_i, perm_j = res
+    ctm = ct * msk
+    wf = jnp.einsum("abm,cbm->cam", ctm, Pg[:, :, j])  # contributions to Pf[:, :, i[m]]
+    wg = jnp.einsum("abm,cam->cbm", ctm, Pf[:, :, i])  # contributions to Pg[:, :, j[m]]
+    K = Pf.shape[2]
+    gf = jax.ops.segment_sum(jnp.moveaxis(wf[:, :, perm_i], 2, 0), i[perm_i], K, indices_are_sorted=True)
+    gg = jax.ops.segment_sum(jnp.moveaxis(wg[:, :, perm_j], 2, 0), j[perm_j], Pg.shape[2], indices_are_sorted=True)
+    return (jnp.moveaxis(gf, 0, 2), jnp.moveaxis(gg, 0, 2), None, None, None, None, None)
+
+
+pair_products.defvjp(_pair_products_fwd, _pair_products_bwd)
+
+
+def pls(theta, stats, struct, full=False):
     """Blocked Cholesky factorisation at ``theta``.
 
     Returns
     -------
     dict with ``LA (qA,qA,J)``, ``RZXA (qA,p+1,J)``, ``Lxx (p+1,p+1)`` (lower; ``Lxx[p,p] = r``),
-    ``ldL2`` and, with several factors, ``P`` (per B factor, ``(qA,q_f,K)``), ``LB``, ``RZXB``.
+    ``ldL2`` and, with several factors, ``P`` (per B factor, ``(qA,q_f,K)``) and, when
+    ``full``, ``LB`` and ``RZXB`` (needed for the conditional modes, not for the criterion).
     """
     Ts = make_T(theta, struct)
     TA = Ts[0]
@@ -147,28 +235,36 @@ def pls(theta, stats, struct):
             La = LA[:, :, ca]
             # P_k = U_k L_A[a_k]^{-T}; stored transposed as (qA, qf, K)
             Ps.append(fsolve_soa(La, jnp.swapaxes(U, 0, 1)))
-        Sb = jnp.zeros((QB, QB), dtype=MB.dtype)
+        Sb = jnp.zeros((QB * QB,), dtype=MB.dtype)
         for f in range(1, struct.nfactors):
-            qf, of, cl_f = struct.q[f], offs[f], stats[f"Cl{f}"]
+            qf = struct.q[f]
             for g in range(1, struct.nfactors):
-                qg, og, cl_g = struct.q[g], offs[g], stats[f"Cl{g}"]
-                i, j, msk = stats[f"PPi{f}_{g}"], stats[f"PPj{f}_{g}"], stats[f"PPm{f}_{g}"]
-                vals = jnp.einsum("cik,cjk->ijk", Ps[f][:, :, i], Ps[g][:, :, j]) * msk
-                r = of + cl_f[i][None, :] * qf + jnp.arange(qf)[:, None]  # (qf, M)
-                c = og + cl_g[j][None, :] * qg + jnp.arange(qg)[:, None]  # (qg, M)
-                Sb = Sb.at[r[:, None, :], c[None, :, :]].add(vals)
-        MB = MB + jnp.eye(QB, dtype=MB.dtype) - Sb
-        LB = jnp.linalg.cholesky(MB)
-        ldL2 = ldL2 + 2.0 * jnp.sum(jnp.log(jnp.diagonal(LB)))
+                qg = struct.q[g]
+                key = f"{f}_{g}"
+                vals = pair_products(Ps[f], Ps[g], stats[f"PPi{key}"], stats[f"PPj{key}"], stats[f"PPm{key}"],
+                                     stats[f"PPpi{key}"], stats[f"PPpj{key}"])
+                dest = stats[f"PPd{key}"]
+                for a in range(qf):
+                    for b in range(qg):
+                        Sb = Sb.at[dest + (a * QB + b)].add(vals[a, b], indices_are_sorted=True, mode="drop")
+        MB = MB + jnp.eye(QB, dtype=MB.dtype) - Sb.reshape(QB, QB)
         for f in range(1, struct.nfactors):
             qf, of = struct.q[f], offs[f]
             ca, cl = stats[f"Ca{f}"], stats[f"Cl{f}"]
             vals = jnp.einsum("cik,cdk->idk", Ps[f], RZXA[:, :, ca])  # (qf, p+1, K)
             r = of + cl[None, :] * qf + jnp.arange(qf)[:, None]  # (qf, K)
             RB = RB.at[r].add(-jnp.swapaxes(vals, 1, 2))
-        RZXB = jax.scipy.linalg.solve_triangular(LB, RB, lower=True)
-        S = S - RZXB.T @ RZXB
-        out.update(P=Ps, LB=LB, RZXB=RZXB)
+        if full:
+            LB = jnp.linalg.cholesky(MB)
+            ldB = 2.0 * jnp.sum(jnp.log(jnp.diagonal(LB)))
+            RZXB = jax.scipy.linalg.solve_triangular(LB, RB, lower=True)
+            G = RZXB.T @ RZXB
+            out.update(LB=LB, RZXB=RZXB)
+        else:
+            ldB, G = dense_block(MB, RB)
+        ldL2 = ldL2 + ldB
+        S = S - G
+        out.update(P=Ps)
     Lxx = jnp.linalg.cholesky(S)
     out["Lxx"] = Lxx
     out["ldL2"] = ldL2
@@ -224,7 +320,7 @@ def conditional_modes(theta, stats, struct):
 
     ``u`` solves ``L' u = c_u - R_ZX beta`` block by block: first the B block, then A.
     """
-    d = pls(theta, stats, struct)
+    d = pls(theta, stats, struct, full=True)
     p = struct.p
     Lxx = d["Lxx"]
     Lx = Lxx[:p, :p]

@@ -240,14 +240,25 @@ def compute_stats(design, struct: Structure, y: np.ndarray | None = None) -> dic
             Cf, caf, _, Kf = pairs[f]
             Cg, cag, _, Kg = pairs[g]
             i, j = _pairs_of_pairs(caf[:Kf], cag[:Kg])
+            # destination of entry (0, 0) of each pair-of-pairs block in the flattened QB x QB
+            # matrix; sorted, so the scatter-add runs with sorted indices (much faster on CPU)
+            clf, clg = pairs[f][2], pairs[g][2]
+            qf, qg = struct.q[f], struct.q[g]
+            dest = (offs[f] + clf[i] * qf) * QB + offs[g] + clg[j] * qg
+            order = np.argsort(dest, kind="stable")
+            i, j, dest = i[order], j[order], dest[order]
             m = len(i)
             mp = bucket(m)
             # padded entries point at a padded (all-zero) pair when one exists, else their product is masked
             ip = np.full(mp, Kf if Kf < len(caf) else 0, np.int64)
             jp = np.full(mp, Kg if Kg < len(cag) else 0, np.int64)
+            dp = np.full(mp, QB * QB - 1 - (qf - 1) * QB - (qg - 1), np.int64)
             mask = np.zeros(mp)
-            ip[:m], jp[:m], mask[:m] = i, j, 1.0
+            ip[:m], jp[:m], dp[:m], mask[:m] = i, j, dest, 1.0
             stats[f"PPi{f}_{g}"] = ip
             stats[f"PPj{f}_{g}"] = jp
+            stats[f"PPd{f}_{g}"] = dp
+            stats[f"PPpi{f}_{g}"] = np.argsort(ip, kind="stable")
+            stats[f"PPpj{f}_{g}"] = np.argsort(jp, kind="stable")
             stats[f"PPm{f}_{g}"] = mask
     return stats
