@@ -24,7 +24,8 @@ GROUPS = ["g", "h", "school", "class", "Subject"]
 
 
 def terms_of(rhs: str) -> set:
-    return {str(t) for t in formulaic.Formula(rhs)}
+    """formulaic's terms of a right-hand side, interactions with their factors sorted."""
+    return {":".join(sorted(str(t).split(":"))) for t in formulaic.Formula(rhs)}
 
 
 # ------------------------------------------------------------------------------ strategies
