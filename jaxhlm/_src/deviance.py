@@ -186,6 +186,11 @@ def pair_products(Pf, Pg, i, j, msk, perm_i, perm_j):
     return jnp.einsum("cam,cbm->abm", Pf[:, :, i], Pg[:, :, j]) * msk
 
 
+def _pair_products_plain(Pf, Pg, i, j, msk, perm_i, perm_j):
+    """:func:`pair_products` without the custom reverse pass (forward-mode differentiable)."""
+    return jnp.einsum("cam,cbm->abm", Pf[:, :, i], Pg[:, :, j]) * msk
+
+
 def _pair_products_fwd(Pf, Pg, i, j, msk, perm_i, perm_j):
     return pair_products(Pf, Pg, i, j, msk, perm_i, perm_j), (Pf, Pg, i, j, msk, perm_i, perm_j)
 
@@ -204,7 +209,7 @@ def _pair_products_bwd(res, ct):
 pair_products.defvjp(_pair_products_fwd, _pair_products_bwd)
 
 
-def pls(theta, stats, struct, full=False):
+def pls(theta, stats, struct, full=False, plain=False):
     """Blocked Cholesky factorisation at ``theta``.
 
     Returns
@@ -212,6 +217,8 @@ def pls(theta, stats, struct, full=False):
     dict with ``LA (qA,qA,J)``, ``RZXA (qA,p+1,J)``, ``Lxx (p+1,p+1)`` (lower; ``Lxx[p,p] = r``),
     ``ldL2`` and, with several factors, ``P`` (per B factor, ``(qA,q_f,K)``) and, when
     ``full``, ``LB`` and ``RZXB`` (needed for the conditional modes, not for the criterion).
+    ``plain=True`` avoids custom reverse rules so that forward-mode autodiff (``jax.hessian``,
+    ``jax.jacfwd``) works; use it for second-order quantities only (its reverse pass is slower).
     """
     Ts = make_T(theta, struct)
     TA = Ts[0]
@@ -241,7 +248,8 @@ def pls(theta, stats, struct, full=False):
             for g in range(1, struct.nfactors):
                 qg = struct.q[g]
                 key = f"{f}_{g}"
-                vals = pair_products(Ps[f], Ps[g], stats[f"PPi{key}"], stats[f"PPj{key}"], stats[f"PPm{key}"],
+                pp = _pair_products_plain if plain else pair_products
+                vals = pp(Ps[f], Ps[g], stats[f"PPi{key}"], stats[f"PPj{key}"], stats[f"PPm{key}"],
                                      stats[f"PPpi{key}"], stats[f"PPpj{key}"])
                 dest = stats[f"PPd{key}"]
                 for a in range(qf):
@@ -286,13 +294,13 @@ def objective(theta, stats, struct, reml):
     return _criterion(d["ldL2"], d["Lxx"], stats["n"], struct.p, reml)
 
 
-def objective_vp(varpar, stats, struct, reml):
+def objective_vp(varpar, stats, struct, reml, plain=True):
     """Deviance as a function of ``(theta, sigma)`` with beta profiled (lmerTest's ``devfun_vp``).
 
     ``ldL2 + r^2/sigma^2 + n log(2 pi sigma^2)``, plus ``log|L_X|^2 - p log(2 pi sigma^2)`` for REML.
     """
     theta, sigma = varpar[:-1], varpar[-1]
-    d = pls(theta, stats, struct)
+    d = pls(theta, stats, struct, plain=plain)
     p = struct.p
     Lxx = d["Lxx"]
     r2 = Lxx[p, p] ** 2
@@ -304,9 +312,9 @@ def objective_vp(varpar, stats, struct, reml):
     return dev
 
 
-def beta_and_cov(theta, sigma, stats, struct):
-    """``beta_hat(theta)`` and ``vcov(beta) = sigma^2 (L_X L_X')^{-1}``."""
-    d = pls(theta, stats, struct)
+def beta_and_cov(theta, sigma, stats, struct, plain=True):
+    """``beta_hat(theta)`` and ``vcov(beta) = sigma^2 (L_X L_X')^{-1}`` (forward-mode differentiable)."""
+    d = pls(theta, stats, struct, plain=plain)
     p = struct.p
     Lx = d["Lxx"][:p, :p]
     cb = d["Lxx"][p, :p]
