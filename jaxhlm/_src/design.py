@@ -289,41 +289,52 @@ def _numeric_matrix(mm, what: str) -> np.ndarray:
     return arr
 
 
-def _drop_aliased(X: np.ndarray, names: list, tol: float = 1e-7) -> np.ndarray:
+def _drop_aliased(X: np.ndarray, names: list, tol: float = 1e-7, y: np.ndarray | None = None):
     """Keep a full-rank subset of the columns of ``X``, dropping the later of aliased columns.
 
     As R's ``qr()`` (LINPACK ``dqrdc2``, which lme4's rank check uses with ``tol = 1e-7``): the
     columns are taken in order and column ``j`` is dropped when the norm of its part orthogonal
     to the columns kept so far is below ``tol`` times its own norm. The test is relative to each
     column's norm, so it does not depend on the columns' units (a predictor in 1e-6 and one in
-    1e6 are both kept). Works on the ``p x p`` triangular factor of ``X`` (rotating ``X`` by an
-    orthogonal matrix changes no such norm), so it costs one QR of ``X``.
+    1e6 are both kept). Works on the triangular factor of ``X`` (rotating ``X`` by an orthogonal
+    matrix changes no such norm), so it costs one QR of ``X``.
 
     Returns
     -------
     keep : ndarray of bool, shape (p,)
+    resid : float, only when ``y`` is given
+        ``||y - P_X y|| / ||y||``, the relative norm of the least-squares residual of ``y`` on the
+        kept columns (from the same QR, with ``y`` as an extra last column).
     """
     import scipy.linalg
 
     n, p = X.shape
     keep = np.zeros(p, bool)
-    if p == 0:
-        return keep
-    norms = np.sqrt(np.einsum("ij,ij->j", X, X))
-    Xs = X / np.where(norms > 0, norms, 1.0)
-    R = scipy.linalg.qr(Xs, mode="r")[0][: min(n, p)]
+    cols = [X] if y is None else [X, y[:, None]]
+    A = np.concatenate(cols, axis=1)
+    norms = np.sqrt(np.einsum("ij,ij->j", A, A))
+    A /= np.where(norms > 0, norms, 1.0)
+    m = A.shape[1]
+    R = scipy.linalg.qr(A, mode="r", overwrite_a=True, check_finite=False)[0][: min(n, m)]
     Q = np.zeros((R.shape[0], 0))  # orthonormal basis of the kept columns (in R's coordinates)
-    for j in range(p):
-        if norms[j] == 0:
-            continue
+
+    def residual(j):
         v = R[:, j].copy()
         for _ in range(2):  # Gram-Schmidt twice is orthogonal to working precision
             v -= Q @ (Q.T @ v)
+        return v
+
+    for j in range(p):
+        if norms[j] == 0:
+            continue
+        v = residual(j)
         r = np.linalg.norm(v)
         if r > tol:  # columns have unit norm
             keep[j] = True
             Q = np.concatenate([Q, (v / r)[:, None]], axis=1)
-    return keep
+    if y is None:
+        return keep
+    return keep, (float(np.linalg.norm(residual(p))) if norms[p] > 0 else 0.0)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29db\u29da]")
@@ -359,22 +370,20 @@ def _check_response_column(ycol: str, frame: pd.DataFrame) -> None:
     raise DataError(f"the response column {ycol!r} must be numeric, it has dtype {dt}{hint}")
 
 
-def _check_response_values(ycol: str, y: np.ndarray, X: np.ndarray) -> None:
+def _check_response_values(ycol: str, y: np.ndarray, resid: float) -> None:
     """Refuse a response with nothing left to model: constant, or exactly a linear function of
-    the fixed effects (its residual variance would be 0 and the deviance -infinity)."""
+    the fixed effects (relative least-squares residual ``resid`` ~ 0): its residual variance
+    would be 0 and the deviance minus infinity."""
     if np.all(y == y[0]):
         raise DataError(
             f"the response {ycol!r} is constant (every used row has the value {y[0]:g}); "
             "there is no variation for a model to explain"
         )
-    if X.shape[1]:
-        coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-        res = y - X @ coef
-        if np.linalg.norm(res) <= 1e-10 * np.linalg.norm(y):
-            raise DataError(
-                f"the response {ycol!r} is an exact linear function of the fixed effects "
-                "(zero residuals); there is no residual variation for a mixed model"
-            )
+    if resid <= 1e-13:  # about 500 rounding errors: an exact fit
+        raise DataError(
+            f"the response {ycol!r} is an exact linear function of the fixed effects "
+            "(zero residuals); there is no residual variation for a mixed model"
+        )
 
 
 def _warn_numbers_as_text(parsed: ParsedFormula, frame: pd.DataFrame) -> None:
@@ -467,7 +476,7 @@ def build_design(formula, data) -> Design:
     names_full = [r_name(c) for c in mm.rhs.columns]
     if len(y) <= X_full.shape[1]:
         raise DataError(f"{len(y)} observations are too few for {X_full.shape[1]} fixed-effects coefficients")
-    keep = _drop_aliased(X_full, names_full)
+    keep, y_resid = _drop_aliased(X_full, names_full, y=y)
     dropped = [nm for nm, k in zip(names_full, keep) if not k]
     if dropped:
         warnings.warn(
@@ -480,7 +489,7 @@ def build_design(formula, data) -> Design:
     fixef_names = [nm for nm, k in zip(names_full, keep) if k]
     if len(y) <= X.shape[1]:
         raise DataError(f"{len(y)} observations are too few for {X.shape[1]} fixed-effects coefficients")
-    _check_response_values(ycol, y, X)
+    _check_response_values(ycol, y, y_resid)
 
     # random-effects terms and grouping factors
     factor_of: dict = {}
