@@ -192,6 +192,7 @@ def test_fixed_part_keeps_functions_and_intercept():
         ("y ~ x + `a + (1|g)", 8, "backtick"),
         ("y ~ x + (|g)", 9, "no left operand"),
         ("y ~ x + foo(x + (1|g)", 11, "never closed"),
+        ("Reaction ~ . + (1|Subject)", 11, "not supported"),
     ],
 )
 def test_syntax_error_positions(formula, pos, words):

@@ -418,6 +418,11 @@ def parse_formula(formula: str) -> ParsedFormula:
             for cols, name in groups:
                 label = name if name != ":".join(cols) else None
                 random.append(RandomTerm(expr=e, group=cols, label=label))
+    for _, tok in fixed_tokens:
+        dot = re.search(r"(?<![\w.`'\"])\.(?![\w.])", tok)
+        if dot and not _CALL.match(tok):
+            pos = formula.find("~") + 1 + rhs.find(tok) + dot.start()
+            raise _err(formula, pos, "'.' (all other columns) is not supported; list the predictors")
     fixed = ""
     for sign, tok in fixed_tokens:
         if not fixed:
