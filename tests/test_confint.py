@@ -79,7 +79,11 @@ def _check_profile(case_id, tol=0.01):
     width = hi - lo
     skip = _unreliable(ref, r)
     if (ref.get("objective_gap_default") or 0.0) > 1e-4:
+        # lme4 profiled from a point short of the optimum: its variance-parameter intervals are
+        # off (nels_m2 and nels_m2_reml, the same ML profile, get lower .sig03 = 0.015 and 0.063);
+        # ours are checked independently in test_profile_nels_m2_independent
         tol = max(tol, 0.03)
+        skip |= {nm for nm in r["names"] if nm.startswith(".sig") and nm != ".sigma"}
     for k, name in enumerate(r["names"]):
         if name in skip:
             continue
@@ -150,3 +154,36 @@ def test_parm_level_and_errors():
         m.confint(method="exact")
     with pytest.raises(jaxhlm.ArgumentError, match="level"):
         m.confint(level=95)
+
+
+def _zeta_slope_sd_independent(m, sd_slope):
+    """Signed root ML deviance with the slope sd fixed, by Nelder-Mead over (sd0, cor, sigma)."""
+    f = jax.jit(lambda vp: objective_vp(vp, m._stats, m._struct, False))
+    vc = m.varcorr["sdcor"].to_numpy()
+
+    def dev(u):
+        s0, sg, rho = np.exp(u[0]), np.exp(u[2]), np.tanh(u[1])
+        l0 = s0 / sg
+        l10 = rho * sd_slope / sg
+        l11 = np.sqrt(max((sd_slope / sg) ** 2 - l10**2, 0.0))
+        return float(f(jnp.array([l0, l10, l11, sg])))
+
+    best = np.inf
+    for start in ([np.log(vc[0]), np.arctanh(vc[2]), np.log(m.sigma)], [np.log(3.5), np.arctanh(-0.99), np.log(8.5)],
+                  [np.log(3.5), 0.0, np.log(8.5)]):
+        res = scipy.optimize.minimize(dev, start, method="Nelder-Mead",
+                                      options={"xatol": 1e-10, "fatol": 1e-10, "maxiter": 20000, "maxfev": 20000})
+        best = min(best, res.fun)
+    return np.sign(sd_slope - vc[1]) * np.sqrt(max(best - m.objective, 0.0))
+
+
+@pytest.mark.skipif(not SLOW, reason="set JAXHLM_SLOW_TESTS=1 to profile every reference case")
+def test_profile_nels_m2_independent():
+    """Where lme4 stopped short, our profile ends solve zeta = -1.96 by an independent minimisation,
+    and the REML fit's profile (an ML profile, as lme4) equals the ML fit's."""
+    m = fit_case("nels_m2")
+    ci = m.confint(parm=[".sig02", ".sig03"])
+    assert ci.loc[".sig02"].iloc[0] == -1.0  # the profile never reaches -1.96 before cor = -1
+    assert _zeta_slope_sd_independent(m, ci.loc[".sig03"].iloc[0]) == pytest.approx(-1.959964, abs=2e-3)
+    reml = fit_case("nels_m2_reml").confint(parm=[".sig02", ".sig03"])
+    np.testing.assert_allclose(reml.to_numpy(), ci.to_numpy(), rtol=1e-4)
