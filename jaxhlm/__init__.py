@@ -25,6 +25,9 @@ from ._src.lmm import LinearMixedModel, lmer
 from ._src.anova import AnovaTable, anova
 from ._src.errors import FitError, InferenceError, NewLevelsWarning
 from ._src.icc import icc
+from ._src.bootstrap import BootstrapResult, bootstrap_lrt
+from ._src.power import PowerResult, power, power_curve
+from ._src.sharding import lmer_sharded
 from . import datasets, plotting  # noqa: E402  (plotting imports matplotlib only when drawing)
 
 __version__ = "0.1.0"
@@ -54,4 +57,10 @@ __all__ = [
     "icc",
     "InferenceError",
     "NewLevelsWarning",
+    "power",
+    "power_curve",
+    "PowerResult",
+    "bootstrap_lrt",
+    "BootstrapResult",
+    "lmer_sharded",
 ]

@@ -275,7 +275,7 @@ def _replicate(theta0, Hi0, base, ys, flags, struct, reml, maxit=200, max_halvin
     eye = jnp.eye(m, dtype=dt)
     zf = jnp.asarray(0.0, dt)
     s0 = {
-        "x": theta0, "f": zf, "g": jnp.zeros(m, dt),
+        "x": theta0, "f": jnp.asarray(jnp.nan, dt), "g": jnp.zeros(m, dt),
         "Lxx": jnp.zeros((p + 1, p + 1), dt), "ldL2": zf,
         "Hi": Hi0, "d": jnp.zeros(m, dt), "a": jnp.asarray(1.0, dt), "nls": jnp.asarray(0), "z": theta0,
         "phase": jnp.where(valid, PH_INIT, PH_DONE), "nev": jnp.asarray(0), "nit": jnp.asarray(0), "nrs": jnp.asarray(0),
@@ -478,13 +478,28 @@ class RefitSpec:
         return float(self.stats["n"])
 
 
+def start_theta(theta, struct) -> np.ndarray:
+    """The replicates' start: the fitted theta, with (near-)zero diagonal elements moved off 0.
+
+    The criterion is even in every column of ``T_f``, so its gradient is exactly 0 where a
+    diagonal element is 0 (ENGINE-NOTES, pitfall 2): replicates started there could never leave
+    a singular fit. Such elements start at ``max(1e-2, 0.1 max|theta_ii|)`` instead.
+    """
+    th = np.array(theta, dtype=np.float64)
+    diag = struct.theta_is_diag()
+    small = diag & (np.abs(th) < SINGULAR_TOL)
+    if small.any():
+        th[small] = max(1e-2, 0.1 * float(np.max(np.abs(th[diag]))))
+    return th
+
+
 def spec_of(model) -> RefitSpec:
     """The :class:`RefitSpec` of a fitted model (cached on the model)."""
     spec = model.__dict__.get("_jaxhlm_refit_spec")
     if spec is None:
         spec = RefitSpec(
             design=model._design, struct=model._struct, stats=model._stats, reml=model.reml,
-            theta0=np.asarray(model._fit["theta"], dtype=np.float64),
+            theta0=start_theta(model._fit["theta"], model._struct),
             fixef_names=list(model._design.fixef_names), theta_names=list(model.theta.index),
         )
         model.__dict__["_jaxhlm_refit_spec"] = spec
@@ -501,7 +516,9 @@ def _default_chunk(n: int) -> int:
 
 
 def _padded(cs: int, bs: int) -> int:
-    padded = bucket(cs, minimum=1)
+    """Replicate slots per compiled call: ``cs`` rounded up to 8, 10, 12, 14, 16, 20, ... (a multiple
+    of ``bs``), so that nearby chunk sizes share one compiled program; empty slots cost nothing."""
+    padded = bucket(cs, minimum=8)
     if bs > 1:
         padded = int(math.ceil(padded / bs) * bs)
     return padded
@@ -607,7 +624,10 @@ def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
     sigma = np.sqrt(r2 / nn)
     with np.errstate(all="ignore"):
         Lx = Lxx[:, :p, :p]
-        beta = np.linalg.solve(np.swapaxes(Lx, 1, 2), Lxx[:, p, :p][..., None])[..., 0] if p else np.zeros((B, 0))
+        okL = np.all(np.isfinite(Lxx), axis=(1, 2)) & np.all(np.diagonal(Lx, axis1=1, axis2=2) != 0, axis=1)
+        Lsafe = np.where(okL[:, None, None], Lx, np.eye(p))
+        beta = np.linalg.solve(np.swapaxes(Lsafe, 1, 2), Lxx[:, p, :p][..., None])[..., 0] if p else np.zeros((B, 0))
+        beta = np.where(okL[:, None], beta, np.nan)
         W = _w_of(Lxx, p)
         C = sigma[:, None, None] ** 2 * W
         se = np.sqrt(np.einsum("bkk->bk", C))
@@ -616,6 +636,7 @@ def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
         dev = res["ldL2"] + r2 / s2 + n * np.log(2.0 * np.pi * s2) if reml else res["objective"]
     finite = np.isfinite(res["objective"]) & np.all(np.isfinite(beta), axis=1) & np.isfinite(sigma)
     conv = np.asarray(res["converged"], bool) & finite
+    TH = np.where(np.isfinite(res["objective"])[:, None], TH, np.nan)
     cols = {"objective": res["objective"], "deviance": dev, "sigma": sigma}
     for j, nm in enumerate(spec.theta_names):
         cols[f"theta.{nm}"] = TH[:, j]
@@ -624,7 +645,8 @@ def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
     for j, nm in enumerate(spec.fixef_names):
         cols[f"se.{nm}"] = se[:, j]
     if satterthwaite:
-        so = second_order(res, n, p, reml)
+        with np.errstate(all="ignore"):
+            so = second_order(res, n, p, reml)
         df = satterthwaite_df(so["H_vp"], so["J"], C)
         df = np.where(res["fd_ok"][:, None], df, np.nan)
         for j, nm in enumerate(spec.fixef_names):

@@ -495,8 +495,9 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
     formula : str
         lme4 syntax, e.g. ``"mathscore ~ family_inc + (family_inc | sch_id)"``. The fixed part is
         read by formulaic; random terms ``(expr | g)``, ``(expr || g)``, ``(1 | a/b)``, ``(1 | a:b)``.
-    data : pandas.DataFrame
-        Never modified. Rows with missing values in used columns are dropped.
+    data : pandas.DataFrame, dask.dataframe.DataFrame, or path(s) of Parquet / CSV files
+        Never modified. Rows with missing values in used columns are dropped. A Dask DataFrame
+        or files are read in chunks and never gathered (see :mod:`jaxhlm._src.bigdata`).
     reml : bool, default True
         REML (lme4's default) or maximum likelihood (``reml=False``, needed for ``anova``).
     name : str, optional
@@ -515,6 +516,12 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
     """
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r} ({type(reml).__name__})")
+    from .bigdata import is_out_of_core  # Dask DataFrame or Parquet/CSV files (issue 5)
+
+    if is_out_of_core(data):
+        from .bigdata import lmer_out_of_core
+
+        return lmer_out_of_core(formula, data, reml=bool(reml), name=name, start=start)
     t0 = time.perf_counter()
     design = build_design(formula, data)
     struct = build_structure(design)
