@@ -266,7 +266,7 @@ class _Profile:
         return zeta, dz, zs
 
 
-def _solve_side(prof, target, step0, lo_bound, hi_bound, tol=1e-7, maxit=60):
+def _solve_side(prof, target, step0, lo_bound, hi_bound, tol=1e-6, maxit=60):
     """Find x on one side of ``xhat`` with ``zeta(x) = target``; the bound if it is never reached.
 
     Safeguarded Newton: steps use the exact ``zeta'``; until the root is bracketed they only
@@ -292,7 +292,7 @@ def _solve_side(prof, target, step0, lo_bound, hi_bound, tol=1e-7, maxit=60):
             outer = x
         if outer is None and x == bound:
             return bound  # the profile does not reach the cut-off before the boundary
-        xn = x - g / dz if (np.isfinite(dz) and dz * sgn > 0) else np.nan
+        xn = x - g / dz if (np.isfinite(dz) and dz > 0) else np.nan  # zeta increases in x
         if outer is None:
             cap = 4.0 * max(abs(inner - xhat), step0)
             if not np.isfinite(xn) or (xn - inner) * sgn <= 0:
