@@ -39,7 +39,7 @@ from .suffstats import factor_columns
 
 __all__ = ["kr_parts", "kr_df", "kr_test", "coef_table_kr", "MAX_Q"]
 
-MAX_Q = 6000
+MAX_Q = 3000
 
 
 def _z_layout(design):
@@ -359,10 +359,10 @@ def kr_test(model, L, rhs=None) -> dict:
 _CACHE_ATTR = "_jaxhlm_kr_parts"
 
 
-def _cached_parts(model) -> dict:
+def _cached_parts(model, max_q: int | None = None) -> dict:
     parts = getattr(model, _CACHE_ATTR, None)
     if parts is None:
-        parts = kr_parts(model)
+        parts = kr_parts(model, MAX_Q if max_q is None else max_q)
         try:
             setattr(model, _CACHE_ATTR, parts)
         except AttributeError:  # pragma: no cover
@@ -370,13 +370,15 @@ def _cached_parts(model) -> dict:
     return parts
 
 
-def coef_table_kr(model) -> pd.DataFrame:
+def coef_table_kr(model, max_q: int | None = None) -> pd.DataFrame:
     """Fixed effects with Kenward-Roger df (lmerTest's ``summary(m, ddf = "Kenward-Roger")``).
 
     Estimate, Std. Error (from the adjusted covariance ``Phi_A``), df, t value, Pr(>|t|).
-    Only for REML fits (:class:`InferenceError` otherwise).
+    Only for REML fits (:class:`InferenceError` otherwise). With one grouping factor the cost
+    is O(levels); with several, dense matrices of the ``Q`` random effects are formed, and
+    ``Q > max_q`` (default :data:`MAX_Q` = 3000) raises :class:`InferenceError`.
     """
-    parts = _cached_parts(model)
+    parts = _cached_parts(model, max_q)
     beta = model.fixef
     p = len(beta)
     se = np.sqrt(np.diag(parts["PhiA"]))

@@ -436,11 +436,11 @@ class LinearMixedModel:
 
         return ranef_condvar(self)
 
-    def coef_table_kr(self) -> pd.DataFrame:
+    def coef_table_kr(self, max_q: int | None = None) -> pd.DataFrame:
         """Fixed effects with Kenward-Roger df (REML fits); see :mod:`jaxhlm._src.kenward_roger`."""
         from .kenward_roger import coef_table_kr
 
-        return coef_table_kr(self)
+        return coef_table_kr(self, max_q=max_q)
 
     # (issue 5: simulation)
     def simulate(self, *args, **kwargs):
