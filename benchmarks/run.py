@@ -631,6 +631,8 @@ def parse_args(argv):
     ap.add_argument("--sim-budget", type=float, default=90.0,
                     help="a peer's refit loop in the simulation study stops after this many seconds "
                     "(at least 20 refits; the rest extrapolated; default 90)")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the other cases of an existing results.json and replace only those run now")
     ap.add_argument("--out", default=str(RESULTS_DIR), help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
     args.argv = argv
@@ -654,6 +656,18 @@ def main(argv=None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"meta": machine_meta(args), "cases": {}}
+    order = list(C.CASES)
+    if args.update and (out_dir / "results.json").exists():
+        # re-run only the chosen cases; keep the others from the previous results (in case order)
+        prev = json.loads((out_dir / "results.json").read_text())
+        prev_cases = {k: v for k, v in prev.get("cases", {}).items() if k not in args.cases}
+        results["meta"]["notes"].append(
+            f"updated: cases {', '.join(args.cases)} re-run {results['meta']['date']} at commit "
+            f"{results['meta']['git_commit']}; the others are from the run of {prev['meta'].get('date')} "
+            f"at commit {prev['meta'].get('git_commit')} (`{prev['meta'].get('command')}`)")
+        results["meta"]["notes"] += [n for n in prev["meta"].get("notes", []) if n.startswith("updated:")]
+        results["meta"]["versions"].update(prev["meta"].get("versions", {}))
+        results["cases"] = prev_cases
     t0 = time.monotonic()
     log(f"jaxhlm benchmarks: cases {args.cases}; tools {args.tools}")
     with tempfile.TemporaryDirectory(prefix="jaxhlm_bench_") as wd:
@@ -669,6 +683,9 @@ def main(argv=None) -> int:
                                          "tools": {}, "check": {}, "error": repr(e)}
                 results["meta"]["notes"].append(f"case {cid} failed in the harness: {e!r}")
                 log(traceback.format_exc())
+            if args.update:
+                results["cases"] = dict(sorted(results["cases"].items(),
+                                               key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
             for r in results["cases"][cid]["tools"].values():
                 if r.get("version") and r.get("tool"):
                     results["meta"]["versions"][LABEL.get(r["tool"], r["tool"])] = r["version"]
