@@ -30,6 +30,7 @@ from . import config  # noqa: F401  (float64)
 __all__ = ["make_T", "pls", "objective", "objective_vp", "conditional_modes"]
 
 LOG2PI = math.log(2.0 * math.pi)
+SMALL_DENSE = 128  # dense blocks up to this size stay in XLA (autodiff); larger go to LAPACK
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,6 +269,11 @@ def pls(theta, stats, struct, full=False, plain=False):
             RZXB = jax.scipy.linalg.solve_triangular(LB, RB, lower=True)
             G = RZXB.T @ RZXB
             out.update(LB=LB, RZXB=RZXB)
+        elif QB <= SMALL_DENSE:
+            LB = jnp.linalg.cholesky(MB)
+            ldB = 2.0 * jnp.sum(jnp.log(jnp.diagonal(LB)))
+            W = jax.scipy.linalg.solve_triangular(LB, RB, lower=True)
+            G = W.T @ W
         else:
             ldB, G = dense_block(MB, RB)
         ldL2 = ldL2 + ldB

@@ -19,12 +19,15 @@ import pandas as pd
 from . import config  # noqa: F401
 from .design import Design, build_design
 from .errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
+from .deviance import objective
 from .optimize import fd_hessian, fit_theta, rectify, theta_start
 from .suffstats import build_structure, compute_stats
 
 __all__ = ["LinearMixedModel", "lmer"]
 
 SINGULAR_TOL = 1e-4
+
+_objective_jit = jax.jit(objective, static_argnames=("struct", "reml"))
 CONV_TOL = 2e-3  # lme4's check.conv.grad tolerance
 
 
@@ -531,6 +534,32 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
     return _fit_design(design, struct, stats, bool(reml), start=start, name=name, t_design=t1 - t0, t_stats=t2 - t1)
 
 
+def _escape_zero_saddle(fit, stats, struct, reml):
+    """Make sure a zero diagonal element of theta is a minimum, not a saddle.
+
+    The criterion is even in every column of ``T_f``, so its gradient vanishes wherever a
+    diagonal element is 0, minimum or not (ENGINE-NOTES, pitfall 2). When the optimiser ends
+    with such an element, the criterion is evaluated a little away from 0; if that is lower, the
+    fit is restarted from there.
+    """
+    theta = np.asarray(fit["theta"], dtype=np.float64)
+    diag = struct.theta_is_diag()
+    small = np.nonzero(diag & (np.abs(theta) < SINGULAR_TOL))[0]
+    if small.size == 0:
+        return fit
+    f0 = float(fit["objective"])
+    scale = max(1e-2, 0.1 * float(np.max(np.abs(theta[diag])))) if np.any(diag) else 0.1
+    for k in small:
+        trial = theta.copy()
+        trial[k] = scale
+        f1 = float(_objective_jit(jnp.asarray(trial), stats, struct, reml))
+        if np.isfinite(f1) and f1 < f0 - 1e-6 * (1 + abs(f0)):
+            refit = jax.device_get(fit_theta(jnp.asarray(trial), stats, struct, reml))
+            if float(refit["objective"]) < f0:
+                return _escape_zero_saddle(refit, stats, struct, reml)
+    return fit
+
+
 def _fit_design(design, struct, stats, reml, start=None, name=None, t_design=0.0, t_stats=0.0):
     if start is None:
         th0 = theta_start(struct)
@@ -544,8 +573,8 @@ def _fit_design(design, struct, stats, reml, start=None, name=None, t_design=0.0
         if not np.all(np.isfinite(th0)):
             raise ArgumentError(f"start must be finite, got {th0}")
     t2 = time.perf_counter()
-    fit = fit_theta(jnp.asarray(th0), stats, struct, reml)
-    fit = jax.device_get(fit)
+    fit = jax.device_get(fit_theta(jnp.asarray(th0), stats, struct, reml))
+    fit = _escape_zero_saddle(fit, stats, struct, reml)
     t3 = time.perf_counter()
     timings = {"design": t_design, "stats": t_stats, "optimize": t3 - t2}
     return LinearMixedModel(design, reml, fit, struct, stats, timings, name=name)
