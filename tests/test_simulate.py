@@ -218,3 +218,21 @@ def test_bad_responses_raise(sleep):
         m.refit_many(Y)
     with pytest.raises(jaxhlm.DataError):
         m.refit(m.simulate(2, seed=1))
+
+
+def test_replicates_leave_a_singular_fit():
+    """From a fit with theta = 0 (gradient exactly 0 there) replicates still find their optimum."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rng = np.random.default_rng(1)
+        d = pd.DataFrame({"g": np.repeat(np.arange(20), 10), "y": rng.normal(size=200)})
+        m = jaxhlm.lmer("y ~ 1 + (1 | g)", d, reml=False)
+        assert m.is_singular
+        Y = m.simulate(4, seed=1, theta=[1.0])
+        r = m.refit_many(Y)
+        for j in range(4):
+            d2 = d.copy()
+            d2["y"] = Y[:, j]
+            mj = jaxhlm.lmer("y ~ 1 + (1 | g)", d2, reml=False)
+            assert r.iloc[j]["objective"] == pytest.approx(mj.objective, abs=1e-6)
+            assert r.iloc[j]["theta.g.(Intercept)"] == pytest.approx(mj.theta.iloc[0], rel=1e-4)
