@@ -22,9 +22,11 @@ Constrained parametrisations (nuisance parameters ``z`` unconstrained, fixed val
 * sd of column ``a`` of a term: row ``a`` of the term's factor ``T`` is ``(x / sigma) v / |v|``
   (``v`` free), so that ``sigma |T_a| = x``; the other rows and sigma free.
 * correlation of columns ``(c, r)``: in the order ``(c, r, others)`` the factor is lower
-  triangular with first rows ``tau^2 e_1`` and ``rho^2 (x e_1 + sqrt(1 - x^2) e_2)``, the
-  other rows free; its rows are permuted back, so the term's covariance is ``T T'`` with a
-  (generally non-triangular) ``T`` -- the deviance depends on ``T`` only through ``T T'``.
+  triangular with first rows ``e^a e_1`` and ``e^b (x e_1 + sqrt(1 - x^2) e_2)`` (positive
+  scales: a sign flip would turn the correlation into ``-x``; the log scale keeps small
+  standard deviations well conditioned), the other rows free; its rows are permuted back, so
+  the term's covariance is ``T T'`` with a (generally non-triangular) ``T`` -- the deviance
+  depends on ``T`` only through ``T T'``.
 * a fixed effect ``beta_j = x``: the column moves to an offset, ``y - x X_j``; the sufficient
   statistics are transformed exactly (``[X y] -> [X_{-j}, y - x X_j]`` is linear), and the
   deviance is profiled over ``theta`` (sigma and the other fixed effects analytically).
@@ -176,8 +178,8 @@ def _term_block(spec, th, x, sigma, kind, a, perm):
     def cor(_):
         if q < 2:
             return Tl
-        tau2 = Tl[0, 0] ** 2
-        rho2 = Tl[1, 1] ** 2
+        tau2 = jnp.exp(Tl[0, 0])  # log-scale: positive, and well scaled for small sds
+        rho2 = jnp.exp(Tl[1, 1])
         xc = jnp.clip(x, -1.0, 1.0)
         row0 = jnp.zeros(q, th.dtype).at[0].set(tau2)
         row1 = jnp.zeros(q, th.dtype).at[0].set(rho2 * xc).at[1].set(rho2 * jnp.sqrt(1.0 - xc * xc))
@@ -241,20 +243,51 @@ def _profile_point(z0, x, kind, which, a, perm, M0, E, stats, struct, specs):
     return zs, val, dx, done
 
 
-class _Profile:
-    """zeta(x) and zeta'(x) for one parameter, with warm starts."""
+def _with_lifted_diagonal(alternatives, diag):
+    """Add a start whose small diagonal theta entries are raised to 10% of the largest one."""
 
-    def __init__(self, fn, z0, xhat, base):
+    def alt(z):
+        out = list(alternatives(z)) if alternatives else []
+        if diag.size:
+            d = np.abs(np.asarray(z)[diag])
+            floor = 0.1 * max(float(d.max()), 0.1)
+            if np.any(d < floor):
+                zz = np.array(z, dtype=float)
+                zz[diag] = np.where(d < floor, floor, zz[diag])
+                out.append(zz)
+        return out
+
+    return alt
+
+
+class _Profile:
+    """zeta(x) and zeta'(x) for one parameter, with warm starts.
+
+    ``alternatives(z)`` gives further starting points: with a variance parameter held fixed
+    the constrained deviance can have several local minima (e.g. a correlation held near -1
+    is fitted either with a large or with a nearly zero slope variance); the lowest is kept.
+    """
+
+    def __init__(self, fn, z0, xhat, base, alternatives=None):
         self.fn = fn
         self.z0 = z0
         self.xhat = xhat
         self.base = base
+        self.alternatives = alternatives
         self.nonconv = 0
         self.lower_dev = 0.0
 
     def __call__(self, x, z_start=None):
-        zs, val, dx, done = self.fn(self.z0 if z_start is None else z_start, x)
-        zs, val, dx = np.asarray(zs), float(val), float(dx)
+        z_start = self.z0 if z_start is None else z_start
+        starts = [z_start] + (list(self.alternatives(z_start)) if self.alternatives else [])
+        best = None
+        for z in starts:
+            zs, val, dx, done = self.fn(z, x)
+            val = float(val)
+            if best is None or (np.isfinite(val) and val < best[1] - 1e-9):
+                best = (zs, val, dx, done)
+        zs, val, dx, done = best
+        zs, dx = np.asarray(zs), float(dx)
         if not bool(done):
             self.nonconv += 1
         diff = val - self.base
@@ -342,11 +375,14 @@ def _profile_ci(model, idx, allnames, level, maxit=60):
                               jnp.asarray(a), jnp.asarray(perm), jnp.asarray(M0), jnp.asarray(E),
                               stats, struct, specs)
 
+    diag_slots = [k for k in range(struct.ntheta) if struct.theta_row[k] == struct.theta_col[k]]
     for n, i in enumerate(idx):
         z0 = np.concatenate([theta, [sigma]])
+        ia = ib = -1
         perm = np.arange(qmax)
         M0, E = eye, zero
         which, a = 0, 0
+        alternatives = None
         if i == nvar - 1:  # sigma
             kind = 0
             xhat, lb, ub = sigma, 0.0, np.inf
@@ -356,10 +392,17 @@ def _profile_ci(model, idx, allnames, level, maxit=60):
             sp = specs[which]
             r, c = sp.rows[i - sp.theta_start], sp.cols[i - sp.theta_start]
             S = covs[which][2]
+            slots = {(rr, cc): sp.theta_start + k for k, (rr, cc) in enumerate(zip(sp.rows, sp.cols))}
             if r == c:
                 kind, a = 1, r
                 xhat, lb, ub = math.sqrt(S[r, r]), 0.0, np.inf
                 step = 0.2 * xhat if xhat > 0 else 0.1 * sigma
+                others = np.array([k for (rr, _), k in slots.items() if rr != r], dtype=int)
+                if others.size:
+                    def alternatives(z, others=others):  # the term's other rows shrunk
+                        z = np.array(z, dtype=float)
+                        z[others] *= 0.08
+                        return [z]
             else:
                 kind = 2
                 order = [c, r] + [k for k in range(sp.q) if k not in (c, r)]
@@ -374,10 +417,19 @@ def _profile_ci(model, idx, allnames, level, maxit=60):
                     Tp = np.linalg.cholesky(Sp + 1e-12 * max(np.trace(Sp), 1e-12) * np.eye(sp.q))
                 except np.linalg.LinAlgError:
                     Tp = np.diag(np.sqrt(np.maximum(np.diag(Sp), 1e-12)))
-                Tp[0, 0] = math.sqrt(Tp[0, 0])
-                Tp[1, 1] = math.sqrt(math.sqrt(Tp[1, 0] ** 2 + Tp[1, 1] ** 2))
+                Tp[0, 0] = math.log(max(Tp[0, 0], 1e-3))
+                Tp[1, 1] = math.log(max(math.sqrt(Tp[1, 0] ** 2 + Tp[1, 1] ** 2), 1e-3))
                 Tp[1, 0] = 0.0
                 z0[sp.theta_start:sp.theta_start + len(sp.rows)] = Tp[np.array(sp.rows), np.array(sp.cols)]
+                ia, ib = slots[(0, 0)], slots[(1, 1)]
+
+                def alternatives(z, ia=ia, ib=ib):  # one of the two scales much smaller
+                    out = []
+                    for k in (ia, ib):
+                        zz = np.array(z, dtype=float)
+                        zz[k] -= 2.5
+                        out.append(zz)
+                    return out
         else:
             kind = 3
             j = i - nvar
@@ -391,7 +443,11 @@ def _profile_ci(model, idx, allnames, level, maxit=60):
             lb, ub = -np.inf, np.inf
             step = float(mml.se.iloc[j])
         fn = functools.partial(lambda z, x, **kw: point(z, x, **kw), kind=kind, which=which, a=a, perm=perm, M0=M0, E=E)
-        prof = _Profile(fn, z0, xhat, base)
+        # a diagonal theta entry at (nearly) 0 is a stationary point of the sign-symmetric
+        # deviance, where BFGS cannot leave the boundary: also start with such entries lifted
+        diag = [k for k in diag_slots if not (kind == 2 and k in (ia, ib))]
+        alternatives = _with_lifted_diagonal(alternatives, np.array(diag, dtype=int))
+        prof = _Profile(fn, z0, xhat, base, alternatives)
         lo[n] = _solve_side(prof, -zq, step, lb, ub, maxit=maxit)
         hi[n] = _solve_side(prof, zq, step, lb, ub, maxit=maxit)
         if prof.lower_dev < -1e-6:
