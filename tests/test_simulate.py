@@ -118,7 +118,7 @@ def test_refit_many_equals_one_at_a_time_fits(nels, nels_refits):
         np.testing.assert_allclose(_vals(row, "beta", m.fixef.index), mj.fixef, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(_vals(row, "theta", m.theta.index), mj.theta, rtol=1e-4, atol=2e-5)
         np.testing.assert_allclose(_vals(row, "se", m.fixef.index), mj.se, rtol=1e-5)
-        np.testing.assert_allclose(row["sigma"], mj.sigma, rtol=1e-7)
+        np.testing.assert_allclose(row["sigma"], mj.sigma, rtol=1e-6)
         np.testing.assert_allclose(_vals(row, "df", m.fixef.index), mj.coef_table["df"], rtol=5e-4)
         # the batched optimum is at least as good as the one-at-a-time fit
         assert row["objective"] <= mj.objective + 1e-7
