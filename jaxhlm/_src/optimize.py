@@ -215,33 +215,18 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5):
 
 
 def _fit_core(theta0, stats, struct, reml):
-    from .deviance import _criterion, bsolve_soa, make_T, pls
+    from .batchfit import pls_one_factor
+    from .deviance import _criterion, pls
 
     def f_aux(th):
-        d = pls(th, stats, struct)
-        val = _criterion(d["ldL2"], d["Lxx"], stats["n"], struct.p, reml)
-        aux = {"Lxx": d["Lxx"], "ldL2": d["ldL2"]}
-        if struct.nfactors == 1:
-            aux.update(LA=d["LA"], RZXA=d["RZXA"])
-        return val, aux
+        # one factor: the entry-by-entry factorisation (about 2.5x faster value and gradient)
+        d = pls_one_factor(th, stats, struct) if struct.nfactors == 1 else pls(th, stats, struct)
+        return _criterion(d["ldL2"], d["Lxx"], stats["n"], struct.p, reml), {}
 
     res = quasi_newton(jax.value_and_grad(f_aux, has_aux=True), theta0)
     x = res["x"]
-    p = struct.p
-    if struct.nfactors == 1:
-        a = res["aux"]
-        Lxx = a["Lxx"]
-        Lx = Lxx[:p, :p]
-        beta = jax.scipy.linalg.solve_triangular(Lx.T, Lxx[p, :p], lower=False)
-        bfull = jnp.concatenate([-beta, jnp.ones((1,), beta.dtype)])
-        vA = jnp.einsum("icj,c->ij", a["RZXA"], bfull)
-        uA = bsolve_soa(a["LA"], vA[:, None, :])[:, 0, :]
-        Ts = make_T(x, struct)
-        cm = {"beta": beta, "r2": Lxx[p, p] ** 2, "ldL2": a["ldL2"],
-              "ldRX2": 2.0 * jnp.sum(jnp.log(jnp.diagonal(Lx))), "Lx": Lx, "uA": uA, "Ts": Ts}
-    else:
-        cm = conditional_modes(x, stats, struct)
-        Ts = cm["Ts"]
+    cm = conditional_modes(x, stats, struct)
+    Ts = cm["Ts"]
     out = {
         "theta": x, "objective": res["f"], "grad": res["g"], "iterations": res["it"], "converged": res["converged"],
         "beta": cm["beta"], "r2": cm["r2"], "ldL2": cm["ldL2"], "ldRX2": cm["ldRX2"], "Lx": cm["Lx"],
