@@ -127,7 +127,8 @@ def _ml_version(model):
     return _fit_design(model._design, model._struct, model._stats, False, name=model.name)
 
 
-def anova(*models, names=None, refit: bool = True, boundary: bool = False) -> AnovaTable:
+def anova(*models, names=None, refit: bool = True, boundary: bool = False, method: str = "lrt",
+          nsim: int = 1000, seed=None, **boot_kwargs):
     """Likelihood-ratio tests of nested linear mixed models (lme4's ``anova``).
 
     Parameters
@@ -140,6 +141,12 @@ def anova(*models, names=None, refit: bool = True, boundary: bool = False) -> An
         Refit REML fits by maximum likelihood first (as lme4, which prints "refitting model(s)
         with ML (instead of REML)"; here a :class:`JaxhlmWarning`). With False, REML fits are
         compared as they are (only meaningful when the fixed effects are identical).
+    method : {"lrt", "bootstrap"}, default "lrt"
+        ``"bootstrap"``: parametric bootstrap LRT of two nested models (pbkrtest's PBmodcomp),
+        ``nsim`` responses simulated from the smaller model, both models refitted to each; see
+        :func:`jaxhlm._src.bootstrap.bootstrap_lrt` (extra keywords go there).
+    nsim, seed
+        Bootstrap size and seed (``method="bootstrap"``).
     boundary : bool, default False
         Add ``Pr(>Chisq) boundary``: the p-value from the 50:50 mixture of chi2(Df - 1) and
         chi2(Df), appropriate when the larger model adds one variance component (a random
@@ -157,6 +164,16 @@ def anova(*models, names=None, refit: bool = True, boundary: bool = False) -> An
     """
     from .lmm import LinearMixedModel
 
+    if method not in ("lrt", "bootstrap"):
+        raise ArgumentError(f"method must be 'lrt' or 'bootstrap', got {method!r}")
+    if method == "bootstrap":
+        from .bootstrap import bootstrap_lrt
+
+        ms = models[0] if len(models) == 1 and isinstance(models[0], (list, tuple)) else models
+        if len(ms) != 2:
+            raise ModelComparisonError("the bootstrap LRT compares exactly two nested models")
+        m0, m1 = sorted(ms, key=lambda m: m.npar)
+        return bootstrap_lrt(m0, m1, nsim=nsim, seed=seed, **boot_kwargs)
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
         models = tuple(models[0])
     if len(models) < 2:

@@ -291,7 +291,12 @@ class LinearMixedModel:
                     den = sd[i] * sd[j]
                     rows.append((grp, names[j], names[i], S[i, j], S[i, j] / den if den > 0 else np.nan))
         rows.append(("Residual", None, None, self.sigma**2, self.sigma))
-        return pd.DataFrame(rows, columns=["grp", "var1", "var2", "vcov", "sdcor"])
+        cols = list(zip(*rows))
+        return pd.DataFrame({
+            "grp": pd.Series(cols[0], dtype=object), "var1": pd.Series(cols[1], dtype=object),
+            "var2": pd.Series(cols[2], dtype=object), "vcov": np.asarray(cols[3], float),
+            "sdcor": np.asarray(cols[4], float),
+        })
 
     # ------------------------------------------------------------------ diagnostics
     @property

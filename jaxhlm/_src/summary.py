@@ -23,7 +23,7 @@ def format_pvalue(p: float, digits: int = 3) -> str:
     if not np.isfinite(p):
         return "NA"
     if p < 2e-16:
-        return "<2e-16"
+        return "< 2e-16"
     return f"{p:.{digits}g}" if p >= 1e-4 else f"{p:.{digits - 1}e}"
 
 
@@ -31,6 +31,20 @@ def _sig(x: float, digits: int = 4) -> str:
     if not np.isfinite(x):
         return "NA"
     return f"{x:.{digits}g}" if abs(x) < 1e6 else f"{x:.{digits - 1}e}"
+
+
+def _format_column(values, sig: int = 5) -> list:
+    """Common decimals for a column, as R's ``printCoefmat``: the smallest magnitude keeps
+    ``sig`` significant digits; scientific notation when the range is extreme."""
+    v = np.asarray(values, dtype=float)
+    fin = v[np.isfinite(v) & (v != 0)]
+    if fin.size == 0:
+        return [f"{x:.{sig - 1}g}" if np.isfinite(x) else "NA" for x in v]
+    lo, hi = np.min(np.abs(fin)), np.max(np.abs(fin))
+    dec = int(max(0, sig - 1 - np.floor(np.log10(lo))))
+    if dec > 8 or hi >= 1e8:
+        return [f"{x:.{sig - 2}e}" if np.isfinite(x) else "NA" for x in v]
+    return [f"{x:.{dec}f}" if np.isfinite(x) else "NA" for x in v]
 
 
 def _table(rows, header, align_left=(0,)):
@@ -89,7 +103,8 @@ class Summary:
         m = self.model
         out = []
         kind = "REML" if m.reml else "maximum likelihood"
-        out.append(f"Linear mixed model fit by {kind}. t-tests use Satterthwaite's method [jaxhlm]")
+        method = "Kenward-Roger" if self.ddf in ("kenward-roger", "kr", "kenward_roger") else "Satterthwaite"
+        out.append(f"Linear mixed model fit by {kind}. t-tests use {method}'s method [jaxhlm]")
         out.append(f"Formula: {m.formula}")
         if m.n_dropped:
             out.append(f"   ({m.n_dropped} observations deleted due to missingness)")
@@ -103,10 +118,15 @@ class Summary:
                 align_left=(),
             )
         out.append("")
-        out.append("Scaled residuals: ")
-        q = np.quantile(m.resid.to_numpy() / m.sigma, [0, 0.25, 0.5, 0.75, 1.0])
-        out += _table([[f"{v:.4f}" for v in q]], ["Min", "1Q", "Median", "3Q", "Max"], align_left=())
-        out.append("")
+        try:
+            resid = m.resid.to_numpy()
+        except Exception:  # out-of-core fits keep no rows
+            resid = None
+        if resid is not None:
+            out.append("Scaled residuals: ")
+            q = np.quantile(resid / m.sigma, [0, 0.25, 0.5, 0.75, 1.0])
+            out += _table([[f"{v:.4f}" for v in q]], ["Min", "1Q", "Median", "3Q", "Max"], align_left=())
+            out.append("")
         out.append("Random effects:")
         header, rows = self._random_rows()
         out += _table(rows, header, align_left=(0, 1))
@@ -115,10 +135,11 @@ class Summary:
         out.append("")
         out.append("Fixed effects:")
         ct = self.coef_table
+        est, se, df = (_format_column(ct[c].to_numpy()) for c in ("Estimate", "Std. Error", "df"))
         rows = []
-        for name, r in ct.iterrows():
+        for k, (name, r) in enumerate(ct.iterrows()):
             rows.append([
-                name, _sig(r["Estimate"], 5), _sig(r["Std. Error"], 5), _sig(r["df"], 5),
+                name, est[k], se[k], df[k],
                 f"{r['t value']:.2f}", format_pvalue(r["Pr(>|t|)"]), signif_stars(r["Pr(>|t|)"]),
             ])
         out += _table(rows, ["", "Estimate", "Std. Error", "df", "t value", "Pr(>|t|)", ""], align_left=(0, 6))
@@ -156,7 +177,7 @@ class Summary:
         else:
             info["deviance"] = round(m.deviance, 2)
         parts.append(pd.DataFrame([info]).to_html(index=False))
-        parts.append("<p>Random effects</p>" + m.varcorr.to_html(index=False, na_rep=""))
+        parts.append("<p>Random effects</p>" + m.varcorr.fillna("").to_html(index=False))
         ct = self.coef_table.copy()
         ct[""] = [signif_stars(p) for p in ct["Pr(>|t|)"]]
         parts.append("<p>Fixed effects (Satterthwaite df)</p>" + ct.to_html(float_format=lambda v: f"{v:.5g}"))
