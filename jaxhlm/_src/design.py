@@ -11,6 +11,7 @@ DataFrame is never modified.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import warnings
 
@@ -40,6 +41,12 @@ class DataWarning(JaxhlmWarning):
 
 _T_LEVEL = re.compile(r"\[T\.(.*?)\]")
 _F_LEVEL = re.compile(r"\[(.*?)\]")
+
+
+@functools.lru_cache(maxsize=512)
+def _formula(text: str):
+    """formulaic's parse of a formula string, cached (parsing costs more than a small fit)."""
+    return formulaic.Formula(text)
 
 
 def r_name(name: str) -> str:
@@ -201,14 +208,14 @@ def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> tuple:
                 needed.append(v)
 
     try:
-        fixed = formulaic.Formula(parsed.fixed_formula)
+        fixed = _formula(parsed.fixed_formula)
     except Exception as exc:
         raise FormulaError(f"cannot parse {parsed.fixed_formula!r}: {_clean(exc)}") from None
     add(fixed.lhs.required_variables, "response")
     add(fixed.rhs.required_variables, "fixed-effects part")
     for t in parsed.random:
         try:
-            add(formulaic.Formula(t.expr).required_variables, f"random-effect term {t}")
+            add(_formula(t.expr).required_variables, f"random-effect term {t}")
         except FormulaError:
             raise
         except ColumnNotFoundError:
@@ -391,9 +398,9 @@ def _warn_numbers_as_text(parsed: ParsedFormula, frame: pd.DataFrame) -> None:
     categorical, with one coefficient per distinct value."""
     cols = set()
     try:
-        cols |= set(formulaic.Formula(parsed.fixed).required_variables)
+        cols |= set(_formula(parsed.fixed).required_variables)
         for t in parsed.random:
-            cols |= set(formulaic.Formula(t.expr).required_variables)
+            cols |= set(_formula(t.expr).required_variables)
     except Exception:
         return
     for c in sorted(cols & set(frame.columns), key=str):
@@ -454,7 +461,7 @@ def build_design(formula, data) -> Design:
 
     # response and fixed effects
     try:
-        mm = formulaic.model_matrix(parsed.fixed_formula, frame, na_action="ignore")
+        mm = formulaic.model_matrix(_formula(parsed.fixed_formula), frame, na_action="ignore")
     except Exception as exc:
         raise FormulaError(
             f"cannot build the fixed-effects model matrix for {parsed.fixed_formula!r}: {_clean(exc)}"
@@ -498,7 +505,7 @@ def build_design(formula, data) -> Design:
     specs: list = []
     for t in parsed.random:
         try:
-            zm = formulaic.model_matrix(t.expr, frame, na_action="ignore")
+            zm = formulaic.model_matrix(_formula(t.expr), frame, na_action="ignore")
         except Exception as exc:
             raise FormulaError(f"cannot evaluate random-effect term {t}: {_clean(exc)}") from None
         Z = _numeric_matrix(zm, f"random-effect term {t}")

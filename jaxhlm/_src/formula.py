@@ -16,6 +16,7 @@ formulaic or JAX as an obscure failure.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import formulaic
@@ -348,7 +349,19 @@ def _expand_double_bar(expr: str, term: str) -> list:
     return ["1" if str(t) == "1" else f"0 + {t}" for t in rhs]
 
 
+@functools.lru_cache(maxsize=512)
+def _parse_cached(formula: str) -> ParsedFormula:
+    return _parse_formula(formula)
+
+
 def parse_formula(formula: str) -> ParsedFormula:
+    """Parse an lme4 model formula (cached per string); see :func:`_parse_formula`."""
+    if isinstance(formula, str):
+        return _parse_cached(formula)
+    return _parse_formula(formula)
+
+
+def _parse_formula(formula: str) -> ParsedFormula:
     """Parse an lme4 model formula.
 
     Parameters

@@ -338,7 +338,9 @@ class LinearMixedModel:
             problem = (
                 f"optimizer stopped after {self.optinfo['iterations']} iterations with max|grad| = {gmax:.3g}"
             )
-        elif gmax > CONV_TOL:
+        elif gmax > CONV_TOL and not (float(fit.get("decrement", np.inf)) <= CONV_TOL**2):
+            # (the optimiser's quasi-Newton decrement g'H^{-1}g bounds lme4's scaled gradient,
+            # so the Hessian is only needed when that is not already small)
             try:
                 H = self.hessian
                 R = np.linalg.cholesky(H).T  # H = R'R
