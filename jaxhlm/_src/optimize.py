@@ -222,7 +222,9 @@ def _fit_core(theta0, stats, struct, reml):
 
     def f_aux(th):
         # one factor: the entry-by-entry factorisation (about 2.5x faster value and gradient)
-        d = pls_one_factor(th, stats, struct) if struct.nfactors == 1 else pls(th, stats, struct)
+        # (its [X y] block is unrolled too, so only for few fixed effects: compile time grows as p^3)
+        fast = struct.nfactors == 1 and struct.p + 1 <= 8
+        d = pls_one_factor(th, stats, struct) if fast else pls(th, stats, struct)
         return _criterion(d["ldL2"], d["Lxx"], stats["n"], struct.p, reml), {}
 
     res = quasi_newton(jax.value_and_grad(f_aux, has_aux=True), theta0)
