@@ -31,6 +31,17 @@ _objective_jit = jax.jit(objective, static_argnames=("struct", "reml"))
 CONV_TOL = 2e-3  # lme4's check.conv.grad tolerance
 
 
+def _decrement(fit, grad) -> float:
+    """``g' H_inv g`` with the optimiser's final inverse-Hessian estimate (inf if unavailable)."""
+    Hi = fit.get("Hinv")
+    if Hi is None:
+        return float("inf")
+    Hi = np.asarray(Hi, dtype=np.float64)
+    if Hi.shape != (grad.size, grad.size):
+        return float("inf")
+    return float(abs(grad @ Hi @ grad))
+
+
 def _make_unique(names):
     seen: dict = {}
     out = []
@@ -338,9 +349,9 @@ class LinearMixedModel:
             problem = (
                 f"optimizer stopped after {self.optinfo['iterations']} iterations with max|grad| = {gmax:.3g}"
             )
-        elif gmax > CONV_TOL and not (float(fit.get("decrement", np.inf)) <= CONV_TOL**2):
-            # (the optimiser's quasi-Newton decrement g'H^{-1}g bounds lme4's scaled gradient,
-            # so the Hessian is only needed when that is not already small)
+        elif gmax > CONV_TOL and not (_decrement(fit, grad) <= CONV_TOL**2):
+            # (the quasi-Newton decrement g'H^{-1}g, with the optimiser's inverse-Hessian
+            # estimate, bounds lme4's scaled gradient: the Hessian is needed only when it is not small)
             try:
                 H = self.hessian
                 R = np.linalg.cholesky(H).T  # H = R'R

@@ -211,9 +211,8 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5):
           "d": jnp.zeros_like(x0), "a": jnp.asarray(1.0, dtype), "xt": x0, "it": jnp.asarray(0),
           "nacc": jnp.asarray(0, jnp.int32), "done": jnp.asarray(False), "conv": jnp.asarray(False)}
     s = jax.lax.while_loop(cond, body, s0)
-    dec = jnp.abs(jnp.dot(s["g"], s["Hi"] @ s["g"]))  # (scaled gradient)^2 = g' H^-1 g
     return {"x": s["x"], "f": s["f"], "g": s["g"], "aux": s["aux"], "it": s["it"], "converged": s["conv"],
-            "decrement": dec}
+            "Hinv": s["Hi"]}
 
 
 def _fit_core(theta0, stats, struct, reml):
@@ -233,7 +232,7 @@ def _fit_core(theta0, stats, struct, reml):
     Ts = cm["Ts"]
     out = {
         "theta": x, "objective": res["f"], "grad": res["g"], "iterations": res["it"], "converged": res["converged"],
-        "decrement": res["decrement"],
+        "Hinv": res["Hinv"],
         "beta": cm["beta"], "r2": cm["r2"], "ldL2": cm["ldL2"], "ldRX2": cm["ldRX2"], "Lx": cm["Lx"],
         "bA": Ts[0] @ cm["uA"],
         "sqrL": jnp.sum(cm["uA"] ** 2),

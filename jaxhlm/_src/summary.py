@@ -23,7 +23,7 @@ def format_pvalue(p: float, digits: int = 3) -> str:
     if not np.isfinite(p):
         return "NA"
     if p < 2e-16:
-        return "< 2e-16"
+        return "<2e-16"
     return f"{p:.{digits}g}" if p >= 1e-4 else f"{p:.{digits - 1}e}"
 
 
