@@ -205,6 +205,28 @@ class LinearMixedModel:
     def df_resid(self) -> int:
         return self.nobs - self.npar
 
+    @property
+    def block_description(self) -> pd.DataFrame:
+        """How the Cholesky factor of ``Lambda'Z'Z Lambda + I`` is stored (as MixedModels.jl's
+        BlockDescription): one row per block of the lower triangle.
+
+        The first factor (most levels) is a batched block diagonal of ``q x q`` blocks; the other
+        factors share one dense block; their coupling with the first is kept as a sparse list of
+        (level, level) pairs, and its contribution to the dense block as pairs of pairs.
+        """
+        s, st, d = self._struct, self._stats, self._design
+        rows = [(d.factors[0].name, d.factors[0].name, "BlkDiag",
+                 f"{d.factors[0].nlevels} blocks of {s.q[0]}x{s.q[0]}")]
+        for f in range(1, s.nfactors):
+            K = int(np.sum(np.any(st[f"C{f}"] != 0, axis=(0, 1))))
+            rows.append((d.factors[f].name, d.factors[0].name, "Sparse",
+                         f"{K} nonzero {s.q[f]}x{s.q[0]} blocks"))
+            for g in range(1, f + 1):
+                rows.append((d.factors[f].name, d.factors[g].name, "Dense",
+                             f"{s.nlev[f] * s.q[f]}x{s.nlev[g] * s.q[g]} (part of a {s.QB}x{s.QB} dense block)"))
+        rows.append(("[X y]", "all", "Dense", f"{s.p + 1} columns"))
+        return pd.DataFrame(rows, columns=["rows", "columns", "storage", "size"])
+
     # ------------------------------------------------------------------ random effects
     def _factor_blocks(self):
         """b per factor as arrays of shape (nlevels, q_f)."""
