@@ -165,11 +165,6 @@ def _as_dataframe(data) -> pd.DataFrame:
     raise ArgumentError(f"data must be a pandas DataFrame (or a dict of columns), got {type(data).__name__}")
 
 
-_TRANSFORM_NAMES = frozenset(
-    getattr(getattr(formulaic, "transforms", None), "TRANSFORMS", None)
-    or ["C", "I", "Q", "bs", "center", "contr", "lag", "log", "poly", "scale", "standardize"]
-) | {"np"}
-
 
 def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> tuple:
     cols = set(data.columns)
@@ -183,12 +178,13 @@ def _required_columns(parsed: ParsedFormula, data: pd.DataFrame) -> tuple:
     for c in dotted:
         needed.append(c)
     # columns formulaic does not list: ones named like its functions (a column ``C`` used as
-    # ``y ~ C``) and ones quoted as Q("name")
+    # ``y ~ C``), ones inside its stateful transforms (``center(x)``, ``scale(x)``, ``poly(x, 2)``)
+    # and ones quoted as Q("name"): any column name standing alone in the formula text
     text = parsed.formula
     for c in data.columns:
         if not isinstance(c, str) or c in needed:
             continue
-        bare = c in _TRANSFORM_NAMES and re.search(rf"(?<![\w.`]){re.escape(c)}(?![\w.]|\s*\()", text)
+        bare = re.search(rf"(?<![\w.`]){re.escape(c)}(?![\w.]|\s*\()", text)
         quoted = re.search(rf"Q\(\s*(['\"]){re.escape(c)}\1\s*\)", text)
         if bare or quoted:
             needed.append(c)
