@@ -178,6 +178,21 @@ def _power_on_spec(spec: RefitSpec, params: dict, tests: list, method: str, nsim
     )
 
 
+def _check_arguments(caller, fit, nsim, alpha, level, method, test):
+    """Validate the arguments shared by :func:`power` and :func:`power_curve`."""
+    from .lmm import LinearMixedModel
+
+    if not isinstance(fit, LinearMixedModel):
+        raise ArgumentError(f"{caller} needs a fitted model from lmer(), got {type(fit).__name__}")
+    nsim = _check_nsim(nsim)
+    alpha = _check_level(alpha, "alpha")
+    level = _check_level(level, "level")
+    method = str(method).lower()
+    if method not in _METHODS:
+        raise ArgumentError(f"method must be one of {_METHODS}, got {method!r}")
+    return nsim, alpha, level, method, _check_tests(fit, test)
+
+
 def power(fit, test=None, nsim: int = 1000, alpha: float = 0.05, effect=None, *, fixef=None, theta=None, sigma=None,
           method: str = "satterthwaite", seed=None, level: float = 0.95, batch_size=None, chunk_size=None,
           progress=None) -> PowerResult:
@@ -208,17 +223,7 @@ def power(fit, test=None, nsim: int = 1000, alpha: float = 0.05, effect=None, *,
     -------
     PowerResult
     """
-    from .lmm import LinearMixedModel
-
-    if not isinstance(fit, LinearMixedModel):
-        raise ArgumentError(f"power() needs a fitted model from lmer(), got {type(fit).__name__}")
-    nsim = _check_nsim(nsim)
-    alpha = _check_level(alpha, "alpha")
-    level = _check_level(level, "level")
-    method = str(method).lower()
-    if method not in _METHODS:
-        raise ArgumentError(f"method must be one of {_METHODS}, got {method!r}")
-    tests = _check_tests(fit, test)
+    nsim, alpha, level, method, tests = _check_arguments("power()", fit, nsim, alpha, level, method, test)
     fx = dict(fixef) if fixef is not None else {}
     if effect is not None:
         if len(tests) != 1:
@@ -336,17 +341,7 @@ def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: floa
         One row per size: ``size``, ``nobs``, ``power``, ``lower``, ``upper``, ``successes``,
         ``trials``, ``n_failed``. ``attrs["results"]`` holds the :class:`PowerResult` of each.
     """
-    from .lmm import LinearMixedModel
-
-    if not isinstance(fit, LinearMixedModel):
-        raise ArgumentError(f"power_curve() needs a fitted model from lmer(), got {type(fit).__name__}")
-    nsim = _check_nsim(nsim)
-    alpha = _check_level(alpha, "alpha")
-    level = _check_level(level, "level")
-    method = str(method).lower()
-    if method not in _METHODS:
-        raise ArgumentError(f"method must be one of {_METHODS}, got {method!r}")
-    tests = _check_tests(fit, test)
+    nsim, alpha, level, method, tests = _check_arguments("power_curve()", fit, nsim, alpha, level, method, test)
     try:
         sizes = [s for s in sizes]
     except TypeError:

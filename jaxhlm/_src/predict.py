@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ArgumentError, ColumnNotFoundError, DataError, NewLevelsWarning
-from .suffstats import factor_columns
+from .suffstats import term_offsets
 
 __all__ = ["predict"]
 
@@ -171,10 +171,7 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True) ->
         pred = X @ beta
         if sel:
             blocks = model._factor_blocks()
-            offs = {}
-            for f, lst in enumerate(factor_columns(d)):
-                for i, off in lst:
-                    offs[i] = off
+            offs = term_offsets(d)
             for i in sel:
                 td = d.terms[i]
                 b = blocks[td.factor][:, offs[i]:offs[i] + td.p]
@@ -196,10 +193,7 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True) ->
     new_levels: dict = {}
     if sel:
         blocks = model._factor_blocks()
-        offs = {}
-        for f, lst in enumerate(factor_columns(d)):
-            for i, off in lst:
-                offs[i] = off
+        offs = term_offsets(d)
         codes_of: dict = {}
         for i in sel:
             td = d.terms[i]

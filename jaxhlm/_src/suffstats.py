@@ -97,6 +97,11 @@ def factor_columns(design) -> list:
     return out
 
 
+def term_offsets(design) -> dict:
+    """Column offset of each term (by index in ``design.terms``) inside its factor's block."""
+    return {i: off for lst in factor_columns(design) for i, off in lst}
+
+
 def build_structure(design, pad: bool = True) -> Structure:
     """Theta layout in lme4's order: per term, the lower triangle of its block, column-major."""
     fcols = factor_columns(design)
