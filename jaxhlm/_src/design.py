@@ -26,6 +26,7 @@ from .errors import (
     FormulaError,
     JaxhlmWarning,
 )
+from .fastdesign import fast_columns
 from .formula import ParsedFormula, RandomTerm, parse_formula
 
 __all__ = ["GroupingFactor", "TermDesign", "Design", "build_design", "r_name", "RankDeficiencyWarning", "DataWarning"]
@@ -144,6 +145,19 @@ class Design:
     fixed_keep: np.ndarray
     term_specs: list
     response_name: str
+    spec_template: object = None
+
+    def ensure_specs(self) -> None:
+        """Build the formulaic ModelSpecs (for new data) if the fast path left them out.
+
+        The fast path (:mod:`fastdesign`) handles plain numeric columns only, whose specs hold no
+        data-dependent state, so a few rows of the data (``spec_template``) give the same specs.
+        """
+        if self.fixed_spec is not None:
+            return
+        frame = pd.DataFrame({c: np.ones(3, dtype=dt) for c, dt in self.spec_template.items()})
+        self.fixed_spec = formulaic.model_matrix(_formula(self.formula.fixed_formula), frame).rhs.model_spec
+        self.term_specs = [formulaic.model_matrix(_formula(td.term.expr), frame).model_spec for td in self.terms]
 
     @property
     def n(self) -> int:
@@ -254,7 +268,7 @@ def _factor(name: str, frame: pd.DataFrame, cols: tuple) -> GroupingFactor:
         codes, levels = _single_factor(frame[cols[0]])
         return GroupingFactor(name=name, codes=codes, levels=levels.rename(name))
     parts = [_single_factor(frame[c]) for c in cols]
-    comb = np.zeros(len(frame), np.int64)
+    comb = np.zeros(len(parts[0][0]), np.int64)
     for codes, levels in parts:  # mixed radix, first column most significant
         comb = comb * len(levels) + codes
     uniq, codes = np.unique(comb, return_inverse=True)
@@ -437,6 +451,9 @@ def build_design(formula, data) -> Design:
     data = _as_dataframe(data)
     if len(data) == 0:
         raise DataError("the data has no rows")
+    fast = fast_columns(parsed, data)
+    if fast is not None and (fast["complete"] is None or fast["complete"].any()):
+        return _fast_design(parsed, data, fast)
     needed = _required_columns(parsed, data)
     dup = [c for c in needed if int(np.sum(data.columns == c)) > 1]
     if dup:
@@ -477,6 +494,39 @@ def build_design(formula, data) -> Design:
             "rows of data; an expression in the formula changes the number of rows"
         )
     names_full = [r_name(c) for c in mm.rhs.columns]
+    X, fixef_names, dropped, keep = _fixed_part(ycol, y, X_full, names_full)
+
+    # random-effects terms
+    zmats: list = []
+    specs: list = []
+    for t in parsed.random:
+        try:
+            zm = formulaic.model_matrix(_formula(t.expr), frame, na_action="ignore")
+        except Exception as exc:
+            raise FormulaError(f"cannot evaluate random-effect term {t}: {_clean(exc)}") from None
+        Z = _numeric_matrix(zm, f"random-effect term {t}")
+        zmats.append((Z, [r_name(c) for c in zm.columns]))
+        specs.append(zm.model_spec)
+    return _assemble(parsed, y, X, fixef_names, dropped, keep, zmats, frame, frame.index, n_dropped,
+                     mm.rhs.model_spec, specs, None)
+
+
+def _fast_design(parsed: ParsedFormula, data: pd.DataFrame, fast: dict) -> Design:
+    """:func:`build_design` for plain numeric columns, without formulaic (see :mod:`fastdesign`)."""
+    complete = fast["complete"]
+    n_dropped = 0 if complete is None else int((~complete).sum())
+    gcols = sorted({g for t in parsed.random for g in t.group})
+    groups = {g: (data[g] if complete is None else data[g][complete]) for g in gcols}
+    index = data.index if complete is None else data.index[complete]
+    y = fast["y"]
+    X, fixef_names, dropped, keep = _fixed_part(parsed.response, y, fast["X_full"], fast["names_full"])
+    template = {c: data[c].dtype for c in fast["columns"] if c not in gcols}
+    return _assemble(parsed, y, X, fixef_names, dropped, keep, fast["Z"], groups, index, n_dropped,
+                     None, None, template)
+
+
+def _fixed_part(ycol, y, X_full, names_full) -> tuple:
+    """Checks on the response and X; aliased columns dropped with a warning (as lme4)."""
     if len(y) <= X_full.shape[1]:
         raise DataError(f"{len(y)} observations are too few for {X_full.shape[1]} fixed-effects coefficients")
     keep, y_resid = _drop_aliased(X_full, names_full, y=y)
@@ -493,25 +543,22 @@ def build_design(formula, data) -> Design:
     if len(y) <= X.shape[1]:
         raise DataError(f"{len(y)} observations are too few for {X.shape[1]} fixed-effects coefficients")
     _check_response_values(ycol, y, y_resid)
+    return X, fixef_names, dropped, keep
 
-    # random-effects terms and grouping factors
+
+def _assemble(parsed, y, X, fixef_names, dropped, keep, zmats, frame, index, n_dropped, fixed_spec, specs,
+              template) -> Design:
+    """Grouping factors, random terms in lme4's order, and the checks on their sizes."""
     factor_of: dict = {}
     factors: list = []
     terms: list = []
-    specs: list = []
-    for t in parsed.random:
-        try:
-            zm = formulaic.model_matrix(_formula(t.expr), frame, na_action="ignore")
-        except Exception as exc:
-            raise FormulaError(f"cannot evaluate random-effect term {t}: {_clean(exc)}") from None
-        Z = _numeric_matrix(zm, f"random-effect term {t}")
+    for t, (Z, znames) in zip(parsed.random, zmats):
         if Z.shape[1] == 0:
             raise FormulaError(f"random-effect term {t} has no columns")
         if t.group not in factor_of:
             factor_of[t.group] = len(factors)
             factors.append(_factor(t.group_name, frame, t.group))
-        terms.append(TermDesign(term=t, Z=np.ascontiguousarray(Z), names=[r_name(c) for c in zm.columns], factor=factor_of[t.group]))
-        specs.append(zm.model_spec)
+        terms.append(TermDesign(term=t, Z=np.ascontiguousarray(Z), names=znames, factor=factor_of[t.group]))
 
     n = len(y)
     for f in factors:
@@ -539,7 +586,8 @@ def build_design(formula, data) -> Design:
     if any(b > a for a, b in zip(nl, nl[1:])):
         order = sorted(order, key=lambda i: nl[i])[::-1]
     terms = [terms[i] for i in order]
-    specs = [specs[i] for i in order]
+    if specs is not None:
+        specs = [specs[i] for i in order]
     # factors renumbered in order of first use
     used: list = []
     for td in terms:
@@ -558,10 +606,11 @@ def build_design(formula, data) -> Design:
         dropped_fixef=dropped,
         terms=terms,
         factors=factors,
-        index=frame.index,
+        index=index,
         n_dropped=n_dropped,
-        fixed_spec=mm.rhs.model_spec,
+        fixed_spec=fixed_spec,
         fixed_keep=keep,
         term_specs=specs,
-        response_name=ycol,
+        response_name=parsed.response,
+        spec_template=template,
     )

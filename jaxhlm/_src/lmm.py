@@ -20,7 +20,8 @@ from . import config  # noqa: F401
 from .design import Design, build_design
 from .errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
 from .deviance import objective
-from .optimize import fd_hessian, fit_theta, rectify, theta_start
+from .optimize import fd_hessian, fit_theta, rectify
+from .start import moment_start
 from .suffstats import build_structure, compute_stats
 
 __all__ = ["LinearMixedModel", "lmer"]
@@ -602,7 +603,7 @@ def _escape_zero_saddle(fit, stats, struct, reml):
 
 def _fit_design(design, struct, stats, reml, start=None, name=None, t_design=0.0, t_stats=0.0):
     if start is None:
-        th0 = theta_start(struct)
+        th0 = moment_start(struct, stats)
     else:
         try:
             th0 = np.asarray(start, dtype=np.float64)

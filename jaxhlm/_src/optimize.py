@@ -22,6 +22,8 @@ import numpy as np
 
 from .deviance import conditional_modes, objective
 
+SEED_MAX_THETA = 12  # up to this many parameters the first m gradient calls seed BFGS's Hessian
+
 __all__ = ["quasi_newton", "bfgs_minimize", "fit_theta", "rectify", "theta_start", "fd_hessian"]
 
 
@@ -86,18 +88,25 @@ def bfgs_minimize(f, x0, maxit=500, gtol=1e-6, ftol=1e-13, max_step=0.5):
     return s["x"], s["f"], s["g"], s["it"], s["done"]
 
 
-def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5):
+def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed_hessian=False):
     """BFGS with one gradient call site per iteration (a compact compiled program).
 
     ``vg(x) -> ((f, aux), g)`` (``jax.value_and_grad(..., has_aux=True)``). Each iteration of the
     ``lax.while_loop`` makes exactly one call of ``vg``: first at ``x0``, then line-search trials
-    (Armijo, halving) along ``-H_inv g``. The first step is ``-g`` capped at ``max_step``; then
-    ``H_inv`` is seeded with the Shanno-Phua scale ``s'y / y'y`` and updated by BFGS; a failed
-    trial shrinks the step five-fold. Stops when
-    the predicted decrease ``g' H_inv g`` is below ``dec_tol`` (deviance units, so the test does
-    not loosen as n grows), when an accepted step changes ``f`` by at most ``ftol (1 + |f|)`` with
-    a small predicted decrease, or when the line search fails (converged only if the predicted
-    decrease is small).
+    (Armijo) along ``-H_inv g``; a failed trial shrinks the step five-fold.
+
+    Starting inverse Hessian: with ``seed_hessian``, the next ``m = len(x0)`` calls evaluate the
+    gradient at ``x0 + h_i e_i`` and, when the forward-difference Hessian is positive definite,
+    its inverse seeds BFGS and the first step is the Newton step (capped at ``max(1, |x0|)`` in
+    the max norm). From a good start (:func:`start_theta`) this halves or quarters the number of
+    gradient calls. Otherwise (or when the seed is not positive definite) the first step is
+    ``-g`` capped at ``max_step`` and ``H_inv`` is then seeded with the Shanno-Phua scale
+    ``s'y / y'y``.
+
+    Stops when the predicted decrease ``g' H_inv g`` is below ``dec_tol`` (deviance units, so the
+    test does not loosen as n grows), when an accepted step changes ``f`` by at most
+    ``ftol (1 + |f|)`` with a small predicted decrease, or when the line search fails (converged
+    only if the predicted decrease is small).
 
     Returns
     -------
@@ -107,6 +116,8 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5):
     dtype = x0.dtype
     eye = jnp.eye(m, dtype=dtype)
     aux_shapes = jax.eval_shape(lambda x: vg(x)[0][1], x0)  # shapes only: traces, adds no call
+    nseed = m if seed_hessian else 0
+    hstep = 1e-4 * jnp.maximum(1.0, jnp.abs(x0))
 
     def cond(s):
         return (~s["done"]) & (s["it"] < maxit)
@@ -116,51 +127,79 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5):
         fin = jnp.isfinite(fe) & jnp.all(jnp.isfinite(ge))
         x, f, g, Hi, d, a = s["x"], s["f"], s["g"], s["Hi"], s["d"], s["a"]
         start = s["it"] == 0
+        phase = s["phase"]  # 1..nseed: this call is a finite-difference probe for the seed
+        probe = (phase >= 1) & (phase <= nseed)
+        # seed Hessian: column phase-1 from this probe
+        col = jnp.where(fin, (ge - g) / hstep[jnp.clip(phase - 1, 0, m - 1)], jnp.nan)
+        Hc = jnp.where(probe, s["Hc"].at[:, jnp.clip(phase - 1, 0, m - 1)].set(col), s["Hc"])
+        seed_now = probe & (phase == nseed)
+
+        def invert_seed(Hc):
+            Hsym = 0.5 * (Hc + Hc.T)
+            Hok = jnp.all(jnp.isfinite(Hsym))
+            w, V = jnp.linalg.eigh(jnp.where(Hok, Hsym, eye))
+            ok = Hok & (jnp.min(w) > 1e-8 * jnp.max(jnp.abs(w)))
+            return ok, (V / jnp.where(w > 0, w, 1.0)) @ V.T
+
+        # (a cond: the eigendecomposition runs once, not in every iteration)
+        spd, Hi_seed = jax.lax.cond(seed_now, invert_seed, lambda Hc: (jnp.asarray(False), eye), Hc)
+        spd = seed_now & spd
+        seeded = s["seeded"] | spd
+
         slope = jnp.dot(g, d)
         armijo = fin & (fe <= f + 1e-4 * a * slope)
-        accept = jnp.where(start, fin, armijo)
+        accept = jnp.where(start, fin, armijo & ~probe)
         # BFGS update of the inverse Hessian on an accepted step
         sv = s["xt"] - x
         yv = ge - g
         sy = jnp.dot(sv, yv)
-        first = s["nacc"] == 1
+        first = (s["nacc"] == 1) & ~seeded
         Hs = jnp.where(first, eye * jnp.where(sy > 0, sy / jnp.maximum(jnp.dot(yv, yv), 1e-300), 1.0), Hi)
         rho = 1.0 / jnp.where(sy > 0, sy, 1.0)
-        V = eye - rho * jnp.outer(sv, yv)
-        Hb = V @ Hs @ V.T + rho * jnp.outer(sv, sv)
+        Vb = eye - rho * jnp.outer(sv, yv)
+        Hb = Vb @ Hs @ Vb.T + rho * jnp.outer(sv, sv)
         Hi_n = jnp.where(accept & ~start, jnp.where(sy > 1e-300, Hb, Hs), Hi)
+        Hi_n = jnp.where(spd, Hi_seed, Hi_n)
         xn = jnp.where(accept, s["xt"], x)
         fn = jnp.where(accept, fe, f)
         gn = jnp.where(accept, ge, g)
         auxn = jax.tree_util.tree_map(lambda u, v: jnp.where(accept, u, v), auxe, s["aux"])
         # next trial point
         dn = -Hi_n @ gn
-        bad = ~(jnp.dot(gn, dn) < 0)
+        bad = ~(jnp.dot(gn, dn) < 0) | (seed_now & ~spd)
         dn = jnp.where(bad, -gn, dn)
         nd = jnp.max(jnp.abs(dn))
-        a_acc = jnp.where(start | bad, jnp.minimum(1.0, max_step / jnp.maximum(nd, 1e-300)), 1.0)
-        d_next = jnp.where(accept, dn, d)
-        a_next = jnp.where(accept, a_acc, 0.2 * a)
+        cap = jnp.where(spd, jnp.maximum(1.0, jnp.max(jnp.abs(xn))), max_step)
+        a_acc = jnp.where(start | bad | spd, jnp.minimum(1.0, cap / jnp.maximum(nd, 1e-300)), 1.0)
+        d_next = jnp.where(accept | seed_now, dn, d)
+        a_next = jnp.where(accept | seed_now, a_acc, 0.2 * a)
+        next_phase = jnp.where(start & fin & (nseed > 0), 1, jnp.where(probe, phase + 1, phase))
+        next_probe = (next_phase >= 1) & (next_phase <= nseed)
+        e_next = eye[jnp.clip(next_phase - 1, 0, m - 1)] * hstep
+        xt_next = jnp.where(next_probe, xn + e_next, xn + a_next * d_next)
         # convergence tests that do not scale with n: the predicted decrease g' H_inv g (in
-        # deviance units) once H_inv has seen two steps, and a relative-change test guarded by it
+        # deviance units) once H_inv has seen two steps (one after a seed), and a
+        # relative-change test guarded by it
         scale = 1.0 + jnp.abs(fn)
         dec = jnp.abs(jnp.dot(gn, Hi_n @ gn))
         tol = dec_tol + 1e-13 * jnp.abs(fn)  # roundoff in f grows with its size
-        seen = s["nacc"] + accept.astype(jnp.int32) >= 3
+        nacc = s["nacc"] + accept.astype(jnp.int32)
+        seen = nacc >= jnp.where(seeded, 2, 3)
         small_dec = accept & seen & (dec <= tol)
-        small_step = ~start & armijo & (f - fe <= ftol * scale) & seen & (dec <= 1e4 * tol)
+        small_step = ~start & armijo & ~probe & (f - fe <= ftol * scale) & seen & (dec <= 1e4 * tol)
         zero_grad = accept & (jnp.max(jnp.abs(gn)) <= 1e-12 * scale)
-        ls_fail = ~accept & (a_next < 1e-7)
+        ls_fail = ~accept & ~probe & (a_next < 1e-7)
         done = small_dec | small_step | zero_grad | ls_fail | (start & ~fin)
         conv = small_dec | small_step | zero_grad | (ls_fail & (dec <= 1e4 * tol))
         return {"x": xn, "f": fn, "g": gn, "aux": auxn, "Hi": Hi_n, "d": d_next, "a": a_next,
-                "xt": xn + a_next * d_next, "it": s["it"] + 1, "nacc": s["nacc"] + accept.astype(jnp.int32),
-                "done": done, "conv": conv}
+                "xt": xt_next, "it": s["it"] + 1, "nacc": nacc, "done": done, "conv": conv,
+                "phase": next_phase, "Hc": Hc, "seeded": seeded}
 
     zero_aux = jax.tree_util.tree_map(lambda u: jnp.zeros(u.shape, u.dtype), aux_shapes)
     s0 = {"x": x0, "f": jnp.asarray(jnp.inf, dtype), "g": jnp.zeros_like(x0), "aux": zero_aux, "Hi": eye,
           "d": jnp.zeros_like(x0), "a": jnp.asarray(1.0, dtype), "xt": x0, "it": jnp.asarray(0),
-          "nacc": jnp.asarray(0, jnp.int32), "done": jnp.asarray(False), "conv": jnp.asarray(False)}
+          "nacc": jnp.asarray(0, jnp.int32), "done": jnp.asarray(False), "conv": jnp.asarray(False),
+          "phase": jnp.asarray(0), "Hc": jnp.zeros((m, m), dtype), "seeded": jnp.asarray(False)}
     s = jax.lax.while_loop(cond, body, s0)
     return {"x": s["x"], "f": s["f"], "g": s["g"], "aux": s["aux"], "it": s["it"], "converged": s["conv"],
             "Hinv": s["Hi"]}
@@ -177,7 +216,7 @@ def _fit_core(theta0, stats, struct, reml):
         d = pls_one_factor(th, stats, struct) if fast else pls(th, stats, struct)
         return _criterion(d["ldL2"], d["Lxx"], stats["n"], struct.p, reml), {}
 
-    res = quasi_newton(jax.value_and_grad(f_aux, has_aux=True), theta0)
+    res = quasi_newton(jax.value_and_grad(f_aux, has_aux=True), theta0, seed_hessian=struct.ntheta <= SEED_MAX_THETA)
     x = res["x"]
     cm = conditional_modes(x, stats, struct)
     Ts = cm["Ts"]
@@ -231,8 +270,10 @@ def fd_hessian(theta, stats, struct, reml, h=1e-4):
 
 
 def theta_start(struct) -> np.ndarray:
-    """lme4's starting value: 1 on the diagonal of every T_f, 0 below."""
-    return np.array([1.0 if r == c else 0.0 for r, c in zip(struct.theta_row, struct.theta_col)])
+    """lme4's starting value: 1 on the diagonal of every T_f, 0 below (see also :mod:`start`)."""
+    from .start import lme4_start
+
+    return lme4_start(struct)
 
 
 def rectify(theta: np.ndarray, struct) -> np.ndarray:

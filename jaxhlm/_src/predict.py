@@ -185,6 +185,7 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True) ->
     if not isinstance(newdata, pd.DataFrame):
         raise ArgumentError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
     n = len(newdata)
+    d.ensure_specs()
     Xf = _model_matrix(d.fixed_spec, newdata, "fixed-effects part")
     if Xf.shape[0] != n:
         raise DataError(f"the fixed-effects model matrix has {Xf.shape[0]} rows for {n} rows of new data")

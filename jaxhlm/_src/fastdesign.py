@@ -1,0 +1,143 @@
+"""A formulaic-free path from formula to model matrices for the commonest formulas.
+
+Most mixed models in practice use plain numeric columns: ``y ~ x1 + x2 + (1 + x1 | g)``. For
+those, building the matrices through formulaic costs more than fitting the model (about 8 ms of a
+15 ms fit at 8k rows; 0.3-0.7 s at 1M rows, mostly pandas frames formulaic builds). This module
+recognises such formulas and builds the same :class:`~jaxhlm._src.design.Design` directly from
+the columns' NumPy arrays.
+
+Eligible: a response and predictors that are each a bare column name (letters, digits, ``_``)
+of a real numeric dtype (not bool, not pandas' nullable dtypes), an intercept given or removed
+with ``1``, ``0`` or ``- 1``, and grouping factors that are columns. Anything else (categorical
+predictors, interactions, transforms, ``I()``, ``C()``, ...) returns ``None`` and the caller uses
+formulaic. The result is identical to formulaic's: same column names and order (intercept first,
+then terms in formula order), same rows dropped for missing values. The formulaic ``ModelSpec``\\ s
+that :func:`~jaxhlm._src.predict.predict` needs are built lazily from a few rows (for numeric
+columns a spec holds no data-dependent state).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["parse_simple_rhs", "fast_columns"]
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_TOKEN = re.compile(r"\s*([+-]?)\s*([^+\-\s]+)\s*")
+# names that formulaic treats as functions or constants when they stand alone
+_RESERVED = {"C", "I", "Q", "np", "center", "scale", "poly", "bs", "lag", "log", "exp", "True", "False", "None"}
+
+
+def parse_simple_rhs(rhs: str):
+    """``(intercept, [names])`` for a right-hand side made of bare names, ``1``, ``0``, ``- 1``;
+    ``None`` for anything else."""
+    text = rhs.strip()
+    if not text:
+        return None
+    pos = 0
+    toks = []
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            return None
+        toks.append((m.group(1) or "+", m.group(2)))
+        pos = m.end()
+    intercept = True
+    names: list = []
+    seen_int = set()
+    for i, (sign, tok) in enumerate(toks):
+        if tok in ("0", "1"):
+            if tok in seen_int:
+                return None
+            seen_int.add(tok)
+            if sign == "-" and tok == "1":
+                intercept = False
+            elif sign == "+" and tok == "0":
+                intercept = False
+            elif sign == "+" and tok == "1":
+                pass
+            else:
+                return None
+            continue
+        if sign != "+" or not _NAME.match(tok) or tok in _RESERVED or tok in names:
+            return None
+        names.append(tok)
+    if seen_int == {"0", "1"}:
+        return None
+    return intercept, names
+
+
+def _plain_numeric(col) -> bool:
+    dt = col.dtype
+    return isinstance(dt, np.dtype) and dt.kind in "fiu"
+
+
+def fast_columns(parsed, data: pd.DataFrame):
+    """The pieces of a design built straight from NumPy columns, or ``None`` if not eligible.
+
+    Returns
+    -------
+    dict with ``complete`` (bool mask of rows kept or None when all are), ``y``, ``X_full``,
+    ``names_full``, per random term ``(Z, names)`` and the list of columns used.
+    """
+    if not isinstance(data, pd.DataFrame) or not data.columns.is_unique:
+        return None
+    cols = data.columns
+    ycol = parsed.response
+    if not isinstance(ycol, str) or not _NAME.match(ycol) or ycol not in cols or not _plain_numeric(data[ycol]):
+        return None
+    fixed = parse_simple_rhs(parsed.fixed)
+    if fixed is None:
+        return None
+    terms = []
+    for t in parsed.random:
+        r = parse_simple_rhs(t.expr)
+        if r is None or not (r[0] or r[1]):
+            return None
+        terms.append(r)
+        for g in t.group:
+            if g not in cols:
+                return None
+    numeric = set(fixed[1]) | {n for _, ns in terms for n in ns}
+    for c in numeric:
+        if c not in cols or not _plain_numeric(data[c]):
+            return None
+    arrays = {c: data[c].to_numpy() for c in {ycol} | numeric}
+    # rows with a missing value in any used column (numeric NaN, or NA in a grouping column)
+    bad = None
+    for c, a in arrays.items():
+        if a.dtype.kind == "f":
+            m = np.isnan(a)
+            bad = m if bad is None else (bad | m)
+    for g in {g for t in parsed.random for g in t.group}:
+        m = data[g].isna().to_numpy()
+        if m.any():
+            bad = m if bad is None else (bad | m)
+    complete = None if bad is None or not bad.any() else ~bad
+
+    def take(a):
+        a = a if complete is None else a[complete]
+        return a.astype(np.float64, copy=False)
+
+    def matrix(intercept, names, n):
+        X = np.empty((n, int(intercept) + len(names)))
+        j = 0
+        if intercept:
+            X[:, 0] = 1.0
+            j = 1
+        for nm in names:
+            X[:, j] = take(arrays[nm])
+            j += 1
+        return X, (["(Intercept)"] if intercept else []) + list(names)
+
+    y = np.array(take(arrays[ycol]), dtype=np.float64)
+    n = len(y)
+    X_full, names_full = matrix(fixed[0], fixed[1], n)
+    zs = [matrix(i, nm, n) for i, nm in terms]
+    for a, _ in [(y, None), (X_full, None)] + zs:
+        if a.size and not np.isfinite(a).all():
+            return None  # the general path names the column in its error
+    return {"complete": complete, "y": y, "X_full": X_full, "names_full": names_full, "Z": zs,
+            "columns": [ycol] + sorted(numeric) + sorted({g for t in parsed.random for g in t.group})}

@@ -1,0 +1,122 @@
+"""The formulaic-free design path gives exactly the design formulaic gives, or steps aside."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxhlm
+from jaxhlm._src import design as D
+from jaxhlm._src.fastdesign import fast_columns, parse_simple_rhs
+from jaxhlm._src.formula import parse_formula
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+@pytest.mark.parametrize(
+    "rhs, expected",
+    [
+        ("x", (True, ["x"])),
+        ("1 + x + z", (True, ["x", "z"])),
+        ("0 + x", (False, ["x"])),
+        ("x - 1", (False, ["x"])),
+        ("-1 + x", (False, ["x"])),
+        ("1", (True, [])),
+        ("0+Days", (False, ["Days"])),
+        ("x_2 + X3", (True, ["x_2", "X3"])),
+    ],
+)
+def test_simple_rhs_is_recognised(rhs, expected):
+    assert parse_simple_rhs(rhs) == expected
+
+
+@pytest.mark.parametrize(
+    "rhs",
+    ["x*z", "x:z", "I(x**2)", "np.log(x)", "C(x)", "x + x", "x - z", "0 + 1 + x", "Sepal.Length",
+     "poly(x, 2)", "center(x)", "x + -1 + 1", "C", "`a b`", "", "x - 0"],
+)
+def test_anything_else_goes_to_formulaic(rhs):
+    assert parse_simple_rhs(rhs) is None
+
+
+def _general(formula, data):
+    orig = D.fast_columns
+    D.fast_columns = lambda *a: None
+    try:
+        return D.build_design(formula, data)
+    finally:
+        D.fast_columns = orig
+
+
+def _same(a, b):
+    assert np.array_equal(a.y, b.y)
+    assert np.array_equal(a.X, b.X)
+    assert a.fixef_names == b.fixef_names and a.dropped_fixef == b.dropped_fixef
+    assert a.n_dropped == b.n_dropped and a.index.equals(b.index)
+    assert [t.names for t in a.terms] == [t.names for t in b.terms]
+    assert [t.factor for t in a.terms] == [t.factor for t in b.terms]
+    for ta, tb in zip(a.terms, b.terms):
+        assert np.array_equal(ta.Z, tb.Z)
+    for fa, fb in zip(a.factors, b.factors):
+        assert fa.name == fb.name and np.array_equal(fa.codes, fb.codes) and fa.levels.equals(fb.levels)
+
+
+def _with_missing(df, cols):
+    df = df.copy()
+    rng = np.random.default_rng(3)
+    for c in cols:
+        if df[c].dtype.kind == "i":
+            df[c] = df[c].astype(float)
+        df.loc[df.index[rng.random(len(df)) < 0.05], c] = np.nan
+    return df
+
+
+CASES = [
+    ("nels_like.csv", "mathscore ~ family_inc + (family_inc | sch_id)", ["mathscore", "family_inc", "sch_id"]),
+    ("nels_like.csv", "mathscore ~ 0 + family_inc + ses + (family_inc || sch_id)", ["ses"]),
+    ("nels_like.csv", "mathscore ~ family_inc - 1 + (1 | sch_id) + (0 + family_inc | sch_id)", ["family_inc"]),
+    ("sleepstudy.csv", "Reaction ~ Days + (Days | Subject)", ["Reaction", "Days"]),
+    ("Penicillin.csv", "diameter ~ 1 + (1 | plate) + (1 | sample)", ["plate", "diameter"]),
+    ("Pastes.csv", "strength ~ 1 + (1 | batch/cask)", ["cask"]),
+]
+
+
+@pytest.mark.parametrize("missing", [False, True])
+@pytest.mark.parametrize("fname, formula, na_cols", CASES)
+def test_fast_design_equals_formulaic(fname, formula, na_cols, missing):
+    df = pd.read_csv(os.path.join(DATA, fname))
+    if missing:
+        df = _with_missing(df, na_cols)
+    before = df.copy()
+    assert fast_columns(parse_formula(formula), df) is not None
+    fast = D.build_design(formula, df)
+    _same(fast, _general(formula, df))
+    pd.testing.assert_frame_equal(df, before)  # never modified
+
+
+def test_fast_design_specs_predict_like_formulaic():
+    df = pd.read_csv(os.path.join(DATA, "sleepstudy.csv"))
+    m = jaxhlm.lmer("Reaction ~ Days + (Days | Subject)", df)
+    assert m._design.fixed_spec is None  # built lazily
+    new = pd.DataFrame({"Days": [0.5, 3.0, 11.0], "Subject": [308, 309, 330]})
+    beta = m.fixef.to_numpy()
+    b = m.ranef["Subject"]
+    expect = [beta[0] + b.loc[s, "(Intercept)"] + (beta[1] + b.loc[s, "Days"]) * d for d, s in zip(new.Days, new.Subject)]
+    np.testing.assert_allclose(m.predict(new), expect, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "formula, frame",
+    [
+        ("y ~ f + (1 | g)", {"f": ["a", "b"] * 20}),  # categorical predictor
+        ("y ~ x + (1 | g)", {"x": [True, False] * 20}),  # bool
+        ("y ~ x + (1 | g)", {"x": pd.array([1, 2] * 20, dtype="Int64")}),  # nullable integer
+        ("y ~ x + (1 | g)", {"x": [1.0, np.inf] * 20}),  # the general path names the column
+    ],
+)
+def test_ineligible_columns_use_formulaic(formula, frame):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"y": rng.normal(size=40), "g": np.repeat(np.arange(8), 5), **frame})
+    assert fast_columns(parse_formula(formula), df) is None

@@ -1,0 +1,91 @@
+"""The optimiser's pieces: the moment start and the Hessian-seeded quasi-Newton."""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import jaxhlm
+from jaxhlm._src.optimize import quasi_newton, rectify
+from jaxhlm._src.start import lme4_start, moment_start
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def _vg(f):
+    return jax.jit(jax.value_and_grad(lambda x: (f(x), {}), has_aux=True))
+
+
+def test_seeded_quasi_newton_is_newton_on_a_quadratic():
+    A = jnp.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]]) * 100.0
+    b = jnp.array([1.0, -2.0, 3.0])
+    f = lambda x: 0.5 * x @ A @ x - b @ x
+    res = quasi_newton(_vg(f), jnp.zeros(3), seed_hessian=True)
+    np.testing.assert_allclose(res["x"], np.linalg.solve(A, b), rtol=1e-6)
+    assert bool(res["converged"])
+    # 1 call at x0, 3 probes, the Newton step and the confirming call at most
+    assert int(res["it"]) <= 6
+    plain = quasi_newton(_vg(f), jnp.zeros(3))
+    assert int(plain["it"]) > int(res["it"])
+
+
+def test_seed_that_is_not_positive_definite_falls_back():
+    f = lambda x: (x[0] ** 2 - 1.0) ** 2 + 10.0 * x[1] ** 2  # concave in x[0] near 0
+    res = quasi_newton(_vg(f), jnp.array([0.1, 0.3]), seed_hessian=True)
+    assert bool(res["converged"])
+    np.testing.assert_allclose(np.abs(res["x"]), [1.0, 0.0], atol=1e-5)
+
+
+def test_moment_start_is_close_to_the_optimum():
+    df = pd.read_csv(os.path.join(DATA, "sleepstudy.csv"))
+    m = jaxhlm.lmer("Reaction ~ Days + (Days | Subject)", df)
+    th0 = rectify(moment_start(m._struct, m._stats), m._struct)
+    np.testing.assert_allclose(th0, m.theta.to_numpy(), rtol=0.1, atol=0.02)
+    m2 = jaxhlm.lmer("Reaction ~ Days + (Days || Subject)", df)
+    th0 = moment_start(m2._struct, m2._stats)
+    assert th0.shape == (2,) and np.all(th0 > 0)
+    np.testing.assert_allclose(th0, m2.theta.to_numpy(), rtol=0.1)
+
+
+def test_moment_start_never_starts_on_zero():
+    rng = np.random.default_rng(1)
+    g = np.repeat(np.arange(30), 10)
+    x = rng.normal(size=300)
+    df = pd.DataFrame({"y": 1.0 + 0.5 * x + rng.normal(size=300), "x": x, "g": g})  # no group effect
+    with pytest.warns(jaxhlm.SingularFitWarning):
+        m = jaxhlm.lmer("y ~ x + (x | g)", df, reml=False)
+    th0 = moment_start(m._struct, m._stats)
+    diag = m._struct.theta_is_diag()
+    assert np.all(np.isfinite(th0)) and np.all(np.abs(th0[diag]) > 0)
+    assert m.is_singular
+
+
+def test_moment_start_falls_back_to_lme4_start_when_undefined():
+    df = pd.DataFrame({"y": [1.0, 2.0, 4.0, 3.0, 5.0, 7.0], "x": [0.0, 1.0, 2.0, 0.0, 1.0, 3.0],
+                       "g": [1, 1, 1, 2, 2, 2]})
+    from jaxhlm._src.design import build_design
+    from jaxhlm._src.suffstats import build_structure, compute_stats
+
+    d = build_design("y ~ x + (x | g)", df)
+    s = build_structure(d)
+    np.testing.assert_array_equal(moment_start(s, compute_stats(d, s)), lme4_start(s))
+
+
+@pytest.mark.parametrize(
+    "fname, formula, reml",
+    [
+        ("nels_like.csv", "mathscore ~ family_inc + (family_inc | sch_id)", False),
+        ("Penicillin.csv", "diameter ~ 1 + (1 | plate) + (1 | sample)", True),
+        ("Pastes.csv", "strength ~ 1 + (1 | batch/cask)", True),
+    ],
+)
+def test_moment_start_and_lme4_start_reach_the_same_optimum(fname, formula, reml):
+    df = pd.read_csv(os.path.join(DATA, fname))
+    m = jaxhlm.lmer(formula, df, reml=reml)
+    m1 = jaxhlm.lmer(formula, df, reml=reml, start=lme4_start(m._struct))
+    assert abs(m.objective - m1.objective) < 1e-6
+    np.testing.assert_allclose(m.fixef, m1.fixef, rtol=1e-5)
