@@ -306,6 +306,20 @@ def _numeric_matrix(mm, what: str) -> np.ndarray:
     return arr
 
 
+def _r_factor(X: np.ndarray, y: np.ndarray | None, block: int = 65536) -> np.ndarray:
+    """The triangular factor ``R`` of ``[X y]`` (``A = QR``) by a tall-skinny QR over row blocks.
+
+    The blocks' ``R`` factors are stacked and factorised again; this equals one Householder QR
+    of ``A`` up to the signs of ``R``'s rows (which no column norm sees), without forming ``A``.
+    """
+    n = X.shape[0]
+    Rs = []
+    for i in range(0, n, block):
+        blk = X[i:i + block] if y is None else np.column_stack([X[i:i + block], y[i:i + block]])
+        Rs.append(np.linalg.qr(blk, mode="r"))
+    return Rs[0] if len(Rs) == 1 else np.linalg.qr(np.concatenate(Rs), mode="r")
+
+
 def _drop_aliased(X: np.ndarray, names: list, tol: float = 1e-7, y: np.ndarray | None = None):
     """Keep a full-rank subset of the columns of ``X``, dropping the later of aliased columns.
 
@@ -323,16 +337,11 @@ def _drop_aliased(X: np.ndarray, names: list, tol: float = 1e-7, y: np.ndarray |
         ``||y - P_X y|| / ||y||``, the relative norm of the least-squares residual of ``y`` on the
         kept columns (from the same QR, with ``y`` as an extra last column).
     """
-    import scipy.linalg
-
     n, p = X.shape
     keep = np.zeros(p, bool)
-    cols = [X] if y is None else [X, y[:, None]]
-    A = np.concatenate(cols, axis=1)
-    norms = np.sqrt(np.einsum("ij,ij->j", A, A))
-    A /= np.where(norms > 0, norms, 1.0)
-    m = A.shape[1]
-    R = scipy.linalg.qr(A, mode="r", overwrite_a=True, check_finite=False)[0][: min(n, m)]
+    R = _r_factor(X, y)
+    norms = np.sqrt(np.einsum("ij,ij->j", R, R))  # ||A e_j|| = ||R e_j||
+    R = R / np.where(norms > 0, norms, 1.0)  # the R factor of the column-normalised matrix
     Q = np.zeros((R.shape[0], 0))  # orthonormal basis of the kept columns (in R's coordinates)
 
     def residual(j):
@@ -538,7 +547,7 @@ def _fixed_part(ycol, y, X_full, names_full) -> tuple:
             RankDeficiencyWarning,
             stacklevel=3,
         )
-    X = np.ascontiguousarray(X_full[:, keep])
+    X = np.asfortranarray(X_full if keep.all() else X_full[:, keep])  # columns contiguous (per-column sums)
     fixef_names = [nm for nm, k in zip(names_full, keep) if k]
     if len(y) <= X.shape[1]:
         raise DataError(f"{len(y)} observations are too few for {X.shape[1]} fixed-effects coefficients")
@@ -558,7 +567,7 @@ def _assemble(parsed, y, X, fixef_names, dropped, keep, zmats, frame, index, n_d
         if t.group not in factor_of:
             factor_of[t.group] = len(factors)
             factors.append(_factor(t.group_name, frame, t.group))
-        terms.append(TermDesign(term=t, Z=np.ascontiguousarray(Z), names=znames, factor=factor_of[t.group]))
+        terms.append(TermDesign(term=t, Z=np.asfortranarray(Z), names=znames, factor=factor_of[t.group]))
 
     n = len(y)
     for f in factors:

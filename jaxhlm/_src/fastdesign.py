@@ -122,7 +122,7 @@ def fast_columns(parsed, data: pd.DataFrame):
         return a.astype(np.float64, copy=False)
 
     def matrix(intercept, names, n):
-        X = np.empty((n, int(intercept) + len(names)))
+        X = np.empty((n, int(intercept) + len(names)), order="F")
         j = 0
         if intercept:
             X[:, 0] = 1.0

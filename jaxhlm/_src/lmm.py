@@ -20,7 +20,7 @@ from . import config  # noqa: F401
 from .design import Design, build_design
 from .errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
 from .deviance import objective
-from .optimize import fd_hessian, fit_theta, rectify
+from .optimize import fd_hessian, rectify, run_fit
 from .start import moment_start
 from .suffstats import build_structure, compute_stats
 
@@ -595,7 +595,7 @@ def _escape_zero_saddle(fit, stats, struct, reml):
         trial[k] = scale
         f1 = float(_objective_jit(jnp.asarray(trial), stats, struct, reml))
         if np.isfinite(f1) and f1 < f0 - 1e-6 * (1 + abs(f0)):
-            refit = jax.device_get(fit_theta(jnp.asarray(trial), stats, struct, reml))
+            refit = run_fit(trial, stats, struct, reml)
             if float(refit["objective"]) < f0:
                 return _escape_zero_saddle(refit, stats, struct, reml)
     return fit
@@ -614,7 +614,7 @@ def _fit_design(design, struct, stats, reml, start=None, name=None, t_design=0.0
         if not np.all(np.isfinite(th0)):
             raise ArgumentError(f"start must be finite, got {th0}")
     t2 = time.perf_counter()
-    fit = jax.device_get(fit_theta(jnp.asarray(th0), stats, struct, reml))
+    fit = run_fit(th0, stats, struct, reml)
     fit = _escape_zero_saddle(fit, stats, struct, reml)
     t3 = time.perf_counter()
     timings = {"design": t_design, "stats": t_stats, "optimize": t3 - t2}

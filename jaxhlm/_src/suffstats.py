@@ -130,17 +130,68 @@ def _factor_Z(design, f: int) -> np.ndarray:
     return mats[0] if len(mats) == 1 else np.concatenate(mats, axis=1)
 
 
+def _columns(M) -> list:
+    """A matrix as a list of contiguous columns (a list of columns is returned as is)."""
+    if isinstance(M, list):
+        return M
+    return [np.ascontiguousarray(M[:, j]) for j in range(M.shape[1])]
+
+
+def _distinct_columns(*mats) -> tuple:
+    """Label every column of ``mats`` by content: equal columns share a label, -1 is all ones."""
+    uniq: list = []
+    labels = []
+    for M in mats:
+        lab = []
+        for c in _columns(M):
+            if c.size and c[0] == 1.0 and np.all(c == 1.0):
+                lab.append(-1)
+                continue
+            for k, u in enumerate(uniq):
+                if np.array_equal(u, c):
+                    lab.append(k)
+                    break
+            else:
+                uniq.append(c)
+                lab.append(len(uniq) - 1)
+        labels.append(lab)
+    return uniq, labels
+
+
 def _segment_cross(codes: np.ndarray, nseg: int, U: np.ndarray, V: np.ndarray, sym: bool) -> np.ndarray:
     """``out[i, j, s] = sum_{rows r with codes[r]==s} U[r,i] V[r,j]`` via bincount."""
-    nu, nv = U.shape[1], V.shape[1]
-    out = np.zeros((nu, nv, nseg))
-    for i in range(nu):
-        for j in range(nv):
-            if sym and j < i:
-                out[i, j] = out[j, i]
-                continue
-            out[i, j] = np.bincount(codes, weights=U[:, i] * V[:, j], minlength=nseg)[:nseg]
-    return out
+    return _segment_products(codes, nseg, [(U, V, sym)])[0]
+
+
+def _segment_products(codes: np.ndarray, nseg: int, pairs: list) -> list:
+    """:func:`_segment_cross` for several ``(U, V, sym)`` on the same ``codes``, each distinct
+    product of columns summed once (for ``Z = [1, x]`` and ``[X y] = [1, x, y]`` that is 5
+    sums instead of 9; an all-ones column costs a plain count)."""
+    mats = [m for U, V, _ in pairs for m in (U, V)]
+    uniq, labels = _distinct_columns(*mats)
+    done: dict = {}
+
+    def product(a, b):
+        a, b = sorted((a, b))
+        if (a, b) not in done:
+            if a == -1 and b == -1:
+                w = None
+            elif a == -1:
+                w = uniq[b]
+            else:
+                w = uniq[a] * uniq[b]
+            done[(a, b)] = np.bincount(codes, weights=w, minlength=nseg)[:nseg].astype(np.float64, copy=False)
+        return done[(a, b)]
+
+    outs = []
+    for k, (U, V, sym) in enumerate(pairs):
+        lu, lv = labels[2 * k], labels[2 * k + 1]
+        out = np.zeros((len(lu), len(lv), nseg))
+        for i in range(len(lu)):
+            for j in range(len(lv)):
+                out[i, j] = out[j, i] if (sym and j < i) else product(lu[i], lv[j])
+        outs.append(out)
+    return outs
 
 
 def _pairs_of_pairs(a_f: np.ndarray, a_g: np.ndarray, pad_to: int | None = None) -> tuple:
@@ -180,14 +231,18 @@ def compute_stats(design, struct: Structure, y: np.ndarray | None = None) -> dic
     dict of numpy arrays (a pytree; see the module docstring for the layout).
     """
     y = design.y if y is None else y
-    Xy = np.concatenate([design.X, y[:, None]], axis=1)
+    X = design.X
+    Xy = _columns(X) + [np.ascontiguousarray(y, dtype=np.float64)]  # [X y] by columns, never joined
+    XtX, Xty = X.T @ X, X.T @ y
+    XytXy = np.block([[XtX, Xty[:, None]], [Xty[None, :], np.array([[y @ y]])]])
     fA = design.factors[0]
     JA = struct.nlev[0]
-    ZA = _factor_Z(design, 0)
+    ZA = _columns(_factor_Z(design, 0))
+    AZZ, AZXy = _segment_products(fA.codes, JA, [(ZA, ZA, True), (ZA, Xy, False)])
     stats = {
-        "A_ZtZ": _segment_cross(fA.codes, JA, ZA, ZA, sym=True),
-        "A_ZtXy": _segment_cross(fA.codes, JA, ZA, Xy, sym=False),
-        "XytXy": Xy.T @ Xy,
+        "A_ZtZ": AZZ,
+        "A_ZtXy": AZXy,
+        "XytXy": XytXy,
         "n": np.float64(design.n),
     }
     if struct.nfactors == 1:
@@ -195,19 +250,18 @@ def compute_stats(design, struct: Structure, y: np.ndarray | None = None) -> dic
     QB = struct.QB
     offs = struct.b_offsets
     BZtZ = np.zeros((QB, QB))
-    BZtXy = np.zeros((QB, Xy.shape[1]))
+    BZtXy = np.zeros((QB, len(Xy)))
     Zs = [None] + [_factor_Z(design, f) for f in range(1, struct.nfactors)]
     pairs = [None]
     for f in range(1, struct.nfactors):
         ff = design.factors[f]
         qf, Lf, of = struct.q[f], struct.nlev[f], offs[f]
         # within-factor block (block diagonal) and right-hand side
-        d = _segment_cross(ff.codes, Lf, Zs[f], Zs[f], sym=True)  # (qf,qf,Lf)
+        d, r = _segment_products(ff.codes, Lf, [(Zs[f], Zs[f], True), (Zs[f], Xy, False)])  # (qf,qf,Lf), (qf,p+1,Lf)
         for lv in range(qf):
             for lw in range(qf):
                 idx = of + np.arange(Lf) * qf
                 BZtZ[idx + lv, idx + lw] = d[lv, lw]
-        r = _segment_cross(ff.codes, Lf, Zs[f], Xy, sym=False)  # (qf,p+1,Lf)
         BZtXy[of:of + Lf * qf] = r.transpose(2, 0, 1).reshape(Lf * qf, -1)
         # coupling with A: pairs (a, l)
         key = fA.codes * Lf + ff.codes
