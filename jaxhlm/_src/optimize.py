@@ -88,7 +88,7 @@ def bfgs_minimize(f, x0, maxit=500, gtol=1e-6, ftol=1e-13, max_step=0.5):
     return s["x"], s["f"], s["g"], s["it"], s["done"]
 
 
-def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed_hessian=False):
+def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed_hessian=False, aux_shapes=None):
     """BFGS with one gradient call site per iteration (a compact compiled program).
 
     ``vg(x) -> ((f, aux), g)`` (``jax.value_and_grad(..., has_aux=True)``). Each iteration of the
@@ -108,6 +108,8 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
     ``ftol (1 + |f|)`` with a small predicted decrease, or when the line search fails (converged
     only if the predicted decrease is small).
 
+    ``aux_shapes`` (a pytree of arrays or shapes like ``vg``'s auxiliary output) saves a trace.
+
     Returns
     -------
     dict with ``x, f, g, aux`` (at the best point), ``it`` (gradient calls), ``converged``.
@@ -115,7 +117,8 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
     m = x0.shape[0]
     dtype = x0.dtype
     eye = jnp.eye(m, dtype=dtype)
-    aux_shapes = jax.eval_shape(lambda x: vg(x)[0][1], x0)  # shapes only: traces, adds no call
+    if aux_shapes is None:  # shapes only: traces vg once more (pass them to save the trace)
+        aux_shapes = jax.eval_shape(lambda x: vg(x)[0][1], x0)
     nseed = m if seed_hessian else 0
     hstep = 1e-4 * jnp.maximum(1.0, jnp.abs(x0))
 
@@ -207,7 +210,7 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
 
 def _fit_core(theta0, stats, struct, reml):
     from .deviance import _criterion, pls
-    from .onefactor import level_sums
+    from .onefactor import level_sums, solution
 
     def f_aux(th):
         # one factor: per-level sums with a hand-derived reverse pass (onefactor.py; about 5x
@@ -220,8 +223,13 @@ def _fit_core(theta0, stats, struct, reml):
         d = pls(th, stats, struct)
         return _criterion(d["ldL2"], d["Lxx"], stats["n"], struct.p, reml), {}
 
-    res = quasi_newton(jax.value_and_grad(f_aux, has_aux=True), theta0, seed_hessian=struct.ntheta <= SEED_MAX_THETA)
+    res = quasi_newton(jax.value_and_grad(f_aux, has_aux=True), theta0, seed_hessian=struct.ntheta <= SEED_MAX_THETA,
+                       aux_shapes={})
     x = res["x"]
+    if struct.nfactors == 1 and struct.p + 1 <= 16:
+        sol = solution(x, stats["A_ZtZ"], stats["A_ZtXy"], stats["XytXy"], struct)
+        return {"theta": x, "objective": res["f"], "grad": res["g"], "iterations": res["it"],
+                "converged": res["converged"], "Hinv": res["Hinv"], **sol}
     cm = conditional_modes(x, stats, struct)
     Ts = cm["Ts"]
     out = {
@@ -253,33 +261,15 @@ def fit_theta(theta0, stats, struct, reml):
     return _fit_core(theta0, stats, struct, reml)
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "reml"))
-def _fit_packed(theta0, stats, struct, reml):
-    leaves = jax.tree_util.tree_leaves(_fit_core(theta0, stats, struct, reml))
-    return jnp.concatenate([jnp.ravel(x).astype(jnp.float64) for x in leaves])
-
-
-@functools.lru_cache(maxsize=256)
-def _fit_layout(struct, reml, stat_shapes):
-    stats = {k: jax.ShapeDtypeStruct(s, d) for k, (s, d) in stat_shapes}
-    th = jax.ShapeDtypeStruct((struct.ntheta,), jnp.float64)
-    out = jax.eval_shape(lambda t, s: _fit_core(t, s, struct, reml), th, stats)
-    leaves, treedef = jax.tree_util.tree_flatten(out)
-    return treedef, [(x.shape, x.dtype) for x in leaves]
-
-
 def run_fit(theta0, stats, struct, reml) -> dict:
-    """:func:`fit_theta` returning host (NumPy) arrays, moved in one transfer instead of one per
-    result (each device-to-host copy costs more than a small fit's iteration)."""
-    key = tuple(sorted((k, (np.shape(v), np.asarray(v).dtype.str)) for k, v in stats.items()))
-    treedef, layout = _fit_layout(struct, bool(reml), key)
-    flat = np.asarray(_fit_packed(jnp.asarray(theta0, jnp.float64), stats, struct, bool(reml)))
-    leaves, o = [], 0
-    for shape, dtype in layout:
-        k = int(np.prod(shape))
-        leaves.append(flat[o:o + k].reshape(shape).astype(dtype))
-        o += k
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+    """:func:`fit_theta` with its results moved to the host (NumPy arrays).
+
+    Goes through :mod:`programcache`, so a new process reuses the traced program of an earlier one.
+    """
+    from . import programcache
+
+    args = (np.asarray(theta0, dtype=np.float64), stats)
+    return jax.device_get(programcache.call(fit_theta, "fit_theta", args, {"struct": struct, "reml": bool(reml)}))
 
 
 @functools.partial(jax.jit, static_argnames=("struct", "reml"))

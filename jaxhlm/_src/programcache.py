@@ -1,0 +1,113 @@
+"""A disk cache of traced and lowered programs, so that a new process skips tracing.
+
+JAX's persistent compilation cache (:mod:`config`) saves the XLA compile of a program, but every
+new process still traces the Python code and lowers it to StableHLO before it can look the
+compiled program up: for a fit that is about 0.3-0.5 s, more than the fit. This module keeps the
+lowered program itself (``jax.export``, serialised) under ``<cache dir>/programs``, keyed by
+
+* the function's name and its static arguments (the model :class:`~suffstats.Structure`, REML),
+* the tree, shapes and dtypes of its array arguments,
+* the JAX version and a digest of jaxhlm's own source files (a changed engine never reuses an
+  old program).
+
+A program that cannot be exported (one with a host callback, e.g. the LAPACK dense block of
+large crossed designs) or a missing ``flatbuffers`` package simply falls back to ``jax.jit``.
+``JAXHLM_NO_CACHE=1`` turns this cache off together with the compilation cache.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import threading
+
+import jax
+
+__all__ = ["call"]
+
+_MEMO: dict = {}
+_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _source_digest() -> str:
+    h = hashlib.sha256(jax.__version__.encode())
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as fh:
+                h.update(name.encode() + fh.read())
+    return h.hexdigest()
+
+
+def _directory():
+    if os.environ.get("JAXHLM_NO_CACHE"):
+        return None
+    base = jax.config.jax_compilation_cache_dir
+    if not base:
+        return None
+    try:
+        from jax._src.export import serialization  # noqa: F401  (needs flatbuffers)
+    except ImportError:
+        return None
+    path = os.path.join(base, "programs")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path
+
+
+def _signature(args: tuple) -> tuple:
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    return tree, tuple((getattr(x, "shape", ()), str(getattr(x, "dtype", type(x).__name__))) for x in leaves)
+
+
+def _key(name: str, static: tuple, sig: tuple) -> str:
+    text = repr((name, static, str(sig[0]), sig[1], jax.default_backend(), _source_digest()))
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _exported(jitted, name: str, static: tuple, args: tuple, static_kwargs: dict, sig: tuple):
+    """The exported program (wrapped in ``jax.jit`` for fast dispatch), or None."""
+    directory = _directory()
+    if directory is None:
+        return None
+    key = _key(name, static, sig)
+    from jax import export
+
+    exp = None
+    path = os.path.join(directory, key + ".bin")
+    try:
+        if os.path.exists(path):
+            with open(path, "rb") as fh:
+                exp = export.deserialize(bytearray(fh.read()))
+        else:
+            exp = export.export(jitted)(*args, **static_kwargs)
+            tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(exp.serialize())
+            os.replace(tmp, path)
+    except Exception:  # not exportable (host callbacks), unreadable file: plain jit
+        return None
+    return jax.jit(exp.call)
+
+
+def call(jitted, name: str, args: tuple, static_kwargs: dict):
+    """``jitted(*args, **static_kwargs)``, through a cached exported program when possible.
+
+    ``static_kwargs`` are ``jitted``'s static arguments (hashable); ``args`` its array pytrees.
+    """
+    static = tuple(sorted((k, v) for k, v in static_kwargs.items()))
+    sig = _signature(args)
+    memo = (name, static, sig)
+    with _LOCK:
+        found = memo in _MEMO
+        prog = _MEMO.get(memo)
+    if not found:
+        prog = _exported(jitted, name, static, args, static_kwargs, sig)
+        with _LOCK:
+            _MEMO[memo] = prog
+    if prog is None:
+        return jitted(*args, **static_kwargs)
+    return prog(*args)
