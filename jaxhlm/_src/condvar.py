@@ -55,6 +55,8 @@ def _relative_condcov(model) -> list:
         LB = np.asarray(d["LB"])
         import scipy.linalg
 
+        from .suffstats import _pairs_of_pairs
+
         LBinv = scipy.linalg.solve_triangular(LB, np.eye(LB.shape[0]), lower=True)
         M = LBinv.T @ LBinv
         offs = struct.b_offsets
@@ -69,10 +71,13 @@ def _relative_condcov(model) -> list:
             for g in range(1, struct.nfactors):
                 Pg = np.asarray(P[g])
                 clg = np.asarray(stats[f"Cl{g}"])
-                i = np.asarray(stats[f"PPi{f}_{g}"])
-                j = np.asarray(stats[f"PPj{f}_{g}"])
-                msk = np.asarray(stats[f"PPm{f}_{g}"]) > 0
-                i, j = i[msk], j[msk]
+                if f"PPi{f}_{g}" in stats:
+                    i = np.asarray(stats[f"PPi{f}_{g}"])
+                    j = np.asarray(stats[f"PPj{f}_{g}"])
+                    msk = np.asarray(stats[f"PPm{f}_{g}"]) > 0
+                    i, j = i[msk], j[msk]
+                else:  # scalar first factor: the statistics hold Q(w), not the pair lists
+                    i, j = _pairs_of_pairs(caf, np.asarray(stats[f"Ca{g}"]))
                 if i.size == 0:
                     continue
                 qf, qg = struct.q[f], struct.q[g]

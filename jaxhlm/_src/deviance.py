@@ -130,8 +130,24 @@ def _host_inv_logdet(M):
         return nan, np.float64(np.nan)
     ld = 2.0 * np.sum(np.log(np.diagonal(L)))
     Minv, info = lapack.dpotri(L, lower=1)
-    Minv = np.tril(Minv) + np.tril(Minv, -1).T
+    Minv = np.tril(Minv)
+    Minv += np.triu(Minv.T, 1)  # symmetric from the lower triangle
     return Minv, np.float64(ld)
+
+
+def _host_cholesky(M):
+    import scipy.linalg.lapack as lapack
+
+    L, info = lapack.dpotrf(np.asarray(M, dtype=np.float64), lower=1, clean=1)
+    return L if info == 0 else np.full(M.shape, np.nan)
+
+
+def host_cholesky(M):
+    """Lower Cholesky factor by LAPACK on the host (not differentiable; NaNs if not SPD).
+
+    For the dense block of crossed designs XLA's CPU Cholesky is several times slower.
+    """
+    return jax.pure_callback(_host_cholesky, jax.ShapeDtypeStruct(M.shape, M.dtype), M, vmap_method="sequential")
 
 
 @jax.custom_jvp
@@ -210,6 +226,43 @@ def _pair_products_bwd(res, ct):
 pair_products.defvjp(_pair_products_fwd, _pair_products_bwd)
 
 
+def _pls_b_blocks(Ts, TA, LA, RZXA, stats, struct, plain, Ps):
+    """``M_B = Lambda_B'Z_B'Z_B Lambda_B + I - L_BA L_BA'`` and ``R_B`` by pairs of pairs (any ``q_A``).
+
+    Appends the per-factor ``P`` (``L_BA`` blocks, transposed) to ``Ps``.
+    """
+    offs = struct.b_offsets
+    QB = struct.QB
+    MB, RB = _b_lambda_blocks(Ts, struct, stats["B_ZtZ"], stats["B_ZtXy"])
+    for f in range(1, struct.nfactors):
+        C, ca = stats[f"C{f}"], stats[f"Ca{f}"]
+        U = jnp.einsum("ki,kl...,lj->ij...", Ts[f], C, TA)  # (qf, qA, K)
+        La = LA[:, :, ca]
+        # P_k = U_k L_A[a_k]^{-T}; stored transposed as (qA, qf, K)
+        Ps.append(fsolve_soa(La, jnp.swapaxes(U, 0, 1)))
+    Sb = jnp.zeros((QB * QB,), dtype=MB.dtype)
+    for f in range(1, struct.nfactors):
+        qf = struct.q[f]
+        for g in range(1, struct.nfactors):
+            qg = struct.q[g]
+            key = f"{f}_{g}"
+            pp = _pair_products_plain if plain else pair_products
+            vals = pp(Ps[f], Ps[g], stats[f"PPi{key}"], stats[f"PPj{key}"], stats[f"PPm{key}"],
+                      stats[f"PPpi{key}"], stats[f"PPpj{key}"])
+            dest = stats[f"PPd{key}"]
+            for a in range(qf):
+                for b in range(qg):
+                    Sb = Sb.at[dest + (a * QB + b)].add(vals[a, b], indices_are_sorted=True, mode="drop")
+    MB = MB + jnp.eye(QB, dtype=MB.dtype) - Sb.reshape(QB, QB)
+    for f in range(1, struct.nfactors):
+        qf, of = struct.q[f], offs[f]
+        ca, cl = stats[f"Ca{f}"], stats[f"Cl{f}"]
+        vals = jnp.einsum("cik,cdk->idk", Ps[f], RZXA[:, :, ca])  # (qf, p+1, K)
+        r = of + cl[None, :] * qf + jnp.arange(qf)[:, None]  # (qf, K)
+        RB = RB.at[r].add(-jnp.swapaxes(vals, 1, 2))
+    return MB, RB
+
+
 def pls(theta, stats, struct, full=False, plain=False):
     """Blocked Cholesky factorisation at ``theta``.
 
@@ -235,36 +288,33 @@ def pls(theta, stats, struct, full=False, plain=False):
     if struct.nfactors > 1:
         offs = struct.b_offsets
         QB = struct.QB
-        MB, RB = _b_lambda_blocks(Ts, struct, stats["B_ZtZ"], stats["B_ZtXy"])
         Ps = [None]
-        for f in range(1, struct.nfactors):
-            C, ca = stats[f"C{f}"], stats[f"Ca{f}"]
-            U = jnp.einsum("ki,kl...,lj->ij...", Ts[f], C, TA)  # (qf, qA, K)
-            La = LA[:, :, ca]
-            # P_k = U_k L_A[a_k]^{-T}; stored transposed as (qA, qf, K)
-            Ps.append(fsolve_soa(La, jnp.swapaxes(U, 0, 1)))
-        Sb = jnp.zeros((QB * QB,), dtype=MB.dtype)
-        for f in range(1, struct.nfactors):
-            qf = struct.q[f]
-            for g in range(1, struct.nfactors):
-                qg = struct.q[g]
-                key = f"{f}_{g}"
-                pp = _pair_products_plain if plain else pair_products
-                vals = pp(Ps[f], Ps[g], stats[f"PPi{key}"], stats[f"PPj{key}"], stats[f"PPm{key}"],
-                                     stats[f"PPpi{key}"], stats[f"PPpj{key}"])
-                dest = stats[f"PPd{key}"]
-                for a in range(qf):
-                    for b in range(qg):
-                        Sb = Sb.at[dest + (a * QB + b)].add(vals[a, b], indices_are_sorted=True, mode="drop")
-        MB = MB + jnp.eye(QB, dtype=MB.dtype) - Sb.reshape(QB, QB)
-        for f in range(1, struct.nfactors):
-            qf, of = struct.q[f], offs[f]
-            ca, cl = stats[f"Ca{f}"], stats[f"Cl{f}"]
-            vals = jnp.einsum("cik,cdk->idk", Ps[f], RZXA[:, :, ca])  # (qf, p+1, K)
-            r = of + cl[None, :] * qf + jnp.arange(qf)[:, None]  # (qf, K)
-            RB = RB.at[r].add(-jnp.swapaxes(vals, 1, 2))
+        if qA == 1 and "Qd" in stats:
+            # scalar first factor: L_BA L_BA' = t_A^2 Lambda_B' Q(w) Lambda_B (suffstats._scalar_a_products)
+            tA2 = TA[0, 0] ** 2
+            w = 1.0 / MA[0, 0]
+            U = jax.ops.segment_sum(stats["Qv"] * w[stats["Qa"]], stats["Qd"], QB * QB,
+                                    indices_are_sorted=True).reshape(QB, QB)
+            Q = U + U.T - jnp.diag(jnp.diagonal(U))
+            Rw = jnp.zeros_like(stats["B_ZtXy"])
+            yA = stats["A_ZtXy"][0] * w[None, :]  # (p+1, J)
+            for f in range(1, struct.nfactors):
+                qf, of = struct.q[f], offs[f]
+                C, ca, cl = stats[f"C{f}"], stats[f"Ca{f}"], stats[f"Cl{f}"]
+                vals = C[:, 0, None, :] * yA[None, :, ca]  # (qf, p+1, K)
+                r = of + cl[None, :] * qf + jnp.arange(qf)[:, None]  # (qf, K)
+                Rw = Rw.at[r].add(jnp.swapaxes(vals, 1, 2))
+            MB, RB = _b_lambda_blocks(Ts, struct, stats["B_ZtZ"] - tA2 * Q, stats["B_ZtXy"] - tA2 * Rw)
+            MB = MB + jnp.eye(QB, dtype=MB.dtype)
+            if full:
+                for f in range(1, struct.nfactors):
+                    C, ca = stats[f"C{f}"], stats[f"Ca{f}"]
+                    U_ = jnp.einsum("ki,kl...,lj->ij...", Ts[f], C, TA)
+                    Ps.append(fsolve_soa(LA[:, :, ca], jnp.swapaxes(U_, 0, 1)))
+        else:
+            MB, RB = _pls_b_blocks(Ts, TA, LA, RZXA, stats, struct, plain, Ps)
         if full:
-            LB = jnp.linalg.cholesky(MB)
+            LB = host_cholesky(MB) if QB > SMALL_DENSE else jnp.linalg.cholesky(MB)
             ldB = 2.0 * jnp.sum(jnp.log(jnp.diagonal(LB)))
             RZXB = jax.scipy.linalg.solve_triangular(LB, RB, lower=True)
             G = RZXB.T @ RZXB

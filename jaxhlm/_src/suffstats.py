@@ -216,7 +216,64 @@ def _pairs_of_pairs(a_f: np.ndarray, a_g: np.ndarray, pad_to: int | None = None)
     return of[sf[0][grp] + i], og[sg[0][grp] + j]
 
 
-def compute_stats(design, struct: Structure, y: np.ndarray | None = None) -> dict:
+def _upper_pairs(a: np.ndarray) -> tuple:
+    """All ``(k, k')`` with ``k <= k'`` and ``a[k] == a[k']``, for ``a`` sorted (pairs sorted by
+    A level, then B level, as :func:`compute_stats` makes them): the upper triangle directly."""
+    K = len(a)
+    if K == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    start = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
+    size = np.diff(np.r_[start, K])
+    pos = np.arange(K) - np.repeat(start, size)  # position within its A level
+    emit = np.repeat(size, size) - pos  # partners at or after it
+    i = np.repeat(np.arange(K), emit)
+    first = np.cumsum(emit) - emit
+    j = i + (np.arange(len(i)) - np.repeat(first, emit))
+    return i, j
+
+
+def _scalar_a_products(pairs: list, struct: Structure) -> dict:
+    """The fill-in of a scalar first factor as one sparse linear map of its level weights.
+
+    With ``q_A = 1``, ``L_BA L_BA' = t_A^2 Lambda_B' Q(w) Lambda_B`` where ``w_a = 1/(t_A^2 n_a + 1)``
+    and ``Q(w) = sum_a w_a c_a c_a'`` (``c_a``: the ``Z_B'Z_A`` column of level ``a``) does not
+    otherwise depend on theta. ``Q``'s upper triangle is stored as entries
+    ``(Qd: flat destination, Qa: A level, Qv: c_a[r] c_a[s])`` sorted by destination, so that
+    ``Q(w)`` is one gather and one sorted segment sum, and its reverse pass one sequential gather
+    and a scatter into the ``J`` weights. (Upper triangle: half the entries; ``Q = U + U' - diag``.)
+    """
+    QB = struct.QB
+    offs = struct.b_offsets
+    dests, levels, vals = [], [], []
+    for f in range(1, struct.nfactors):
+        Cf, caf, clf, Kf = pairs[f]
+        for g in range(f, struct.nfactors):
+            Cg, cag, clg, Kg = pairs[g]
+            i, j = _upper_pairs(caf[:Kf]) if g == f else _pairs_of_pairs(caf[:Kf], cag[:Kg])
+            qf, qg = struct.q[f], struct.q[g]
+            for a in range(qf):
+                r = offs[f] + clf[i] * qf + a
+                for b in range(qg):
+                    c = offs[g] + clg[j] * qg + b
+                    keep = r <= c
+                    dests.append(r[keep] * QB + c[keep])
+                    levels.append(caf[i[keep]])
+                    vals.append(Cf[a, 0, i[keep]] * Cg[b, 0, j[keep]])
+    d = np.concatenate(dests)
+    order = np.argsort(d.astype(np.int32) if QB * QB < 2**31 else d)
+    m = len(d)
+    mp = bucket(m)
+    itype = np.int32 if QB * QB < 2**31 else np.int64
+    Qd = np.full(mp, QB * QB - 1, itype)
+    Qa = np.zeros(mp, itype)
+    Qv = np.zeros(mp)
+    Qd[:m] = d[order]
+    Qa[:m] = np.concatenate(levels)[order]
+    Qv[:m] = np.concatenate(vals)[order]
+    return {"Qd": Qd, "Qa": Qa, "Qv": Qv}
+
+
+def compute_stats(design, struct: Structure, y: np.ndarray | None = None, scalar_a: bool = True) -> dict:
     """One pass over the rows: the per-block cross-products the deviance needs.
 
     Parameters
@@ -225,6 +282,9 @@ def compute_stats(design, struct: Structure, y: np.ndarray | None = None) -> dic
     struct : Structure
     y : ndarray, optional
         A response replacing ``design.y`` (for refits with the same design).
+    scalar_a : bool, default True
+        With a scalar first factor, store the fill-in as :func:`_scalar_a_products` (faster);
+        ``False`` keeps the general pairs-of-pairs lists (used to cross-check the two).
 
     Returns
     -------
@@ -293,6 +353,9 @@ def compute_stats(design, struct: Structure, y: np.ndarray | None = None) -> dic
                     BZtZ[og + lg * qg + j, of + lf * qf + i] = cr[i, j]
     stats["B_ZtZ"] = BZtZ
     stats["B_ZtXy"] = BZtXy
+    if struct.q[0] == 1 and scalar_a:
+        stats.update(_scalar_a_products(pairs, struct))
+        return stats
     # pairs of pairs sharing an A level, for every ordered pair of B factors
     for f in range(1, struct.nfactors):
         for g in range(1, struct.nfactors):

@@ -1,0 +1,58 @@
+"""Several factors with a scalar first factor: the Q(w) fill-in equals the general pairs of pairs."""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxhlm._src.deviance import conditional_modes, objective
+from jaxhlm._src.design import build_design
+from jaxhlm._src.suffstats import build_structure, compute_stats
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def _crossed_with_slopes(seed=0):
+    rng = np.random.default_rng(seed)
+    n = 600
+    a = rng.integers(0, 60, n)
+    b = rng.integers(0, 12, n)
+    x = rng.normal(size=n)
+    y = 1 + 0.5 * x + rng.normal(size=60)[a] + rng.normal(size=12)[b] + rng.normal(size=12)[b] * x + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "a": a, "b": b})
+
+
+CASES = [
+    ("Penicillin.csv", "diameter ~ 1 + (1 | plate) + (1 | sample)"),
+    ("Pastes.csv", "strength ~ 1 + (1 | batch/cask)"),
+    (None, "y ~ x + (1 | a) + (x | b)"),
+    (None, "y ~ x + (1 | a) + (1 | b) + (0 + x | b)"),
+]
+
+
+@pytest.mark.parametrize("fname, formula", CASES)
+@pytest.mark.parametrize("reml", [True, False])
+def test_scalar_a_fill_in_equals_pairs_of_pairs(fname, formula, reml):
+    df = _crossed_with_slopes() if fname is None else pd.read_csv(os.path.join(DATA, fname))
+    d = build_design(formula, df)
+    s = build_structure(d)
+    assert s.q[0] == 1 and s.nfactors > 1
+    fast = compute_stats(d, s)
+    general = compute_stats(d, s, scalar_a=False)
+    assert "Qd" in fast and "Qd" not in general
+    vg = jax.jit(jax.value_and_grad(objective), static_argnums=(2, 3))
+    cm = jax.jit(conditional_modes, static_argnums=2)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        th = jnp.asarray(np.abs(rng.normal(size=s.ntheta)) + 0.1)
+        v1, g1 = vg(th, fast, s, reml)
+        v2, g2 = vg(th, general, s, reml)
+        assert abs(float(v1) - float(v2)) <= 1e-9 * abs(float(v2))
+        np.testing.assert_allclose(g1, g2, rtol=1e-7, atol=1e-8)
+        c1, c2 = cm(th, fast, s), cm(th, general, s)
+        np.testing.assert_allclose(c1["uA"], c2["uA"], rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(c1["uB"], c2["uB"], rtol=1e-8, atol=1e-10)
