@@ -138,15 +138,21 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
         seed_now = probe & (phase == nseed)
 
         def invert_seed(Hc):
+            # positive definite when its Cholesky factor exists with pivots above roundoff
             Hsym = 0.5 * (Hc + Hc.T)
             Hok = jnp.all(jnp.isfinite(Hsym))
-            w, V = jnp.linalg.eigh(jnp.where(Hok, Hsym, eye))
-            ok = Hok & (jnp.min(w) > 1e-8 * jnp.max(jnp.abs(w)))
-            return ok, (V / jnp.where(w > 0, w, 1.0)) @ V.T
+            L = jnp.linalg.cholesky(jnp.where(Hok, Hsym, eye))
+            piv = jnp.diagonal(L)
+            ok = Hok & jnp.all(jnp.isfinite(L)) & (jnp.min(piv) ** 2 > 1e-8 * jnp.max(jnp.abs(jnp.diagonal(Hsym))))
+            Li = jax.scipy.linalg.solve_triangular(jnp.where(ok, L, eye), eye, lower=True)
+            return ok, Li.T @ Li
 
         # (a cond: the eigendecomposition runs once, not in every iteration)
-        spd, Hi_seed = jax.lax.cond(seed_now, invert_seed, lambda Hc: (jnp.asarray(False), eye), Hc)
-        spd = seed_now & spd
+        if nseed:
+            spd, Hi_seed = jax.lax.cond(seed_now, invert_seed, lambda Hc: (jnp.asarray(False), eye), Hc)
+            spd = seed_now & spd
+        else:
+            spd, Hi_seed = jnp.asarray(False), eye
         seeded = s["seeded"] | spd
 
         slope = jnp.dot(g, d)
