@@ -56,3 +56,54 @@ def test_scalar_a_fill_in_equals_pairs_of_pairs(fname, formula, reml):
         c1, c2 = cm(th, fast, s), cm(th, general, s)
         np.testing.assert_allclose(c1["uA"], c2["uA"], rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(c1["uB"], c2["uB"], rtol=1e-8, atol=1e-10)
+
+
+def _nested_with_slopes(seed=0):
+    rng = np.random.default_rng(seed)
+    n, ncls, nsch = 900, 90, 15
+    cls = rng.integers(0, ncls, n)
+    sch = cls % nsch  # every class in one school
+    x = rng.normal(size=n)
+    y = 1 + 0.5 * x + rng.normal(size=ncls)[cls] + rng.normal(size=nsch)[sch] * (1 + 0.5 * x) + rng.normal(size=n)
+    return pd.DataFrame({"y": y, "x": x, "cls": cls, "sch": sch})
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | sch/cls)", "y ~ x + (x | cls) + (x | sch)",
+                                     "y ~ x + (x | cls) + (1 | sch)"])
+def test_nested_block_diagonal_equals_dense(formula):
+    """Classes in schools: the batched B block gives the dense block's criterion, gradient and modes."""
+    import dataclasses
+
+    d = build_design(formula, _nested_with_slopes())
+    s = build_structure(d)
+    assert s.b_diag
+    dense_s = dataclasses.replace(s, b_diag=False)
+    nested, dense = compute_stats(d, s), compute_stats(d, dense_s, scalar_a=False)
+    vg = jax.jit(jax.value_and_grad(objective), static_argnums=(2, 3))
+    cm = jax.jit(conditional_modes, static_argnums=2)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        th = jnp.asarray(np.abs(rng.normal(size=s.ntheta)) * 0.5 + 0.1)
+        v1, g1 = vg(th, nested, s, True)
+        v2, g2 = vg(th, dense, dense_s, True)
+        assert abs(float(v1) - float(v2)) <= 1e-9 * abs(float(v2))
+        np.testing.assert_allclose(g1, g2, rtol=1e-7, atol=1e-8)
+        c1, c2 = cm(th, nested, s), cm(th, dense, dense_s)
+        np.testing.assert_allclose(c1["uA"], c2["uA"], rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(c1["uB"], c2["uB"], rtol=1e-8, atol=1e-10)
+
+
+def test_nested_condvar_equals_dense():
+    import dataclasses
+
+    import jaxhlm
+    from jaxhlm._src.condvar import ranef_condvar
+
+    m = jaxhlm.lmer("y ~ x + (x | cls) + (1 | sch)", _nested_with_slopes(1))
+    assert m._struct.b_diag
+    cv = ranef_condvar(m)
+    s2 = dataclasses.replace(m._struct, b_diag=False)
+    m._struct, m._stats = s2, compute_stats(m._design, s2, scalar_a=False)
+    cv2 = ranef_condvar(m)
+    for k in cv:
+        np.testing.assert_allclose(cv[k], cv2[k], rtol=1e-7, atol=1e-12)

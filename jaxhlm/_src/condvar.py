@@ -51,7 +51,15 @@ def _relative_condcov(model) -> list:
     LAinv = np.linalg.inv(LA)  # lower triangular, tiny blocks
     middle = np.broadcast_to(np.eye(qA), LA.shape).copy()
     out = [None] * struct.nfactors
-    if struct.nfactors > 1:
+    if getattr(struct, "b_diag", False):
+        # nested: (L_B L_B')^{-1} is block diagonal too, and each A level has one pair
+        LBinv = np.linalg.inv(np.moveaxis(np.asarray(d["LBblk"]), -1, 0))  # (L_B, qB, qB)
+        Mb = np.einsum("lki,lkj->lij", LBinv, LBinv)
+        out[1] = Mb
+        P = np.asarray(d["P"][1])  # (qA, qB, K)
+        ca, cl = np.asarray(stats["Ca1"]), np.asarray(stats["Cl1"])
+        np.add.at(middle, ca, np.einsum("akm,mkl,blm->mab", P, Mb[cl], P))
+    elif struct.nfactors > 1:
         LB = np.asarray(d["LB"])
         import scipy.linalg
 

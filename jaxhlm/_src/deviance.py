@@ -263,6 +263,33 @@ def _pls_b_blocks(Ts, TA, LA, RZXA, stats, struct, plain, Ps):
     return MB, RB
 
 
+def _nested_block(Ts, LA, RZXA, stats, struct):
+    """The B block of a nested design (``struct.b_diag``): batched per B level like A.
+
+    Each A level ``a`` couples with one B level ``l``, so ``L_BA L_BA'`` has a ``q_B x q_B``
+    block per B level, ``sum_{a in l} P_a' P_a`` with ``P_a = L_A[a]^{-1} T_A' C_a' T_B``, and
+    ``M_B``, its Cholesky factor and ``R_ZXB`` are batched over B levels (structure of arrays).
+    Returns ``log|L_B|^2``, ``R_ZXB'R_ZXB``, ``P (qA,qB,K)``, ``L_B (qB,qB,L_B)``, ``R_ZXB (qB,p+1,L_B)``.
+    """
+    TA, TB = Ts[0], Ts[1]
+    qB, nB = struct.q[1], struct.nlev[1]
+    C, ca, cl = stats["C1"], stats["Ca1"], stats["Cl1"]
+    U = jnp.einsum("ki,kl...,lj->ij...", TB, C, TA)  # (qB, qA, K)
+    P = fsolve_soa(LA[:, :, ca], jnp.swapaxes(U, 0, 1))  # (qA, qB, K)
+
+    def per_level(x):  # sum over pairs into B levels, last axis
+        return jnp.moveaxis(jax.ops.segment_sum(jnp.moveaxis(x, -1, 0), cl, nB), 0, -1)
+
+    Sb = per_level(jnp.einsum("cak,cbk->abk", P, P))
+    MB = _sandwich(TB, stats["B_blk"]) + jnp.eye(qB, dtype=TB.dtype)[:, :, None] - Sb
+    yB = jnp.moveaxis(stats["B_ZtXy"].reshape(nB, qB, -1), 0, -1)  # (qB, p+1, nB)
+    RB = jnp.einsum("ki,kc...->ic...", TB, yB) - per_level(jnp.einsum("cik,cdk->idk", P, RZXA[:, :, ca]))
+    LB = chol_soa(MB)
+    ldB = 2.0 * sum(jnp.sum(jnp.log(LB[i, i])) for i in range(qB))
+    W = fsolve_soa(LB, RB)
+    return ldB, jnp.einsum("icl,idl->cd", W, W), P, LB, W
+
+
 def pls(theta, stats, struct, full=False, plain=False):
     """Blocked Cholesky factorisation at ``theta``.
 
@@ -285,7 +312,12 @@ def pls(theta, stats, struct, full=False, plain=False):
     RZXA = fsolve_soa(LA, jnp.einsum("ki,kc...->ic...", TA, stats["A_ZtXy"]))
     S = stats["XytXy"] - jnp.einsum("icj,idj->cd", RZXA, RZXA)
     out = {"LA": LA, "RZXA": RZXA, "Ts": Ts}
-    if struct.nfactors > 1:
+    if struct.b_diag:
+        ldB, G, P, LBb, W = _nested_block(Ts, LA, RZXA, stats, struct)
+        out.update(P=[None, P], LBblk=LBb, RZXBblk=W)
+        S = S - G
+        ldL2 = ldL2 + ldB
+    elif struct.nfactors > 1:
         offs = struct.b_offsets
         QB = struct.QB
         Ps = [None]
@@ -401,8 +433,12 @@ def conditional_modes(theta, stats, struct):
     }
     vA = jnp.einsum("icj,c->ij", d["RZXA"], bfull)  # (qA, J): c_u - R_ZX beta
     if struct.nfactors > 1:
-        vB = d["RZXB"] @ bfull
-        uB = jax.scipy.linalg.solve_triangular(d["LB"].T, vB, lower=False)
+        if struct.b_diag:
+            vB = jnp.einsum("icl,c->il", d["RZXBblk"], bfull)  # (qB, L_B)
+            uB = bsolve_soa(d["LBblk"], vB[:, None, :])[:, 0, :].T.reshape(-1)
+        else:
+            vB = d["RZXB"] @ bfull
+            uB = jax.scipy.linalg.solve_triangular(d["LB"].T, vB, lower=False)
         offs = struct.b_offsets
         for f in range(1, struct.nfactors):
             qf, of = struct.q[f], offs[f]
@@ -411,7 +447,7 @@ def conditional_modes(theta, stats, struct):
             contrib = jnp.einsum("cik,ik->ck", d["P"][f], ub)  # (qA, K)
             vA = vA.at[:, ca].add(-contrib)
         out["uB"] = uB
-        out["LB"] = d["LB"]
+        out["LB"] = d["LBblk"] if struct.b_diag else d["LB"]
         out["P"] = d["P"]
     out["uA"] = bsolve_soa(d["LA"], vA[:, None, :])[:, 0, :]
     return out

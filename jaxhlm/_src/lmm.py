@@ -212,7 +212,8 @@ class LinearMixedModel:
         BlockDescription): one row per block of the lower triangle.
 
         The first factor (most levels) is a batched block diagonal of ``q x q`` blocks; the other
-        factors share one dense block; their coupling with the first is kept as a sparse list of
+        factors share one dense block (block diagonal and batched as well when the first factor
+        is nested in a single second one, e.g. classes in schools); their coupling with the first is kept as a sparse list of
         (level, level) pairs, and its contribution to the dense block as pairs of pairs.
         """
         s, st, d = self._struct, self._stats, self._design
@@ -222,6 +223,10 @@ class LinearMixedModel:
             K = int(np.sum(np.any(st[f"C{f}"] != 0, axis=(0, 1))))
             rows.append((d.factors[f].name, d.factors[0].name, "Sparse",
                          f"{K} nonzero {s.q[f]}x{s.q[0]} blocks"))
+            if s.b_diag:  # nested in the second factor: its block is block diagonal too
+                rows.append((d.factors[f].name, d.factors[f].name, "BlkDiag",
+                             f"{d.factors[f].nlevels} blocks of {s.q[f]}x{s.q[f]} (first factor nested)"))
+                continue
             for g in range(1, f + 1):
                 rows.append((d.factors[f].name, d.factors[g].name, "Dense",
                              f"{s.nlev[f] * s.q[f]}x{s.nlev[g] * s.q[g]} (part of a {s.QB}x{s.QB} dense block)"))

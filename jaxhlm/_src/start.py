@@ -91,9 +91,13 @@ def _factor_blocks(stats: dict, struct: Structure, f: int):
         ZtZ, ZtXy = np.asarray(stats["A_ZtZ"]), np.asarray(stats["A_ZtXy"])
     else:
         qf, Lf, of = struct.q[f], struct.nlev[f], struct.b_offsets[f]
-        B, R = np.asarray(stats["B_ZtZ"]), np.asarray(stats["B_ZtXy"])
+        R = np.asarray(stats["B_ZtXy"])
         idx = of + np.arange(Lf) * qf
-        ZtZ = np.stack([np.stack([B[idx + a, idx + c] for c in range(qf)]) for a in range(qf)])
+        if "B_blk" in stats:  # nested design: the B block is stored per level
+            ZtZ = np.asarray(stats["B_blk"])
+        else:
+            B = np.asarray(stats["B_ZtZ"])
+            ZtZ = np.stack([np.stack([B[idx + a, idx + c] for c in range(qf)]) for a in range(qf)])
         ZtXy = np.stack([R[idx + a] for a in range(qf)]).transpose(0, 2, 1)
     used = np.trace(ZtZ) > 0  # drops padded levels
     return ZtZ[:, :, used], ZtXy[:, :, used]

@@ -53,6 +53,10 @@ class Structure:
         Levels per factor (for A the padded count).
     theta_factor, theta_row, theta_col : tuple of int
         Position in ``T_f`` (lower triangular ``q_f x q_f``) of each element of theta.
+    b_diag : bool
+        Two factors, the first nested in the second (every level of A within one level of B,
+        e.g. classes in schools): the B block is then block diagonal, one ``q_B x q_B`` block
+        per level, and is kept batched like A (cost O(levels), not O(levels^3)).
     """
 
     p: int
@@ -61,6 +65,7 @@ class Structure:
     theta_factor: tuple
     theta_row: tuple
     theta_col: tuple
+    b_diag: bool = False
 
     @property
     def nfactors(self) -> int:
@@ -122,7 +127,18 @@ def build_structure(design, pad: bool = True) -> Structure:
     nlev = [f.nlevels for f in design.factors]
     if pad:
         nlev[0] = bucket(nlev[0])
-    return Structure(p=design.p, q=tuple(q), nlev=tuple(nlev), theta_factor=tuple(tf), theta_row=tuple(tr), theta_col=tuple(tc))
+    return Structure(p=design.p, q=tuple(q), nlev=tuple(nlev), theta_factor=tuple(tf), theta_row=tuple(tr),
+                     theta_col=tuple(tc), b_diag=is_nested(design))
+
+
+def is_nested(design) -> bool:
+    """Two grouping factors, every level of the first within a single level of the second."""
+    if len(design.factors) != 2:
+        return False
+    a, b = design.factors[0].codes, design.factors[1].codes
+    owner = np.full(design.factors[0].nlevels, -1, np.int64)
+    owner[a] = b  # (any row's B level; nested iff all rows agree)
+    return bool(np.all(owner[a] == b))
 
 
 def _factor_Z(design, f: int) -> np.ndarray:
@@ -273,6 +289,30 @@ def _scalar_a_products(pairs: list, struct: Structure) -> dict:
     return {"Qd": Qd, "Qa": Qa, "Qv": Qv}
 
 
+def _nested_stats(design, struct: Structure, stats: dict, Xy: list, ZA: list) -> dict:
+    """Statistics of a nested two-factor design (``struct.b_diag``): the B block per level,
+    ``B_blk (q_B,q_B,L_B)``, ``B_ZtXy (Q_B,p+1)`` and the (A level, B level) pairs, one per A level."""
+    fA, fB = design.factors
+    qB, LB = struct.q[1], struct.nlev[1]
+    ZB = _columns(_factor_Z(design, 1))
+    blk, r = _segment_products(fB.codes, LB, [(ZB, ZB, True), (ZB, Xy, False)])
+    stats["B_blk"] = blk
+    stats["B_ZtXy"] = r.transpose(2, 0, 1).reshape(LB * qB, -1)
+    key = fA.codes * LB + fB.codes
+    ukey, inv = np.unique(key, return_inverse=True)
+    K = len(ukey)
+    C = _segment_cross(inv.ravel(), K, ZB, ZA, sym=False)  # (qB,qA,K)
+    Kp = bucket(K)
+    Cp = np.zeros((qB, struct.q[0], Kp))
+    Cp[:, :, :K] = C
+    ca = np.zeros(Kp, np.int64)
+    cl = np.zeros(Kp, np.int64)
+    ca[:K] = ukey // LB
+    cl[:K] = ukey % LB
+    stats["C1"], stats["Ca1"], stats["Cl1"] = Cp, ca, cl
+    return stats
+
+
 def compute_stats(design, struct: Structure, y: np.ndarray | None = None, scalar_a: bool = True) -> dict:
     """One pass over the rows: the per-block cross-products the deviance needs.
 
@@ -307,6 +347,8 @@ def compute_stats(design, struct: Structure, y: np.ndarray | None = None, scalar
     }
     if struct.nfactors == 1:
         return stats
+    if struct.b_diag:
+        return _nested_stats(design, struct, stats, Xy, ZA)
     QB = struct.QB
     offs = struct.b_offsets
     BZtZ = np.zeros((QB, QB))
