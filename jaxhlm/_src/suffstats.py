@@ -19,6 +19,12 @@ adds exactly nothing to any sum):
   ``A_ZtZ (qA,qA,J)``, ``A_ZtXy (qA,p+1,J)``, ``XytXy (p+1,p+1)``, ``n``;
   for B: ``B_ZtZ (QB,QB)``, ``B_ZtXy (QB,p+1)``, per B factor ``f``: ``C (q_f,qA,K_f)`` with
   pair indices ``Ca, Cl``; per ordered factor pair ``(f, g)``: pair-of-pair indices.
+
+Two special layouts replace parts of this:
+  * scalar first factor (``qA = 1``): instead of pair-of-pair lists, the fill-in as a sparse map
+    of the level weights, ``Qd, Qa, Qv`` (:func:`_scalar_a_products`);
+  * first factor nested in a single second one (``Structure.b_diag``): ``B_blk (qB,qB,L_B)``
+    per level instead of the dense ``B_ZtZ``, and no pairs of pairs at all (:func:`_nested_stats`).
 """
 from __future__ import annotations
 
