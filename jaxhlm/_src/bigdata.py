@@ -23,6 +23,7 @@ are refused. The fitted model has no per-row quantities (``fitted``, ``resid``, 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -361,7 +362,7 @@ def lmer_out_of_core(formula, data, reml: bool = True, *, name=None, start=None,
         Identical estimates to the in-memory fit (up to rounding), without per-row quantities.
     """
     from .lmm import _fit_design
-    from .suffstats import build_structure, compute_stats
+    from .suffstats import build_structure, compute_stats, is_nested
 
     t0 = time.perf_counter()
     parsed = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
@@ -524,6 +525,8 @@ def lmer_out_of_core(formula, data, reml: bool = True, *, name=None, start=None,
     pseudo = Design(y=yp, X=Xp, terms=pseudo_o, factors=pseudo_factors, index=pd.RangeIndex(len(yp)), **common)
     design = OutOfCoreDesign(n, p, terms=terms_o, factors=factors_o, index=None, **common)
     struct = build_structure(design)
+    # nesting is a property of the rows: the pseudo-rows have the same level combinations
+    struct = dataclasses.replace(struct, b_diag=is_nested(pseudo))
     mesh = None
     if devices is not None:
         from .sharding import group_mesh, padded_structure

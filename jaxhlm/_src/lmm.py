@@ -20,7 +20,7 @@ from . import config  # noqa: F401
 from .design import Design, build_design
 from .errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
 from .deviance import objective
-from .optimize import fd_hessian, rectify, run_fit
+from .optimize import fd_hessian, rectify, run_fit, theta_start
 from .start import moment_start
 from .suffstats import build_structure, compute_stats
 
@@ -607,7 +607,10 @@ def _escape_zero_saddle(fit, stats, struct, reml):
 
 
 def _fit_design(design, struct, stats, reml, start=None, name=None, t_design=0.0, t_stats=0.0):
-    if start is None:
+    moment = False
+    if start is None and struct.nfactors == 1:
+        th0, moment = theta_start(struct), True  # the moment start is computed inside the fit
+    elif start is None:
         th0 = moment_start(struct, stats)
     else:
         try:
@@ -619,7 +622,7 @@ def _fit_design(design, struct, stats, reml, start=None, name=None, t_design=0.0
         if not np.all(np.isfinite(th0)):
             raise ArgumentError(f"start must be finite, got {th0}")
     t2 = time.perf_counter()
-    fit = run_fit(th0, stats, struct, reml)
+    fit = run_fit(th0, stats, struct, reml, moment=moment)
     fit = _escape_zero_saddle(fit, stats, struct, reml)
     t3 = time.perf_counter()
     timings = {"design": t_design, "stats": t_stats, "optimize": t3 - t2}

@@ -216,9 +216,14 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
             "Hinv": s["Hi"]}
 
 
-def _fit_core(theta0, stats, struct, reml):
+def _fit_core(theta0, stats, struct, reml, moment=False):
     from .deviance import _criterion, pls
     from .onefactor import level_sums, solution
+
+    if moment:  # start from the moment estimate (start.py), computed in the compiled program
+        from .start import moment_start_one_factor
+
+        theta0 = moment_start_one_factor(stats, struct, theta0)
 
     def f_aux(th):
         # one factor: per-level sums with a hand-derived reverse pass (onefactor.py; about 5x
@@ -259,17 +264,19 @@ def _fit_core(theta0, stats, struct, reml):
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "reml"))
-def fit_theta(theta0, stats, struct, reml):
+@functools.partial(jax.jit, static_argnames=("struct", "reml", "moment"))
+def fit_theta(theta0, stats, struct, reml, moment=False):
     """Minimise the (RE)ML criterion over theta and return the solution at the optimum.
 
     One compiled call per model structure: BFGS on theta, then beta, ``r^2``, the
     log-determinants, ``L_X`` and the conditional modes ``b`` (A block ``(qA, J)``, B flat).
+    With ``moment`` (one factor only), ``theta0`` is replaced by the moment estimate of
+    :func:`jaxhlm._src.start.moment_start_one_factor` (``theta0`` is its fallback).
     """
-    return _fit_core(theta0, stats, struct, reml)
+    return _fit_core(theta0, stats, struct, reml, moment)
 
 
-def run_fit(theta0, stats, struct, reml) -> dict:
+def run_fit(theta0, stats, struct, reml, moment=False) -> dict:
     """:func:`fit_theta` with its results moved to the host (NumPy arrays).
 
     Goes through :mod:`programcache`, so a new process reuses the traced program of an earlier one.
@@ -277,7 +284,8 @@ def run_fit(theta0, stats, struct, reml) -> dict:
     from . import programcache
 
     args = (np.asarray(theta0, dtype=np.float64), stats)
-    return jax.device_get(programcache.call(fit_theta, "fit_theta", args, {"struct": struct, "reml": bool(reml)}))
+    static = {"struct": struct, "reml": bool(reml), "moment": bool(moment)}
+    return jax.device_get(programcache.call(fit_theta, "fit_theta", args, static))
 
 
 @functools.partial(jax.jit, static_argnames=("struct", "reml"))

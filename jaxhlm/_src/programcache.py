@@ -60,7 +60,7 @@ def _directory():
 
 def _signature(args: tuple) -> tuple:
     leaves, tree = jax.tree_util.tree_flatten(args)
-    return tree, tuple((getattr(x, "shape", ()), str(getattr(x, "dtype", type(x).__name__))) for x in leaves)
+    return tree, tuple((getattr(x, "shape", ()), getattr(x, "dtype", type(x))) for x in leaves)
 
 
 def _key(name: str, static: tuple, sig: tuple) -> str:

@@ -134,3 +134,65 @@ def moment_start(struct: Structure, stats: dict) -> np.ndarray:
         for k in ks:
             theta[k] = T[struct.theta_row[k], struct.theta_col[k]]
     return theta
+
+
+def moment_start_one_factor(stats: dict, struct: Structure, fallback):
+    """:func:`moment_start` for a single grouping factor, traceable (runs inside the compiled fit,
+    where it costs microseconds instead of the ~0.5 ms of NumPy calls on small data).
+
+    ``fallback`` (lme4's start) is returned where the estimate is not defined.
+    """
+    import jax.numpy as jnp
+
+    A, B, XytXy, n = stats["A_ZtZ"], stats["A_ZtXy"], stats["XytXy"], stats["n"]
+    q = A.shape[0]
+    p = XytXy.shape[0] - 1
+    if p:
+        XtX, Xty = XytXy[:p, :p], XytXy[:p, p]
+        beta = jnp.linalg.solve(XtX, Xty)
+        rss = XytXy[p, p] - 2.0 * beta @ Xty + beta @ XtX @ beta
+        e = B[:, p, :] - jnp.einsum("qpj,p->qj", B[:, :p, :], beta)
+    else:
+        rss = XytXy[0, 0]
+        e = B[:, 0, :]
+    tr = sum(A[i, i] for i in range(q))
+    if q == 1:
+        det = A[0, 0]
+        Ai = [[1.0 / jnp.where(det > 0, det, 1.0)]]
+    elif q == 2:
+        det = A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0]
+        dd = jnp.where(det != 0, det, 1.0)
+        Ai = [[A[1, 1] / dd, -A[0, 1] / dd], [-A[1, 0] / dd, A[0, 0] / dd]]
+    else:
+        Am = jnp.moveaxis(A, 2, 0)
+        det = jnp.linalg.det(Am)
+        ok0 = (tr > 0) & (det > 1e-8 * jnp.maximum(tr, 1e-300) ** q)
+        inv = jnp.linalg.inv(jnp.where(ok0[:, None, None], Am, jnp.eye(q)))
+        Ai = [[inv[:, i, j] for j in range(q)] for i in range(q)]
+    ok = (tr > 0) & jnp.isfinite(det) & (det > 1e-8 * jnp.maximum(tr, 1e-300) ** q)
+    w = ok.astype(A.dtype)
+    nok = jnp.sum(w)
+    b = [sum(Ai[i][j] * e[j] for j in range(q)) * w for i in range(q)]
+    dof = n - p - q * nok
+    s2 = jnp.maximum(rss - sum(jnp.sum(b[i] * e[i]) for i in range(q)), 1e-8 * rss) / jnp.where(dof > 0, dof, 1.0)
+    mean = [jnp.sum(b[i]) / jnp.maximum(nok, 1.0) for i in range(q)]
+    bc = [(b[i] - mean[i]) * w for i in range(q)]
+    V = jnp.stack([jnp.stack([jnp.sum(Ai[i][j] * w) for j in range(q)]) for i in range(q)]) / jnp.maximum(nok, 1.0)
+    C = jnp.stack([jnp.stack([jnp.sum(bc[i] * bc[j]) for j in range(q)]) for i in range(q)]) / jnp.maximum(nok - 1.0, 1.0)
+    S = (C - s2 * V) / s2
+    lam, U = jnp.linalg.eigh(0.5 * (S + S.T))
+    S = (U * jnp.maximum(lam, 0.0)) @ U.T + 0.01 * jnp.diag(jnp.diagonal(V))
+    first = {}
+    for k in range(struct.ntheta):
+        r, c = struct.theta_row[k], struct.theta_col[k]
+        first[r] = min(first.get(r, c), c)
+    blocks: dict = {}
+    for i, c0 in first.items():
+        blocks.setdefault(c0, []).append(i)
+    T = jnp.zeros_like(S)
+    for idx in blocks.values():
+        idx = jnp.asarray(sorted(idx))
+        T = T.at[idx[:, None], idx[None, :]].set(jnp.linalg.cholesky(S[idx[:, None], idx[None, :]]))
+    theta = jnp.stack([T[struct.theta_row[k], struct.theta_col[k]] for k in range(struct.ntheta)])
+    valid = (nok >= q + 2) & (dof > 0) & (rss > 0) & jnp.all(jnp.isfinite(theta))
+    return jnp.where(valid, theta, fallback)

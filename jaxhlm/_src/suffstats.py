@@ -142,6 +142,8 @@ def is_nested(design) -> bool:
     if len(design.factors) != 2:
         return False
     a, b = design.factors[0].codes, design.factors[1].codes
+    if len(a) == 0 or len(a) != len(b):  # no rows held (out-of-core designs): not known here
+        return False
     owner = np.full(design.factors[0].nlevels, -1, np.int64)
     owner[a] = b  # (any row's B level; nested iff all rows agree)
     return bool(np.all(owner[a] == b))
