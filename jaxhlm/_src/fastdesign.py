@@ -69,8 +69,7 @@ def parse_simple_rhs(rhs: str):
     return intercept, names
 
 
-def _plain_numeric(col) -> bool:
-    dt = col.dtype
+def _plain_numeric(dt) -> bool:
     return isinstance(dt, np.dtype) and dt.kind in "fiu"
 
 
@@ -85,8 +84,9 @@ def fast_columns(parsed, data: pd.DataFrame):
     if not isinstance(data, pd.DataFrame) or not data.columns.is_unique:
         return None
     cols = data.columns
+    dtypes = dict(zip(cols, data.dtypes))
     ycol = parsed.response
-    if not isinstance(ycol, str) or not _NAME.match(ycol) or ycol not in cols or not _plain_numeric(data[ycol]):
+    if not isinstance(ycol, str) or not _NAME.match(ycol) or ycol not in dtypes or not _plain_numeric(dtypes[ycol]):
         return None
     fixed = parse_simple_rhs(parsed.fixed)
     if fixed is None:
@@ -98,11 +98,11 @@ def fast_columns(parsed, data: pd.DataFrame):
             return None
         terms.append(r)
         for g in t.group:
-            if g not in cols:
+            if g not in dtypes:
                 return None
     numeric = set(fixed[1]) | {n for _, ns in terms for n in ns}
     for c in numeric:
-        if c not in cols or not _plain_numeric(data[c]):
+        if c not in dtypes or not _plain_numeric(dtypes[c]):
             return None
     arrays = {c: data[c].to_numpy() for c in {ycol} | numeric}
     # rows with a missing value in any used column (numeric NaN, or NA in a grouping column)

@@ -341,7 +341,7 @@ class LinearMixedModel:
     @property
     def is_singular(self) -> bool:
         """lme4's ``isSingular``: a diagonal element of theta within 1e-4 of its bound 0."""
-        th = self.theta.to_numpy()
+        th = np.asarray(self._fit["theta"], dtype=np.float64)  # (sign normalisation keeps |diag|)
         return bool(np.any(np.abs(th[self._struct.theta_is_diag()]) < SINGULAR_TOL))
 
     @property
