@@ -85,6 +85,19 @@ def _relative_cov(ZtZ: np.ndarray, ZtXy: np.ndarray, XytXy: np.ndarray, n: float
     return S if np.all(np.isfinite(S)) else None
 
 
+def _term_blocks(struct: Structure, ks) -> list:
+    """Column indices of each term's block within its factor's ``T``, from theta entries ``ks``:
+    index i belongs to the term whose first column is ``min{c : (i, c) in theta}``."""
+    first: dict = {}
+    for k in ks:
+        r, c = struct.theta_row[k], struct.theta_col[k]
+        first[r] = min(first.get(r, c), c)
+    blocks: dict = {}
+    for i, c0 in first.items():
+        blocks.setdefault(c0, []).append(i)
+    return [sorted(idx) for idx in blocks.values()]
+
+
 def _factor_blocks(stats: dict, struct: Structure, f: int):
     """Per-level ``Z'Z (q,q,L)`` and ``Z'[X y] (q,p+1,L)`` of factor ``f`` (levels with data only)."""
     if f == 0:
@@ -116,18 +129,9 @@ def moment_start(struct: Structure, stats: dict) -> np.ndarray:
             S = None
         if S is None:
             continue
-        # term blocks: index i belongs to the term whose first column is min{c : (i, c) in theta}
-        first = {}
-        for k in ks:
-            r, c = struct.theta_row[k], struct.theta_col[k]
-            first[r] = min(first.get(r, c), c)
-        blocks: dict = {}
-        for i, c0 in first.items():
-            blocks.setdefault(c0, []).append(i)
         T = np.zeros_like(S)
         try:
-            for idx in blocks.values():
-                idx = sorted(idx)
+            for idx in _term_blocks(struct, ks):
                 T[np.ix_(idx, idx)] = np.linalg.cholesky(S[np.ix_(idx, idx)])
         except np.linalg.LinAlgError:
             continue
@@ -182,16 +186,9 @@ def moment_start_one_factor(stats: dict, struct: Structure, fallback):
     S = (C - s2 * V) / s2
     lam, U = jnp.linalg.eigh(0.5 * (S + S.T))
     S = (U * jnp.maximum(lam, 0.0)) @ U.T + 0.01 * jnp.diag(jnp.diagonal(V))
-    first = {}
-    for k in range(struct.ntheta):
-        r, c = struct.theta_row[k], struct.theta_col[k]
-        first[r] = min(first.get(r, c), c)
-    blocks: dict = {}
-    for i, c0 in first.items():
-        blocks.setdefault(c0, []).append(i)
     T = jnp.zeros_like(S)
-    for idx in blocks.values():
-        idx = jnp.asarray(sorted(idx))
+    for idx in _term_blocks(struct, range(struct.ntheta)):
+        idx = jnp.asarray(idx)
         T = T.at[idx[:, None], idx[None, :]].set(jnp.linalg.cholesky(S[idx[:, None], idx[None, :]]))
     theta = jnp.stack([T[struct.theta_row[k], struct.theta_col[k]] for k in range(struct.ntheta)])
     valid = (nok >= q + 2) & (dof > 0) & (rss > 0) & jnp.all(jnp.isfinite(theta))

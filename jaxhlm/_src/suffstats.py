@@ -306,19 +306,28 @@ def _nested_stats(design, struct: Structure, stats: dict, Xy: list, ZA: list) ->
     blk, r = _segment_products(fB.codes, LB, [(ZB, ZB, True), (ZB, Xy, False)])
     stats["B_blk"] = blk
     stats["B_ZtXy"] = r.transpose(2, 0, 1).reshape(LB * qB, -1)
-    key = fA.codes * LB + fB.codes
+    stats["C1"], stats["Ca1"], stats["Cl1"], _ = _pair_list(fA.codes, fB.codes, LB, ZB, ZA)
+    return stats
+
+
+def _pair_list(codes_a, codes_f, Lf: int, Zf, ZA) -> tuple:
+    """The (A level, factor-f level) pairs present in the rows, with ``C_k = Z_f'Z_A`` per pair.
+
+    Returns ``C (q_f, q_A, K_padded)``, the A levels ``ca`` and f levels ``cl`` of the pairs
+    (sorted by A level, then f level; padding: zero blocks at level 0) and ``K``.
+    """
+    key = codes_a * Lf + codes_f
     ukey, inv = np.unique(key, return_inverse=True)
     K = len(ukey)
-    C = _segment_cross(inv.ravel(), K, ZB, ZA, sym=False)  # (qB,qA,K)
+    C = _segment_cross(inv.ravel(), K, Zf, ZA, sym=False)  # (qf,qA,K)
     Kp = bucket(K)
-    Cp = np.zeros((qB, struct.q[0], Kp))
+    Cp = np.zeros(C.shape[:2] + (Kp,))
     Cp[:, :, :K] = C
     ca = np.zeros(Kp, np.int64)
     cl = np.zeros(Kp, np.int64)
-    ca[:K] = ukey // LB
-    cl[:K] = ukey % LB
-    stats["C1"], stats["Ca1"], stats["Cl1"] = Cp, ca, cl
-    return stats
+    ca[:K] = ukey // Lf
+    cl[:K] = ukey % Lf
+    return Cp, ca, cl, K
 
 
 def compute_stats(design, struct: Structure, y: np.ndarray | None = None, scalar_a: bool = True) -> dict:
@@ -374,17 +383,7 @@ def compute_stats(design, struct: Structure, y: np.ndarray | None = None, scalar
                 BZtZ[idx + lv, idx + lw] = d[lv, lw]
         BZtXy[of:of + Lf * qf] = r.transpose(2, 0, 1).reshape(Lf * qf, -1)
         # coupling with A: pairs (a, l)
-        key = fA.codes * Lf + ff.codes
-        ukey, inv = np.unique(key, return_inverse=True)
-        K = len(ukey)
-        C = _segment_cross(inv.ravel(), K, Zs[f], ZA, sym=False)  # (qf,qA,K)
-        Kp = bucket(K)
-        Cp = np.zeros((qf, struct.q[0], Kp))
-        Cp[:, :, :K] = C
-        ca = np.zeros(Kp, np.int64)
-        cl = np.zeros(Kp, np.int64)
-        ca[:K] = ukey // Lf
-        cl[:K] = ukey % Lf
+        Cp, ca, cl, K = _pair_list(fA.codes, ff.codes, Lf, Zs[f], ZA)
         pairs.append((Cp, ca, cl, K))
         stats[f"C{f}"] = Cp
         stats[f"Ca{f}"] = ca
