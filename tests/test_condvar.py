@@ -8,7 +8,6 @@ designs (where the blocked formula of :mod:`jaxhlm._src.condvar` matters).
 from __future__ import annotations
 
 import numpy as np
-import os
 
 import pandas as pd
 import pytest
@@ -16,8 +15,7 @@ import pytest
 from conftest import fit_case, load_cases, load_reference
 from jaxhlm._src.kenward_roger import _full_z, _lambda
 
-# InstEval's conditional variances take minutes: run them only with JAXHLM_SLOW_TESTS=1
-CASES = [c["id"] for c in load_cases("lmer") if c["id"] != "insteval_reml" or os.environ.get("JAXHLM_SLOW_TESTS")]
+CASES = [c["id"] for c in load_cases("lmer")]
 
 
 def _tol(ref) -> float:

@@ -1,7 +1,6 @@
 """Predictions (lme4's predict.merMod): reference rows, fitted values, new and unseen levels."""
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -11,8 +10,7 @@ import pytest
 import jaxhlm
 from conftest import fit_case, load_cases, load_data, load_reference
 
-# InstEval (73k rows, two large crossed factors) takes minutes to fit: JAXHLM_SLOW_TESTS=1 only
-CASES = [c["id"] for c in load_cases("lmer") if c["id"] != "insteval_reml" or os.environ.get("JAXHLM_SLOW_TESTS")]
+CASES = [c["id"] for c in load_cases("lmer")]
 
 
 def case_data(case_id) -> pd.DataFrame:

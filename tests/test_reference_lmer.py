@@ -12,7 +12,6 @@ optimizer's fit instead of the default one.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -141,8 +140,6 @@ def test_theta_rectified(case):
 
 def test_satterthwaite_df(case):
     ref, m = case
-    if ref["id"] == "insteval_reml" and not os.environ.get("JAXHLM_SLOW_TESTS"):
-        pytest.skip("InstEval's Satterthwaite Hessian takes minutes: set JAXHLM_SLOW_TESTS=1")
     t = _target(ref)
     if t["df"] is None:
         pytest.skip("no Satterthwaite df in the reference")
