@@ -18,6 +18,11 @@ import jax
 _DONE = False
 
 
+def cache_base() -> str:
+    """jaxhlm's cache folder: ``JAXHLM_CACHE_DIR`` or ``~/.cache/jaxhlm/jax``."""
+    return os.environ.get("JAXHLM_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxhlm", "jax"))
+
+
 def ensure_configured() -> None:
     """Enable float64 and (unless disabled) the persistent compilation cache. Idempotent."""
     global _DONE
@@ -27,9 +32,7 @@ def ensure_configured() -> None:
     if not os.environ.get("JAXHLM_NO_CACHE"):
         try:
             if not jax.config.jax_compilation_cache_dir:
-                cache = os.environ.get(
-                    "JAXHLM_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxhlm", "jax")
-                )
+                cache = cache_base()
                 os.makedirs(cache, exist_ok=True)
                 jax.config.update("jax_compilation_cache_dir", cache)
                 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

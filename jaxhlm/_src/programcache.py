@@ -3,7 +3,8 @@
 JAX's persistent compilation cache (:mod:`config`) saves the XLA compile of a program, but every
 new process still traces the Python code and lowers it to StableHLO before it can look the
 compiled program up: for a fit that is about 0.3-0.5 s, more than the fit. This module keeps the
-lowered program itself (``jax.export``, serialised) under ``<cache dir>/programs``, keyed by
+lowered program itself (``jax.export``, serialised) under ``<JAXHLM_CACHE_DIR>/programs``
+(default ``~/.cache/jaxhlm/jax/programs``), keyed by
 
 * the function's name and its static arguments (the model :class:`~suffstats.Structure`, REML),
 * the tree, shapes and dtypes of its array arguments,
@@ -43,9 +44,9 @@ def _source_digest() -> str:
 def _directory():
     if os.environ.get("JAXHLM_NO_CACHE"):
         return None
-    base = jax.config.jax_compilation_cache_dir
-    if not base:
-        return None
+    from .config import cache_base
+
+    base = cache_base()  # jaxhlm's own folder, also when the user set up JAX's cache elsewhere
     try:
         from jax._src.export import serialization  # noqa: F401  (needs flatbuffers)
     except ImportError:
