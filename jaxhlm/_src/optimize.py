@@ -149,7 +149,7 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
             Li = jax.scipy.linalg.solve_triangular(jnp.where(ok, L, eye), eye, lower=True)
             return ok, Li.T @ Li
 
-        # (a cond: the eigendecomposition runs once, not in every iteration)
+        # (in a cond: the factorisation runs once, not in every iteration)
         if nseed:
             spd, Hi_seed = jax.lax.cond(seed_now, invert_seed, lambda Hc: (jnp.asarray(False), eye), Hc)
             spd = seed_now & spd
