@@ -15,7 +15,11 @@ the penalised residual sum of squares at the conditional optimum is ``r^2`` and
 
 ``L`` is computed block by block (see :mod:`suffstats`): the batched ``qA x qA`` blocks of the
 first factor by unrolled scalar formulas vectorised over levels (structure of arrays, much
-faster than batched ``jnp.linalg`` on tiny blocks), the remaining factors densely.
+faster than batched ``jnp.linalg`` on tiny blocks), the remaining factors densely. Two designs
+get cheaper forms of the same algebra: a first factor nested in a single second one keeps the
+second block batched too (:func:`_nested_block`), and a scalar first factor turns the fill-in of
+the dense block into one sparse map of its level weights (``Q(w)`` in :func:`pls`). One grouping
+factor alone is handled by :mod:`onefactor` in the optimiser (hand-derived gradient).
 """
 from __future__ import annotations
 
