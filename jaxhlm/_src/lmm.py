@@ -561,7 +561,10 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
     Notes
     -----
     Minimises the profiled deviance (Bates et al. 2015, JSS 67(1), eqs. 34 and 41) over theta
-    with BFGS on exact autodiff gradients, in float64, compiled once per model structure.
+    with BFGS on exact gradients, in float64, compiled once per model structure (and cached on
+    disk, see :mod:`jaxhlm._src.programcache`). Without ``start`` the search begins at a moment
+    estimate of theta (:mod:`jaxhlm._src.start`), with its inverse Hessian seeded by finite
+    differences of the gradient; ``start`` gives lme4's behaviour (e.g. ``start=[1, 0, 1]``).
     """
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r} ({type(reml).__name__})")
