@@ -552,7 +552,7 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
     name : str, optional
         Label used in model comparisons.
     start : array-like, optional
-        Starting theta (lme4 order); default 1 on the diagonals, 0 elsewhere.
+        Starting theta (lme4 order); default a moment estimate (lme4 starts at 1 on the diagonals, 0 below).
 
     Returns
     -------
