@@ -193,6 +193,17 @@ def _check_arguments(caller, fit, nsim, alpha, level, method, test):
     return nsim, alpha, level, method, _check_tests(fit, test)
 
 
+def _effect_params(fit, tests, fixef, effect, theta, sigma):
+    """The simulation parameters: the fit's, with ``fixef`` and ``effect`` (the one tested
+    coefficient) set as asked."""
+    fx = dict(fixef) if fixef is not None else {}
+    if effect is not None:
+        if len(tests) != 1:
+            raise ArgumentError("effect= sets one coefficient; use fixef={name: value, ...} for several")
+        fx[tests[0]] = float(effect)
+    return resolve_params(fit, fx or None, theta, sigma)
+
+
 def power(fit, test=None, nsim: int = 1000, alpha: float = 0.05, effect=None, *, fixef=None, theta=None, sigma=None,
           method: str = "satterthwaite", seed=None, level: float = 0.95, batch_size=None, chunk_size=None,
           progress=None) -> PowerResult:
@@ -224,12 +235,7 @@ def power(fit, test=None, nsim: int = 1000, alpha: float = 0.05, effect=None, *,
     PowerResult
     """
     nsim, alpha, level, method, tests = _check_arguments("power()", fit, nsim, alpha, level, method, test)
-    fx = dict(fixef) if fixef is not None else {}
-    if effect is not None:
-        if len(tests) != 1:
-            raise ArgumentError("effect= sets one coefficient; use fixef={name: value, ...} for several")
-        fx[tests[0]] = float(effect)
-    params = resolve_params(fit, fx or None, theta, sigma)
+    params = _effect_params(fit, tests, fixef, effect, theta, sigma)
     kw = dict(batch_size=batch_size, chunk_size=chunk_size, progress=progress)
     return _power_on_spec(spec_of(fit), params, tests, method, nsim, alpha, level, seed, kw)
 
@@ -348,12 +354,7 @@ def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: floa
         raise ArgumentError(f"sizes must be a sequence of integers, got {sizes!r}") from None
     if not sizes:
         raise ArgumentError("sizes is empty")
-    fx = dict(fixef) if fixef is not None else {}
-    if effect is not None:
-        if len(tests) != 1:
-            raise ArgumentError("effect= sets one coefficient; use fixef={name: value, ...} for several")
-        fx[tests[0]] = float(effect)
-    params = resolve_params(fit, fx or None, theta, sigma)
+    params = _effect_params(fit, tests, fixef, effect, theta, sigma)
     ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else seed.bit_generator.seed_seq
     design_ss, sim_ss = ss.spawn(2)
     designs = []
