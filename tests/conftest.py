@@ -50,17 +50,24 @@ def load_data(name: str) -> pd.DataFrame:
     raise FileNotFoundError(name)
 
 
+def reference_data(ref: dict) -> pd.DataFrame:
+    """The data of a reference case as R saw it: numeric columns R used as factors become
+    categoricals (R's factor(): levels sorted numerically); string columns are left as they are
+    (jaxhlm sorts their levels as R does)."""
+    data = load_data(ref["data"]).copy()
+    for col in ref.get("factors") or []:
+        if col in data.columns and pd.api.types.is_numeric_dtype(data[col]):
+            data[col] = pd.Categorical(data[col])
+    return data
+
+
 @functools.lru_cache(maxsize=None)
 def fit_case(case_id: str):
     """Fit a reference case once per test session (fits are immutable)."""
     import jaxhlm
 
     ref = load_reference(case_id)
-    data = load_data(ref["data"]).copy()
-    for col in ref.get("factors") or []:  # R's factor(): levels sorted, numeric ones numerically
-        # (string columns are left as they are: jaxhlm sorts their levels as R does)
-        if col in data.columns and pd.api.types.is_numeric_dtype(data[col]):
-            data[col] = pd.Categorical(data[col])
+    data = reference_data(ref)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return jaxhlm.lmer(ref["formula"], data, reml=bool(ref["REML"]), name=case_id)

@@ -6,18 +6,14 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-from conftest import fit_case, load_cases, load_data, load_reference
+from conftest import fit_case, load_cases, load_data, load_reference, reference_data
 from jaxhlm._src.icc import variance_components
 
 ICC_CASES = [c["id"] for c in load_cases("icc")]
 
 
 def _data(ref):
-    data = load_data(ref["data"]).copy()
-    for col in ref.get("factors") or []:
-        if col in data.columns and pd.api.types.is_numeric_dtype(data[col]):
-            data[col] = pd.Categorical(data[col])
-    return data
+    return reference_data(ref)
 
 
 @pytest.mark.parametrize("case_id", ICC_CASES)

@@ -8,19 +8,14 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-from conftest import fit_case, load_cases, load_data, load_reference
+from conftest import fit_case, load_cases, load_reference, reference_data
 
 CASES = [c["id"] for c in load_cases("lmer")]
 
 
 def case_data(case_id) -> pd.DataFrame:
     """The data of a reference case as the fit saw it (numeric factor columns as categoricals)."""
-    ref = load_reference(case_id)
-    data = load_data(ref["data"]).copy()
-    for col in ref.get("factors") or []:
-        if col in data.columns and pd.api.types.is_numeric_dtype(data[col]):
-            data[col] = pd.Categorical(data[col])
-    return data
+    return reference_data(load_reference(case_id))
 
 
 @pytest.mark.parametrize("case_id", CASES)
