@@ -34,7 +34,6 @@ deviance and its gradient, which keeps compile time low. Replicates run one at a
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 import warnings
@@ -46,7 +45,7 @@ import pandas as pd
 import scipy.sparse
 import scipy.stats
 
-from . import config  # noqa: F401  (float64)
+from .config import jit  # (importing config also turns on float64)
 from .deviance import LOG2PI, pls
 from .errors import ArgumentError, ConvergenceWarning, DataError
 from .suffstats import bucket
@@ -370,7 +369,7 @@ def _replicate(theta0, Hi0, base, ys, flags, struct, reml, maxit=200, max_halvin
     }
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "reml", "batch_size"))
+@jit(static_argnames=("struct", "reml", "batch_size"))
 def _refit_chunk(theta0, Hi0, base, ys, flags, struct, reml, batch_size):
     """Fit every replicate of a chunk (leading axis of ``ys`` and ``flags``)."""
     one = lambda args: _replicate(theta0, Hi0, base, args[0], args[1], struct, reml)  # noqa: E731

@@ -18,18 +18,18 @@ pairs of pairs of :mod:`suffstats`, so the cost is O(levels), not O(Q^2)).
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import numpy as np
 import pandas as pd
 
+from .config import jit
 from .deviance import pls
 
 __all__ = ["ranef_condvar", "ranef_condsd"]
 
 
-@functools.partial(jax.jit, static_argnames=("struct",))
+@jit(static_argnames=("struct",))
 def _pls_jit(theta, stats, struct):
     try:  # the dense factor L_B is only returned on request in newer engines
         d = pls(theta, stats, struct, full=True)

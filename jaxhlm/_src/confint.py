@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from .config import jit
 from .deviance import objective_vp
 from .errors import ArgumentError, JaxhlmWarning
 from .optimize import bfgs_minimize
@@ -217,7 +218,7 @@ def _transform_stats(stats, Mmat):
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "specs"))
+@jit(static_argnames=("struct", "specs"))
 def _profile_point(z0, x, kind, which, a, perm, M0, E, stats, struct, specs):
     """Minimise the ML deviance over the nuisance ``z = [theta, sigma]`` with one parameter at ``x``.
 

@@ -11,12 +11,11 @@ import math
 import time
 import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from . import config  # noqa: F401
+from .config import jit  # (importing config also turns on float64)
 from .design import Design, build_design
 from .errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
 from .deviance import objective
@@ -28,7 +27,7 @@ __all__ = ["LinearMixedModel", "lmer"]
 
 SINGULAR_TOL = 1e-4
 
-_objective_jit = jax.jit(objective, static_argnames=("struct", "reml"))
+_objective_jit = jit(objective, static_argnames=("struct", "reml"))
 CONV_TOL = 2e-3  # lme4's check.conv.grad tolerance
 
 

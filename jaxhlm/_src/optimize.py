@@ -16,12 +16,12 @@ forward-difference Hessian (``m`` extra gradient calls that typically save 2-4 t
 """
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .config import jit
 from .deviance import conditional_modes, objective
 
 SEED_MAX_THETA = 12  # up to this many parameters the first m gradient calls seed BFGS's Hessian
@@ -264,7 +264,7 @@ def _fit_core(theta0, stats, struct, reml, moment=False):
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "reml", "moment"))
+@jit(static_argnames=("struct", "reml", "moment"))
 def fit_theta(theta0, stats, struct, reml, moment=False):
     """Minimise the (RE)ML criterion over theta and return the solution at the optimum.
 
@@ -288,7 +288,7 @@ def run_fit(theta0, stats, struct, reml, moment=False) -> dict:
     return jax.device_get(programcache.call(fit_theta, "fit_theta", args, static))
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "reml"))
+@jit(static_argnames=("struct", "reml"))
 def value_and_grad_theta(theta, stats, struct, reml):
     return jax.value_and_grad(objective)(theta, stats, struct, reml)
 

@@ -70,7 +70,11 @@ def _key(name: str, static: tuple, sig: tuple) -> str:
 
 
 def _exported(jitted, name: str, static: tuple, args: tuple, static_kwargs: dict, sig: tuple):
-    """The exported program (wrapped in ``jax.jit`` for fast dispatch), or None."""
+    """The exported program (wrapped in ``jax.jit`` for fast dispatch), or None.
+
+    ``jitted`` is a ``jax.jit`` object or a :func:`jaxhlm._src.config.jit` wrapper; the program
+    is compiled with :func:`~jaxhlm._src.config.compiler_options` (they are not part of it).
+    """
     directory = _directory()
     if directory is None:
         return None
@@ -84,14 +88,16 @@ def _exported(jitted, name: str, static: tuple, args: tuple, static_kwargs: dict
             with open(path, "rb") as fh:
                 exp = export.deserialize(bytearray(fh.read()))
         else:
-            exp = export.export(jitted)(*args, **static_kwargs)
+            exp = export.export(getattr(jitted, "jitted", lambda: jitted)())(*args, **static_kwargs)
             tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
             with open(tmp, "wb") as fh:
                 fh.write(exp.serialize())
             os.replace(tmp, path)
     except Exception:  # not exportable (host callbacks), unreadable file: plain jit
         return None
-    return jax.jit(exp.call)
+    from .config import compiler_options
+
+    return jax.jit(exp.call, compiler_options=compiler_options())
 
 
 def call(jitted, name: str, args: tuple, static_kwargs: dict):

@@ -10,7 +10,6 @@ lmerTest differentiates numerically; here ``H`` and ``dC/dv`` are exact (autodif
 """
 from __future__ import annotations
 
-import functools
 import warnings
 
 import jax
@@ -19,13 +18,14 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from .config import jit
 from .deviance import beta_and_cov, objective_vp
 from .errors import JaxhlmWarning
 
 __all__ = ["satterthwaite_parts", "satterthwaite_df", "coef_table"]
 
 
-@functools.partial(jax.jit, static_argnames=("struct", "reml"))
+@jit(static_argnames=("struct", "reml"))
 def _vp_derivatives(varpar, stats, struct, reml):
     H = jax.hessian(objective_vp)(varpar, stats, struct, reml)
     cov = lambda vp: beta_and_cov(vp[:-1], vp[-1], stats, struct)[1]  # noqa: E731
