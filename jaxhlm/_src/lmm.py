@@ -19,7 +19,7 @@ from .config import jit  # (importing config also turns on float64)
 from .design import Design, build_design
 from .errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
 from .deviance import objective
-from .optimize import fd_hessian, rectify, run_fit, theta_start
+from .optimize import fd_hessian, random_effects, rectify, run_fit, theta_start
 from .start import moment_start
 from .suffstats import build_structure, compute_stats
 
@@ -233,13 +233,21 @@ class LinearMixedModel:
         return pd.DataFrame(rows, columns=["rows", "columns", "storage", "size"])
 
     # ------------------------------------------------------------------ random effects
+    @functools.cached_property
+    def _modes(self) -> dict:
+        """The conditional modes at the optimum, computed on first use (not part of the fit)."""
+        if "bA" in self._fit:
+            return self._fit
+        return random_effects(self._fit["theta"], self._stats, self._struct)
+
     def _factor_blocks(self):
         """b per factor as arrays of shape (nlevels, q_f)."""
         d = self._design
         s = self._struct
-        out = [np.asarray(self._fit["bA"]).T[: d.factors[0].nlevels]]
+        modes = self._modes
+        out = [np.asarray(modes["bA"]).T[: d.factors[0].nlevels]]
         if s.nfactors > 1:
-            bB = np.asarray(self._fit["bB"])
+            bB = np.asarray(modes["bB"])
             o = 0
             for f in range(1, s.nfactors):
                 L, q = s.nlev[f], s.q[f]

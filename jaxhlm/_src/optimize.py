@@ -218,7 +218,7 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
 
 def _fit_core(theta0, stats, struct, reml, moment=False):
     from .deviance import _criterion, pls
-    from .onefactor import level_sums, solution
+    from .onefactor import level_sums
 
     if moment:  # start from the moment estimate (start.py), computed in the compiled program
         from .start import moment_start_one_factor
@@ -232,26 +232,62 @@ def _fit_core(theta0, stats, struct, reml, moment=False):
         if struct.nfactors == 1 and struct.p + 1 <= 16:
             ld, Ssub = level_sums(th, stats["A_ZtZ"], stats["A_ZtXy"], struct)
             Lxx = jnp.linalg.cholesky(stats["XytXy"] - Ssub)
-            return _criterion(ld, Lxx, stats["n"], struct.p, reml), {}
-        d = pls(th, stats, struct)
-        return _criterion(d["ldL2"], d["Lxx"], stats["n"], struct.p, reml), {}
+        else:
+            d = pls(th, stats, struct)
+            ld, Lxx = d["ldL2"], d["Lxx"]
+        # L_XX and log|L|^2 at the best point travel through the loop: beta and r^2 follow
+        # from them on the host (:func:`finish`), so no second forward pass is compiled
+        return _criterion(ld, Lxx, stats["n"], struct.p, reml), {"Lxx": Lxx, "ldL2": ld}
 
+    m = struct.p + 1
+    aux_shapes = {"Lxx": jax.ShapeDtypeStruct((m, m), theta0.dtype), "ldL2": jax.ShapeDtypeStruct((), theta0.dtype)}
     res = quasi_newton(jax.value_and_grad(f_aux, has_aux=True), theta0, seed_hessian=struct.ntheta <= SEED_MAX_THETA,
-                       aux_shapes={})
-    x = res["x"]
+                       aux_shapes=aux_shapes)
+    return {"theta": res["x"], "objective": res["f"], "grad": res["g"], "iterations": res["it"],
+            "converged": res["converged"], "Hinv": res["Hinv"], **res["aux"]}
+
+
+@jit(static_argnames=("struct", "reml", "moment"))
+def fit_theta(theta0, stats, struct, reml, moment=False):
+    """Minimise the (RE)ML criterion over theta: one compiled call per model structure.
+
+    Returns theta, the criterion, its gradient, the number of gradient calls, the convergence
+    flag, the final inverse-Hessian estimate, and at the optimum ``Lxx`` (the Cholesky factor of
+    the Schur complement of ``[X y]``) and ``ldL2 = log|L|^2``; :func:`finish` derives beta and
+    ``r^2`` from them. The conditional modes are not part of it (:func:`random_effects`, on
+    demand). With ``moment`` (one factor only), ``theta0`` is replaced by the moment estimate of
+    :func:`jaxhlm._src.start.moment_start_one_factor` (``theta0`` is its fallback).
+    """
+    return _fit_core(theta0, stats, struct, reml, moment)
+
+
+def finish(fit: dict, p: int) -> dict:
+    """``fit`` plus ``beta, r2, Lx, ldRX2`` (NumPy), from its ``Lxx``.
+
+    ``L_XX = [[L_X, 0], [l', r]]`` is the Cholesky factor of the Schur complement of ``[X y]``
+    (Bates et al. 2015, JSS 67(1), sec. 3.5): ``L_X' beta = l``, ``r^2`` is the penalised
+    residual sum of squares and ``log|L_X|^2 = 2 sum log diag(L_X)`` (lme4's ``R_X``).
+    """
+    import scipy.linalg
+
+    Lxx = np.asarray(fit["Lxx"], dtype=np.float64)
+    Lx = Lxx[:p, :p]
+    out = dict(fit)
+    out["beta"] = scipy.linalg.solve_triangular(Lx.T, Lxx[p, :p], lower=False) if p else np.zeros(0)
+    out["r2"] = Lxx[p, p] ** 2
+    out["Lx"] = Lx
+    out["ldRX2"] = 2.0 * np.sum(np.log(np.diagonal(Lx)))
+    return out
+
+
+def _modes(theta, stats, struct):
     if struct.nfactors == 1 and struct.p + 1 <= 16:
-        sol = solution(x, stats["A_ZtZ"], stats["A_ZtXy"], stats["XytXy"], struct)
-        return {"theta": x, "objective": res["f"], "grad": res["g"], "iterations": res["it"],
-                "converged": res["converged"], "Hinv": res["Hinv"], **sol}
-    cm = conditional_modes(x, stats, struct)
+        from .onefactor import solution
+
+        return {"bA": solution(theta, stats["A_ZtZ"], stats["A_ZtXy"], stats["XytXy"], struct)["bA"]}
+    cm = conditional_modes(theta, stats, struct)
     Ts = cm["Ts"]
-    out = {
-        "theta": x, "objective": res["f"], "grad": res["g"], "iterations": res["it"], "converged": res["converged"],
-        "Hinv": res["Hinv"],
-        "beta": cm["beta"], "r2": cm["r2"], "ldL2": cm["ldL2"], "ldRX2": cm["ldRX2"], "Lx": cm["Lx"],
-        "bA": Ts[0] @ cm["uA"],
-        "sqrL": jnp.sum(cm["uA"] ** 2),
-    }
+    out = {"bA": Ts[0] @ cm["uA"]}
     if struct.nfactors > 1:
         offs = struct.b_offsets
         parts = []
@@ -260,20 +296,20 @@ def _fit_core(theta0, stats, struct, reml, moment=False):
             uf = cm["uB"][of:of + Lf * qf].reshape(Lf, qf)
             parts.append((uf @ Ts[f_].T).reshape(-1))
         out["bB"] = jnp.concatenate(parts)
-        out["sqrL"] = out["sqrL"] + jnp.sum(cm["uB"] ** 2)
     return out
 
 
-@jit(static_argnames=("struct", "reml", "moment"))
-def fit_theta(theta0, stats, struct, reml, moment=False):
-    """Minimise the (RE)ML criterion over theta and return the solution at the optimum.
+_modes_jit = jit(_modes, static_argnames=("struct",))
 
-    One compiled call per model structure: BFGS on theta, then beta, ``r^2``, the
-    log-determinants, ``L_X`` and the conditional modes ``b`` (A block ``(qA, J)``, B flat).
-    With ``moment`` (one factor only), ``theta0`` is replaced by the moment estimate of
-    :func:`jaxhlm._src.start.moment_start_one_factor` (``theta0`` is its fallback).
-    """
-    return _fit_core(theta0, stats, struct, reml, moment)
+
+def random_effects(theta, stats, struct) -> dict:
+    """Conditional modes at ``theta`` (NumPy): ``bA (qA, J)`` and, with several factors, ``bB``
+    (flat: factor by factor, level by level). A compiled program of its own, so fits whose
+    random effects are never looked at do not compile it."""
+    from . import programcache
+
+    args = (np.asarray(theta, dtype=np.float64), stats)
+    return jax.device_get(programcache.call(_modes_jit, "random_effects", args, {"struct": struct}))
 
 
 def run_fit(theta0, stats, struct, reml, moment=False) -> dict:
@@ -285,7 +321,7 @@ def run_fit(theta0, stats, struct, reml, moment=False) -> dict:
 
     args = (np.asarray(theta0, dtype=np.float64), stats)
     static = {"struct": struct, "reml": bool(reml), "moment": bool(moment)}
-    return jax.device_get(programcache.call(fit_theta, "fit_theta", args, static))
+    return finish(jax.device_get(programcache.call(fit_theta, "fit_theta", args, static)), struct.p)
 
 
 @jit(static_argnames=("struct", "reml"))
