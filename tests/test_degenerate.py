@@ -269,7 +269,12 @@ def test_response_almost_determined_by_groups_is_not_silent():
     d_ = m._design
     f = lambda lt: ri_deviance(math.exp(lt), d_.y, d_.X, d_.factors[0].codes, True)  # noqa: E731
     best = scipy.optimize.minimize_scalar(f, bounds=(0.0, 20.0), method="bounded", options={"xatol": 1e-10})
-    reached = m.objective <= best.fun + 1e-3
+    # At theta ~ 1e5 the criterion itself is rounding noise at the 1e-3 level (the penalised RSS
+    # is a difference of numbers 1e13 times larger, in this reference as in the engine): measure
+    # that noise on a neighbourhood where the true curve is flat, and allow ten times it (the
+    # criterion rises by 0.04 at 3% from the optimum, so this still pins theta down)
+    noise = np.std([f(best.x + k * 1e-5) for k in range(-25, 25)])
+    reached = m.objective <= best.fun + 1e-3 + 10 * noise
     if not reached:
         assert ConvergenceWarning in categories(rec) and not m.converged
         assert "determined by a grouping factor" in m.optinfo["messages"][0]

@@ -144,45 +144,46 @@ def moment_start_one_factor(stats: dict, struct: Structure, fallback):
     """:func:`moment_start` for a single grouping factor, traceable (runs inside the compiled fit,
     where it costs microseconds instead of the ~0.5 ms of NumPy calls on small data).
 
-    ``fallback`` (lme4's start) is returned where the estimate is not defined.
+    Written on whole ``(q, q, J)`` / ``(q, J)`` arrays, so each sum over levels is one reduction
+    (XLA compiles every separate reduction as a kernel of its own). ``fallback`` (lme4's start)
+    is returned where the estimate is not defined.
     """
+    import jax
     import jax.numpy as jnp
 
     A, B, XytXy, n = stats["A_ZtZ"], stats["A_ZtXy"], stats["XytXy"], stats["n"]
     q = A.shape[0]
     p = XytXy.shape[0] - 1
-    if p:
+    if p:  # pooled OLS
         XtX, Xty = XytXy[:p, :p], XytXy[:p, p]
-        beta = jnp.linalg.solve(XtX, Xty)
-        rss = XytXy[p, p] - 2.0 * beta @ Xty + beta @ XtX @ beta
-        e = B[:, p, :] - jnp.einsum("qpj,p->qj", B[:, :p, :], beta)
+        beta = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(XtX), True), Xty)
+        rss = XytXy[p, p] - beta @ Xty
+        e = B[:, p, :] - jnp.tensordot(beta, B[:, :p, :], axes=([0], [1]))  # Z_j'(y - X beta), (q, J)
     else:
         rss = XytXy[0, 0]
         e = B[:, 0, :]
-    tr = sum(A[i, i] for i in range(q))
+    tr = jnp.trace(A)
     if q == 1:
         det = A[0, 0]
-        Ai = [[1.0 / jnp.where(det > 0, det, 1.0)]]
+        Ai = 1.0 / jnp.where(det > 0, det, 1.0)[None, None, :]
     elif q == 2:
         det = A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0]
-        dd = jnp.where(det != 0, det, 1.0)
-        Ai = [[A[1, 1] / dd, -A[0, 1] / dd], [-A[1, 0] / dd, A[0, 0] / dd]]
+        adj = jnp.stack([jnp.stack([A[1, 1], -A[0, 1]]), jnp.stack([-A[1, 0], A[0, 0]])])
+        Ai = adj / jnp.where(det != 0, det, 1.0)
     else:
         Am = jnp.moveaxis(A, 2, 0)
         det = jnp.linalg.det(Am)
         ok0 = (tr > 0) & (det > 1e-8 * jnp.maximum(tr, 1e-300) ** q)
-        inv = jnp.linalg.inv(jnp.where(ok0[:, None, None], Am, jnp.eye(q)))
-        Ai = [[inv[:, i, j] for j in range(q)] for i in range(q)]
+        Ai = jnp.moveaxis(jnp.linalg.inv(jnp.where(ok0[:, None, None], Am, jnp.eye(q))), 0, 2)
     ok = (tr > 0) & jnp.isfinite(det) & (det > 1e-8 * jnp.maximum(tr, 1e-300) ** q)
     w = ok.astype(A.dtype)
     nok = jnp.sum(w)
-    b = [sum(Ai[i][j] * e[j] for j in range(q)) * w for i in range(q)]
+    b = jnp.sum(Ai * e[None, :, :], axis=1) * w  # per-level OLS deviations, (q, J)
     dof = n - p - q * nok
-    s2 = jnp.maximum(rss - sum(jnp.sum(b[i] * e[i]) for i in range(q)), 1e-8 * rss) / jnp.where(dof > 0, dof, 1.0)
-    mean = [jnp.sum(b[i]) / jnp.maximum(nok, 1.0) for i in range(q)]
-    bc = [(b[i] - mean[i]) * w for i in range(q)]
-    V = jnp.stack([jnp.stack([jnp.sum(Ai[i][j] * w) for j in range(q)]) for i in range(q)]) / jnp.maximum(nok, 1.0)
-    C = jnp.stack([jnp.stack([jnp.sum(bc[i] * bc[j]) for j in range(q)]) for i in range(q)]) / jnp.maximum(nok - 1.0, 1.0)
+    s2 = jnp.maximum(rss - jnp.sum(b * e), 1e-8 * rss) / jnp.where(dof > 0, dof, 1.0)
+    bc = (b - jnp.sum(b, axis=1, keepdims=True) / jnp.maximum(nok, 1.0)) * w
+    V = jnp.sum(Ai * w, axis=2) / jnp.maximum(nok, 1.0)
+    C = (bc @ bc.T) / jnp.maximum(nok - 1.0, 1.0)
     S = (C - s2 * V) / s2
     lam, U = jnp.linalg.eigh(0.5 * (S + S.T))
     S = (U * jnp.maximum(lam, 0.0)) @ U.T + 0.01 * jnp.diag(jnp.diagonal(V))
@@ -190,6 +191,6 @@ def moment_start_one_factor(stats: dict, struct: Structure, fallback):
     for idx in _term_blocks(struct, range(struct.ntheta)):
         idx = jnp.asarray(idx)
         T = T.at[idx[:, None], idx[None, :]].set(jnp.linalg.cholesky(S[idx[:, None], idx[None, :]]))
-    theta = jnp.stack([T[struct.theta_row[k], struct.theta_col[k]] for k in range(struct.ntheta)])
+    theta = T[jnp.asarray(struct.theta_row), jnp.asarray(struct.theta_col)]
     valid = (nok >= q + 2) & (dof > 0) & (rss > 0) & jnp.all(jnp.isfinite(theta))
     return jnp.where(valid, theta, fallback)
