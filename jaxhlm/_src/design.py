@@ -243,7 +243,9 @@ def _single_factor(col: pd.Series) -> tuple:
         col = col.cat.remove_unused_categories()
         return col.cat.codes.to_numpy().astype(np.int64), pd.Index(col.cat.categories)
     try:
-        codes, uniques = pd.factorize(col, sort=True)
+        # (a NumPy integer column is factorised as its array: same codes, less overhead)
+        plain_int = isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu"
+        codes, uniques = pd.factorize(col.to_numpy() if plain_int else col, sort=True)
     except TypeError:  # unorderable mixture: order by string label
         codes, uniques = pd.factorize(col.astype(str), sort=True)
     if len(uniques) and all(isinstance(u, str) for u in uniques):
@@ -524,12 +526,13 @@ def _fast_design(parsed: ParsedFormula, data: pd.DataFrame, fast: dict) -> Desig
     """:func:`build_design` for plain numeric columns, without formulaic (see :mod:`fastdesign`)."""
     complete = fast["complete"]
     n_dropped = 0 if complete is None else int((~complete).sum())
+    series = fast["series"]
     gcols = sorted({g for t in parsed.random for g in t.group})
-    groups = {g: (data[g] if complete is None else data[g][complete]) for g in gcols}
+    groups = {g: (series[g] if complete is None else series[g][complete]) for g in gcols}
     index = data.index if complete is None else data.index[complete]
     y = fast["y"]
     X, fixef_names, dropped, keep = _fixed_part(parsed.response, y, fast["X_full"], fast["names_full"])
-    template = {c: data[c].dtype for c in fast["columns"] if c not in gcols}
+    template = {c: series[c].dtype for c in fast["columns"] if c not in gcols}
     return _assemble(parsed, y, X, fixef_names, dropped, keep, fast["Z"], groups, index, n_dropped,
                      None, None, template)
 

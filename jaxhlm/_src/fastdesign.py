@@ -79,14 +79,14 @@ def fast_columns(parsed, data: pd.DataFrame):
     Returns
     -------
     dict with ``complete`` (bool mask of rows kept or None when all are), ``y``, ``X_full``,
-    ``names_full``, per random term ``(Z, names)`` and the list of columns used.
+    ``names_full``, per random term ``(Z, names)``, the list of columns used and ``series``
+    (each used column of ``data``, fetched once).
     """
     if not isinstance(data, pd.DataFrame) or not data.columns.is_unique:
         return None
     cols = data.columns
-    dtypes = dict(zip(cols, data.dtypes))
     ycol = parsed.response
-    if not isinstance(ycol, str) or not _NAME.match(ycol) or ycol not in dtypes or not _plain_numeric(dtypes[ycol]):
+    if not isinstance(ycol, str) or not _NAME.match(ycol) or ycol not in cols:
         return None
     fixed = parse_simple_rhs(parsed.fixed)
     if fixed is None:
@@ -98,21 +98,26 @@ def fast_columns(parsed, data: pd.DataFrame):
             return None
         terms.append(r)
         for g in t.group:
-            if g not in dtypes:
+            if g not in cols:
                 return None
     numeric = set(fixed[1]) | {n for _, ns in terms for n in ns}
-    for c in numeric:
-        if c not in dtypes or not _plain_numeric(dtypes[c]):
-            return None
-    arrays = {c: data[c].to_numpy() for c in {ycol} | numeric}
+    if any(c not in cols for c in numeric):
+        return None
+    gcols = {g for t in parsed.random for g in t.group}
+    series = {c: data[c] for c in {ycol} | numeric | gcols}  # each used column fetched once
+    if not all(_plain_numeric(series[c].dtype) for c in {ycol} | numeric):
+        return None
+    arrays = {c: series[c].to_numpy() for c in {ycol} | numeric}
     # rows with a missing value in any used column (numeric NaN, or NA in a grouping column)
     bad = None
     for c, a in arrays.items():
         if a.dtype.kind == "f":
             m = np.isnan(a)
             bad = m if bad is None else (bad | m)
-    for g in {g for t in parsed.random for g in t.group}:
-        m = data[g].isna().to_numpy()
+    for g in gcols:
+        if isinstance(series[g].dtype, np.dtype) and series[g].dtype.kind in "iub":
+            continue  # NumPy integers and booleans cannot be missing
+        m = series[g].isna().to_numpy()
         if m.any():
             bad = m if bad is None else (bad | m)
     complete = None if bad is None or not bad.any() else ~bad
@@ -140,4 +145,4 @@ def fast_columns(parsed, data: pd.DataFrame):
         if a.size and not np.isfinite(a).all():
             return None  # the general path names the column in its error
     return {"complete": complete, "y": y, "X_full": X_full, "names_full": names_full, "Z": zs,
-            "columns": [ycol] + sorted(numeric) + sorted({g for t in parsed.random for g in t.group})}
+            "columns": [ycol] + sorted(numeric) + sorted(gcols), "series": series}
