@@ -89,7 +89,9 @@ def _forward(theta, A, B, struct):
     P = _mm(T, N)
     W = _mm(P, _tr(T))
     V = _mm(W, Bl)  # (q, m)
-    S = jnp.stack([jnp.stack([jnp.sum(sum(Bl[a][c] * V[a][d] for a in range(q))) for d in range(m)]) for c in range(m)])
+    # S is symmetric: sum the upper triangle only (each sum over levels is a kernel of its own)
+    upper = {(c, d): jnp.sum(sum(Bl[a][c] * V[a][d] for a in range(q))) for c in range(m) for d in range(c, m)}
+    S = jnp.stack([jnp.stack([upper[min(c, d), max(c, d)] for d in range(m)]) for c in range(m)])
     return jnp.sum(logdet), S, (Al, Bl, P, W)
 
 
@@ -115,13 +117,14 @@ def _level_sums_bwd(struct, saved, cts):
     q, m = len(Al), len(Bl[0])
     Cs = 0.5 * (C + C.T)
     BC = [[sum(Bl[a][k] * Cs[k, d] for k in range(m)) for d in range(m)] for a in range(q)]
-    H = [[sum(BC[a][d] * Bl[b][d] for d in range(m)) for b in range(q)] for a in range(q)]
+    Hu = {(a, b): sum(BC[a][d] * Bl[b][d] for d in range(m)) for a in range(q) for b in range(a, q)}
+    H = [[Hu[min(a, b), max(a, b)] for b in range(q)] for a in range(q)]  # symmetric
     AW = _mm(Al, W)
     AWH = _mm(AW, H)
     X = [[c * Al[a][b] + H[a][b] - AWH[a][b] for b in range(q)] for a in range(q)]
-    G = _mm(X, P)
-    gT = [[2.0 * jnp.sum(G[a][b]) for b in range(q)] for a in range(q)]
-    g = jnp.stack([gT[struct.theta_row[k]][struct.theta_col[k]] for k in range(struct.ntheta)])
+    # only the entries of d/dT at theta's positions are summed over levels
+    g = jnp.stack([2.0 * jnp.sum(sum(X[r][k] * P[k][cc] for k in range(q) if not _zero(P[k][cc])))
+                   for r, cc in zip(struct.theta_row, struct.theta_col)])
     return g.astype(theta.dtype), jnp.zeros((q, q) + Al[0][0].shape, Al[0][0].dtype), jnp.zeros((q, m) + Bl[0][0].shape, Bl[0][0].dtype)
 
 
