@@ -13,7 +13,6 @@ from __future__ import annotations
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import scipy.stats
@@ -36,7 +35,11 @@ def _vp_derivatives(varpar, stats, struct, reml):
 def satterthwaite_parts(model) -> dict:
     """Hessian of the deviance in (theta, sigma), ``A = 2 H^{-1}``, and the Jacobian of vcov."""
     varpar = np.concatenate([model.theta.to_numpy(), [model.sigma]])
-    H, J, C = jax.device_get(_vp_derivatives(jnp.asarray(varpar), model._stats, model._struct, model.reml))
+    from . import programcache  # (a new process reuses the traced program)
+
+    args = (np.asarray(varpar, dtype=np.float64), model._stats)
+    H, J, C = jax.device_get(programcache.call(_vp_derivatives, "vp_derivatives", args,
+                                               {"struct": model._struct, "reml": bool(model.reml)}))
     H = 0.5 * (H + H.T)
     w, V = np.linalg.eigh(H)
     note = None
