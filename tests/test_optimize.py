@@ -108,3 +108,56 @@ def test_moment_start_with_four_correlated_random_effects():
     assert m.converged and m1.converged
     assert abs(m.objective - m1.objective) < 1e-6
     assert m.optinfo["iterations"] < m1.optinfo["iterations"]
+
+
+def _nels(formula):
+    from jaxhlm._src.design import build_design
+    from jaxhlm._src.suffstats import build_structure, compute_stats
+
+    d = pd.read_csv(os.path.join(DATA, "nels_like.csv"))
+    design = build_design(formula, d)
+    struct = build_structure(design)
+    return design, struct, compute_stats(design, struct)
+
+
+def test_packed_fit_unpacks_to_the_fit_dict():
+    from jaxhlm._src.optimize import fit_theta, run_fit
+
+    _, struct, stats = _nels("mathscore ~ family_inc + (family_inc | sch_id)")
+    th0 = lme4_start(struct)
+    ref = jax.device_get(fit_theta(jnp.asarray(th0), stats, struct, False, moment=True))
+    got = run_fit(th0, stats, struct, False, moment=True)
+    for k, v in ref.items():
+        np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(v), err_msg=k)
+    # beta, r^2 and L_X from the optimum's L_XX (host) match the conditional-modes solution
+    from jaxhlm._src.deviance import conditional_modes
+
+    cm = jax.device_get(conditional_modes(jnp.asarray(got["theta"]), stats, struct))
+    np.testing.assert_allclose(got["beta"], cm["beta"], rtol=1e-10)
+    np.testing.assert_allclose(got["r2"], cm["r2"], rtol=1e-10)
+    np.testing.assert_allclose(got["ldRX2"], cm["ldRX2"], rtol=1e-10)
+    np.testing.assert_allclose(got["ldL2"], cm["ldL2"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("formula", ["mathscore ~ family_inc + (family_inc | sch_id)",
+                                     "mathscore ~ family_inc + (family_inc || sch_id)",
+                                     "mathscore ~ family_inc + (1 | sch_id)"])
+def test_one_factor_modes_match_the_blocked_solution(formula):
+    """random_effects' closed form (onefactor.solution) against the general blocked solve."""
+    from jaxhlm._src.deviance import conditional_modes
+    from jaxhlm._src.optimize import random_effects
+
+    _, struct, stats = _nels(formula)
+    theta = jnp.asarray(np.linspace(0.3, 0.05, struct.ntheta) * np.where(struct.theta_is_diag(), 1.0, -0.2))
+    got = random_effects(theta, stats, struct)
+    cm = conditional_modes(theta, stats, struct)
+    np.testing.assert_allclose(got["bA"], np.asarray(cm["Ts"][0] @ cm["uA"]), rtol=1e-9, atol=1e-12)
+
+
+def test_modes_are_computed_on_first_use():
+    d = pd.read_csv(os.path.join(DATA, "nels_like.csv"))
+    m = jaxhlm.lmer("mathscore ~ family_inc + (1 | sch_id)", d, reml=False)
+    assert "bA" not in m._fit  # the fit stops at theta
+    b = m.ranef["sch_id"]
+    assert b.shape == (m.ngroups["sch_id"], 1) and np.isfinite(b.to_numpy()).all()
+    np.testing.assert_allclose(m.resid.to_numpy(), m.y.to_numpy() - m.fitted.to_numpy())
