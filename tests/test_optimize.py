@@ -161,3 +161,15 @@ def test_modes_are_computed_on_first_use():
     b = m.ranef["sch_id"]
     assert b.shape == (m.ngroups["sch_id"], 1) and np.isfinite(b.to_numpy()).all()
     np.testing.assert_allclose(m.resid.to_numpy(), m.y.to_numpy() - m.fitted.to_numpy())
+
+
+@pytest.mark.parametrize("reml", [False, True])
+def test_criterion_check_uses_the_fit_program(reml):
+    """criterion() (one loop iteration of the fit program) equals the blocked objective."""
+    from jaxhlm._src.deviance import objective
+    from jaxhlm._src.optimize import criterion
+
+    _, struct, stats = _nels("mathscore ~ family_inc + (family_inc | sch_id)")
+    for theta in ([0.5, -0.03, 0.02], [0.0, 0.1, 0.3], [1.0, 0.0, 0.0]):
+        want = float(objective(jnp.asarray(theta), stats, struct, reml))
+        np.testing.assert_allclose(criterion(np.asarray(theta), stats, struct, reml), want, rtol=1e-12)

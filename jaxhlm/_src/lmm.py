@@ -11,15 +11,13 @@ import math
 import time
 import warnings
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from .config import jit  # (importing config also turns on float64)
+from . import config  # noqa: F401  (importing config turns on float64)
 from .design import Design, build_design
 from .errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
-from .deviance import objective
-from .optimize import fd_hessian, random_effects, rectify, run_fit, theta_start
+from .optimize import criterion, fd_hessian, random_effects, rectify, run_fit, theta_start
 from .start import moment_start
 from .suffstats import build_structure, compute_stats
 
@@ -27,7 +25,6 @@ __all__ = ["LinearMixedModel", "lmer"]
 
 SINGULAR_TOL = 1e-4
 
-_objective_jit = jit(objective, static_argnames=("struct", "reml"))
 CONV_TOL = 2e-3  # lme4's check.conv.grad tolerance
 
 
@@ -608,7 +605,7 @@ def _escape_zero_saddle(fit, stats, struct, reml):
     for k in small:
         trial = theta.copy()
         trial[k] = scale
-        f1 = float(_objective_jit(jnp.asarray(trial), stats, struct, reml))
+        f1 = criterion(trial, stats, struct, reml)
         if np.isfinite(f1) and f1 < f0 - 1e-6 * (1 + abs(f0)):
             refit = run_fit(trial, stats, struct, reml)
             if float(refit["objective"]) < f0:

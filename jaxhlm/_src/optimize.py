@@ -216,38 +216,55 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
             "Hinv": s["Hi"]}
 
 
-def _fit_core(theta0, stats, struct, reml, moment=False):
-    from .deviance import _criterion, pls
+def _logdet_and_lxx(theta, stats, struct):
+    """``log|L|^2`` and ``L_XX`` at ``theta``, by the route the fit takes.
+
+    One factor: per-level sums with a hand-derived reverse pass (onefactor.py; about 5x faster
+    than autodiff at 100k levels); its ``[X y]`` block is unrolled, so only for few fixed
+    effects (compile time grows as ``p^2 q``). Otherwise the blocked PLS of :mod:`deviance`.
+    """
+    from .deviance import pls
     from .onefactor import level_sums
 
-    if moment:  # start from the moment estimate (start.py), computed in the compiled program
+    if struct.nfactors == 1 and struct.p + 1 <= 16:
+        ld, Ssub = level_sums(theta, stats["A_ZtZ"], stats["A_ZtXy"], struct)
+        return ld, jnp.linalg.cholesky(stats["XytXy"] - Ssub)
+    d = pls(theta, stats, struct)
+    return d["ldL2"], d["Lxx"]
+
+
+def criterion(theta, stats, struct, reml) -> float:
+    """The (RE)ML criterion at ``theta`` by the fit's own route and program (one iteration of
+    :func:`fit_theta`'s loop, which evaluates at its start), so checking a point compiles nothing."""
+    return float(run_fit(theta, stats, struct, reml, maxit=1)["objective"])
+
+
+def _fit_core(theta0, stats, struct, reml, moment=False, maxit=500):
+    from .deviance import _criterion
+
+    if struct.nfactors == 1 and moment is not False:
+        # start from the moment estimate (start.py), computed in the compiled program; ``moment``
+        # is an argument of the program (not static), so a refit from a given theta (lmm's
+        # zero-saddle check) runs the same program
         from .start import moment_start_one_factor
 
-        theta0 = moment_start_one_factor(stats, struct, theta0)
+        theta0 = jnp.where(moment, moment_start_one_factor(stats, struct, theta0), theta0)
 
     def f_aux(th):
-        # one factor: per-level sums with a hand-derived reverse pass (onefactor.py; about 5x
-        # faster than autodiff at 100k levels). Its [X y] block is unrolled, so only for few
-        # fixed effects (compile time grows as p^2 q).
-        if struct.nfactors == 1 and struct.p + 1 <= 16:
-            ld, Ssub = level_sums(th, stats["A_ZtZ"], stats["A_ZtXy"], struct)
-            Lxx = jnp.linalg.cholesky(stats["XytXy"] - Ssub)
-        else:
-            d = pls(th, stats, struct)
-            ld, Lxx = d["ldL2"], d["Lxx"]
+        ld, Lxx = _logdet_and_lxx(th, stats, struct)
         # L_XX and log|L|^2 at the best point travel through the loop: beta and r^2 follow
         # from them on the host (:func:`finish`), so no second forward pass is compiled
         return _criterion(ld, Lxx, stats["n"], struct.p, reml), {"Lxx": Lxx, "ldL2": ld}
 
     m = struct.p + 1
     aux_shapes = {"Lxx": jax.ShapeDtypeStruct((m, m), theta0.dtype), "ldL2": jax.ShapeDtypeStruct((), theta0.dtype)}
-    res = quasi_newton(jax.value_and_grad(f_aux, has_aux=True), theta0, seed_hessian=struct.ntheta <= SEED_MAX_THETA,
-                       aux_shapes=aux_shapes)
+    res = quasi_newton(jax.value_and_grad(f_aux, has_aux=True), theta0, maxit=maxit,
+                       seed_hessian=struct.ntheta <= SEED_MAX_THETA, aux_shapes=aux_shapes)
     return {"theta": res["x"], "objective": res["f"], "grad": res["g"], "iterations": res["it"],
             "converged": res["converged"], "Hinv": res["Hinv"], **res["aux"]}
 
 
-@jit(static_argnames=("struct", "reml", "moment"))
+@jit(static_argnames=("struct", "reml"))
 def fit_theta(theta0, stats, struct, reml, moment=False):
     """Minimise the (RE)ML criterion over theta: one compiled call per model structure.
 
@@ -255,8 +272,9 @@ def fit_theta(theta0, stats, struct, reml, moment=False):
     flag, the final inverse-Hessian estimate, and at the optimum ``Lxx`` (the Cholesky factor of
     the Schur complement of ``[X y]``) and ``ldL2 = log|L|^2``; :func:`finish` derives beta and
     ``r^2`` from them. The conditional modes are not part of it (:func:`random_effects`, on
-    demand). With ``moment`` (one factor only), ``theta0`` is replaced by the moment estimate of
-    :func:`jaxhlm._src.start.moment_start_one_factor` (``theta0`` is its fallback).
+    demand). With ``moment`` true (a boolean, traced; one factor only), ``theta0`` is replaced by
+    the moment estimate of :func:`jaxhlm._src.start.moment_start_one_factor` (``theta0`` is its
+    fallback).
     """
     return _fit_core(theta0, stats, struct, reml, moment)
 
@@ -321,10 +339,11 @@ def _fit_shapes(struct):
             "Hinv": (m, m), "Lxx": (k, k), "ldL2": ()}
 
 
-@jit(static_argnames=("struct", "reml", "moment"))
-def _fit_packed(theta0, stats, struct, reml, moment=False):
-    """:func:`fit_theta`'s results as one float64 vector (one transfer to the host instead of eight)."""
-    out = _fit_core(theta0, stats, struct, reml, moment)
+@jit(static_argnames=("struct", "reml"))
+def _fit_packed(theta0, stats, moment, maxit, struct, reml):
+    """:func:`fit_theta`'s results as one float64 vector (one transfer to the host instead of
+    eight); ``moment`` and ``maxit`` are arguments, so one program serves fits and checks."""
+    out = _fit_core(theta0, stats, struct, reml, moment, maxit)
     return jnp.concatenate([jnp.ravel(out[k]).astype(jnp.float64) for k in _FIT_FIELDS])
 
 
@@ -339,7 +358,7 @@ def _unpack(flat: np.ndarray, struct) -> dict:
     return out
 
 
-def run_fit(theta0, stats, struct, reml, moment=False) -> dict:
+def run_fit(theta0, stats, struct, reml, moment=False, maxit=500) -> dict:
     """:func:`fit_theta` with its results moved to the host (NumPy arrays).
 
     Goes through :mod:`programcache`, so a new process reuses the traced program of an earlier one.
@@ -347,7 +366,8 @@ def run_fit(theta0, stats, struct, reml, moment=False) -> dict:
     from . import programcache
 
     args = (np.asarray(theta0, dtype=np.float64), stats)
-    static = {"struct": struct, "reml": bool(reml), "moment": bool(moment)}
+    args = args + (np.asarray(bool(moment) and struct.nfactors == 1), np.asarray(maxit, dtype=np.int64))
+    static = {"struct": struct, "reml": bool(reml)}
     flat = np.asarray(programcache.call(_fit_packed, "fit_theta", args, static))
     return finish(_unpack(flat, struct), struct.p)
 
