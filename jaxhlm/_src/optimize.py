@@ -143,10 +143,10 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
             # positive definite when its Cholesky factor exists with pivots above roundoff
             Hsym = 0.5 * (Hc + Hc.T)
             Hok = jnp.all(jnp.isfinite(Hsym))
-            L = jnp.linalg.cholesky(jnp.where(Hok, Hsym, eye))
+            L = jax.lax.linalg.cholesky(jnp.where(Hok, Hsym, eye), symmetrize_input=False)
             piv = jnp.diagonal(L)
             ok = Hok & jnp.all(jnp.isfinite(L)) & (jnp.min(piv) ** 2 > 1e-8 * jnp.max(jnp.abs(jnp.diagonal(Hsym))))
-            Li = jax.scipy.linalg.solve_triangular(jnp.where(ok, L, eye), eye, lower=True)
+            Li = jax.lax.linalg.triangular_solve(jnp.where(ok, L, eye), eye, left_side=True, lower=True)
             return ok, Li.T @ Li
 
         # (in a cond: the factorisation runs once, not in every iteration)
@@ -228,7 +228,7 @@ def _logdet_and_lxx(theta, stats, struct):
 
     if struct.nfactors == 1 and struct.p + 1 <= 16:
         ld, Ssub = level_sums(theta, stats["A_ZtZ"], stats["A_ZtXy"], struct)
-        return ld, jnp.linalg.cholesky(stats["XytXy"] - Ssub)
+        return ld, jax.lax.linalg.cholesky(stats["XytXy"] - Ssub, symmetrize_input=False)
     d = pls(theta, stats, struct)
     return d["ldL2"], d["Lxx"]
 

@@ -156,7 +156,8 @@ def moment_start_one_factor(stats: dict, struct: Structure, fallback):
     p = XytXy.shape[0] - 1
     if p:  # pooled OLS
         XtX, Xty = XytXy[:p, :p], XytXy[:p, p]
-        beta = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(XtX), True), Xty)
+        Lt = jax.lax.linalg.cholesky(XtX, symmetrize_input=False)
+        beta = jax.lax.linalg.triangular_solve(Lt, jax.lax.linalg.triangular_solve(Lt, Xty[:, None], left_side=True, lower=True), left_side=True, lower=True, transpose_a=True)[:, 0]
         rss = XytXy[p, p] - beta @ Xty
         e = B[:, p, :] - jnp.tensordot(beta, B[:, :p, :], axes=([0], [1]))  # Z_j'(y - X beta), (q, J)
     else:
@@ -185,12 +186,12 @@ def moment_start_one_factor(stats: dict, struct: Structure, fallback):
     V = jnp.sum(Ai * w, axis=2) / jnp.maximum(nok, 1.0)
     C = (bc @ bc.T) / jnp.maximum(nok - 1.0, 1.0)
     S = (C - s2 * V) / s2
-    lam, U = jnp.linalg.eigh(0.5 * (S + S.T))
+    U, lam = jax.lax.linalg.eigh(0.5 * (S + S.T), symmetrize_input=False)
     S = (U * jnp.maximum(lam, 0.0)) @ U.T + 0.01 * jnp.diag(jnp.diagonal(V))
     T = jnp.zeros_like(S)
     for idx in _term_blocks(struct, range(struct.ntheta)):
         idx = jnp.asarray(idx)
-        T = T.at[idx[:, None], idx[None, :]].set(jnp.linalg.cholesky(S[idx[:, None], idx[None, :]]))
+        T = T.at[idx[:, None], idx[None, :]].set(jax.lax.linalg.cholesky(S[idx[:, None], idx[None, :]], symmetrize_input=False))
     theta = T[jnp.asarray(struct.theta_row), jnp.asarray(struct.theta_col)]
     valid = (nok >= q + 2) & (dof > 0) & (rss > 0) & jnp.all(jnp.isfinite(theta))
     return jnp.where(valid, theta, fallback)
