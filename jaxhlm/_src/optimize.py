@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import jit
-from .deviance import conditional_modes, objective
+from .deviance import conditional_modes
 
 SEED_MAX_THETA = 12  # up to this many parameters the first m gradient calls seed BFGS's Hessian
 
@@ -372,9 +372,17 @@ def run_fit(theta0, stats, struct, reml, moment=False, maxit=500) -> dict:
     return finish(_unpack(flat, struct), struct.p)
 
 
+def _criterion_by_fit_route(theta, stats, struct, reml):
+    from .deviance import _criterion
+
+    ld, Lxx = _logdet_and_lxx(theta, stats, struct)
+    return _criterion(ld, Lxx, stats["n"], struct.p, reml)
+
+
 @jit(static_argnames=("struct", "reml"))
 def value_and_grad_theta(theta, stats, struct, reml):
-    return jax.value_and_grad(objective)(theta, stats, struct, reml)
+    """Criterion and exact gradient at ``theta``, by the route the fit takes (:func:`_logdet_and_lxx`)."""
+    return jax.value_and_grad(_criterion_by_fit_route)(theta, stats, struct, reml)
 
 
 def fd_hessian(theta, stats, struct, reml, h=1e-4):
