@@ -1,10 +1,11 @@
-"""jaxhlm's numerical configuration: float64, and its own compile options per program."""
+"""jaxhlm's configuration: float64, its own compile options per program, scipy imported on use."""
 import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxhlm._src import config
 
@@ -51,3 +52,34 @@ def test_user_jax_state_untouched_except_x64():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": "", "XLA_FLAGS": "", "JAXHLM_NO_CACHE": "1"})
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_scipy_stats_is_imported_on_first_use():
+    """import jaxhlm and a fit leave scipy.stats (0.6 s to import) alone; p-values load it."""
+    code = (
+        "import sys, os, pandas as pd, jaxhlm;"
+        "assert 'scipy.stats' not in sys.modules, 'import';"
+        "d = pd.read_csv(os.path.join(sys.argv[1], 'sleepstudy.csv'));"
+        "m = jaxhlm.lmer('Reaction ~ Days + (Days | Subject)', d);"
+        "assert 'scipy.stats' not in sys.modules, 'fit';"
+        "p = m.coef_table['Pr(>|t|)'];"
+        "assert 'scipy.stats' in sys.modules and (p < 1e-3).all(); print('ok')"
+    )
+    import os
+
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    env = dict(os.environ, JAXHLM_NO_CACHE="1")
+    out = subprocess.run([sys.executable, "-c", code, data], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_lazy_scipy_proxy():
+    from jaxhlm._src._lazy import scipy
+
+    import scipy.special as special
+
+    assert scipy.special is special
+    with pytest.raises(AttributeError):
+        scipy.__wrapped__  # dunder lookups are not submodules
+    with pytest.raises(ModuleNotFoundError):
+        scipy.no_such_submodule

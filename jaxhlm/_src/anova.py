@@ -21,8 +21,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
+from ._lazy import scipy  # submodules imported on first use
 from .errors import ArgumentError, JaxhlmWarning, ModelComparisonError
 from .summary import format_pvalue, signif_stars
 

@@ -42,9 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-import scipy.sparse
-import scipy.stats
 
+from ._lazy import scipy  # submodules imported on first use
 from .config import jit  # (importing config also turns on float64)
 from .deviance import LOG2PI, pls
 from .errors import ArgumentError, ConvergenceWarning, DataError

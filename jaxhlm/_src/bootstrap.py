@@ -22,8 +22,8 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
+from ._lazy import scipy  # submodules imported on first use
 from .batchfit import refit_design_many, spec_of
 from .errors import ArgumentError, JaxhlmWarning, ModelComparisonError
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design

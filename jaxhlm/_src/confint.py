@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-import scipy.stats
 
+from ._lazy import scipy  # submodules imported on first use
 from .config import jit
 from .deviance import objective_vp
 from .errors import ArgumentError, JaxhlmWarning

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
+from ._lazy import scipy  # submodules imported on first use
 from .errors import ArgumentError
 
 __all__ = ["contest", "contrast_matrix", "fstat_ddf"]

@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.linalg
-import scipy.sparse
-import scipy.stats
 
+from ._lazy import scipy  # submodules imported on first use
 from .errors import InferenceError
 from .suffstats import factor_columns
 

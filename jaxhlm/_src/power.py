@@ -19,8 +19,8 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
+from ._lazy import scipy  # submodules imported on first use
 from .batchfit import RefitSpec, refit_design_many, spec_of, start_theta
 from .design import GroupingFactor, TermDesign
 from .errors import ArgumentError, DataError

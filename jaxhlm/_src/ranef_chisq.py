@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
+from ._lazy import scipy  # submodules imported on first use
 from .suffstats import factor_columns
 
 __all__ = ["ranef_chisq"]

@@ -15,8 +15,8 @@ import warnings
 import jax
 import numpy as np
 import pandas as pd
-import scipy.stats
 
+from ._lazy import scipy  # submodules imported on first use
 from .config import jit
 from .deviance import beta_and_cov, objective_vp
 from .errors import JaxhlmWarning
