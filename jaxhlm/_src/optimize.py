@@ -13,6 +13,14 @@ one compiled call (:func:`fit_theta`); its stopping test is the quasi-Newton dec
 ``g' H^{-1} g`` in deviance units, which does not loosen as n grows. Fits start at the moment
 estimate of :mod:`start` and, for up to ``SEED_MAX_THETA`` parameters, seed BFGS with a
 forward-difference Hessian (``m`` extra gradient calls that typically save 2-4 times as many).
+
+What is compiled, per model structure, is one program (:func:`run_fit`): the moment start, the
+loop, and nothing after it. The start, the moment-start flag and the iteration limit are its
+arguments, so fits, refits from a given start and single evaluations (:func:`criterion`) share
+it; it returns one vector (one transfer), and beta and ``r^2`` follow on the host from the
+optimum's ``L_XX`` (:func:`finish`). The conditional modes are a separate program
+(:func:`random_effects`), compiled when first asked for. Cold-start costs on nels (2 cores):
+tracing and lowering about 0.3 s, XLA compiling 0.8-1 s.
 """
 from __future__ import annotations
 
