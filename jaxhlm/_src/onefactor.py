@@ -77,6 +77,18 @@ def _inverse_and_logdet(M, q):
     return N, logdet
 
 
+def _sum_levels(terms: list):
+    """``[sum_j t_j for t in terms]`` as one reduction over a stacked ``(K, J)`` array.
+
+    One reduction instead of K: XLA compiles and launches every reduction as kernels of their
+    own, which at a few hundred levels cost more than the sums (34 against 78 us for six sums
+    at 896 levels; 0.7 against 1.2 ms at 100k). Literal zeros (skipped products) sum to 0.
+    """
+    ref = next(t for t in terms if not _zero(t))
+    rows = [t if not _zero(t) else jnp.zeros_like(ref) for t in terms]
+    return jnp.sum(jnp.stack(rows), axis=1)
+
+
 def _forward(theta, A, B, struct):
     q, m = A.shape[0], B.shape[1]
     T = _T_lists(theta, struct)
@@ -89,10 +101,12 @@ def _forward(theta, A, B, struct):
     P = _mm(T, N)
     W = _mm(P, _tr(T))
     V = _mm(W, Bl)  # (q, m)
-    # S is symmetric: sum the upper triangle only (each sum over levels is a kernel of its own)
-    upper = {(c, d): jnp.sum(sum(Bl[a][c] * V[a][d] for a in range(q))) for c in range(m) for d in range(c, m)}
+    # S is symmetric: its upper triangle and log|M_j| summed over levels in one reduction
+    pairs = [(c, d) for c in range(m) for d in range(c, m)]
+    sums = _sum_levels([logdet] + [sum(Bl[a][c] * V[a][d] for a in range(q)) for c, d in pairs])
+    upper = dict(zip(pairs, (sums[k] for k in range(1, len(pairs) + 1))))
     S = jnp.stack([jnp.stack([upper[min(c, d), max(c, d)] for d in range(m)]) for c in range(m)])
-    return jnp.sum(logdet), S, (Al, Bl, P, W)
+    return sums[0], S, (Al, Bl, P, W)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -122,9 +136,9 @@ def _level_sums_bwd(struct, saved, cts):
     AW = _mm(Al, W)
     AWH = _mm(AW, H)
     X = [[c * Al[a][b] + H[a][b] - AWH[a][b] for b in range(q)] for a in range(q)]
-    # only the entries of d/dT at theta's positions are summed over levels
-    g = jnp.stack([2.0 * jnp.sum(sum(X[r][k] * P[k][cc] for k in range(q) if not _zero(P[k][cc])))
-                   for r, cc in zip(struct.theta_row, struct.theta_col)])
+    # only the entries of d/dT at theta's positions are summed over levels (one reduction)
+    g = 2.0 * _sum_levels([sum((X[r][k] * P[k][cc] for k in range(q) if not _zero(P[k][cc])), 0.0)
+                           for r, cc in zip(struct.theta_row, struct.theta_col)])
     return g.astype(theta.dtype), jnp.zeros((q, q) + Al[0][0].shape, Al[0][0].dtype), jnp.zeros((q, m) + Bl[0][0].shape, Bl[0][0].dtype)
 
 
