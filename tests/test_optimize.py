@@ -143,7 +143,7 @@ def test_packed_fit_unpacks_to_the_fit_dict():
                                      "mathscore ~ family_inc + (family_inc || sch_id)",
                                      "mathscore ~ family_inc + (1 | sch_id)"])
 def test_one_factor_modes_match_the_blocked_solution(formula):
-    """random_effects' closed form (onefactor.solution) against the general blocked solve."""
+    """random_effects' closed form (onefactor.modes) against the general blocked solve."""
     from jaxhlm._src.deviance import conditional_modes
     from jaxhlm._src.optimize import random_effects
 

@@ -27,7 +27,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-__all__ = ["level_sums", "solution"]
+__all__ = ["level_sums", "modes"]
 
 
 def _T_lists(theta, struct):
@@ -145,30 +145,19 @@ def _level_sums_bwd(struct, saved, cts):
 level_sums.defvjp(_level_sums_fwd, _level_sums_bwd)
 
 
-def solution(theta, A, B, XytXy, struct):
-    """Everything the results need at ``theta`` for one factor, without the blocked machinery.
+def modes(theta, A, B, XytXy, struct):
+    """Conditional modes ``b (q, J)`` at ``theta`` for one factor, without the blocked machinery.
 
-    ``L_xx = chol(XytXy - sum_j B_j'W_jB_j)`` gives ``beta`` and ``r^2``; the spherical modes are
-    ``u_j = N_j T' B_j [-beta; 1]`` (the solution of ``M_j u_j = T'Z_j'(y - X beta)``) and
-    ``b_j = T u_j``. Returns ``beta, r2, ldL2, ldRX2, Lx, bA (q, J), sqrL = sum_j |u_j|^2``.
+    ``L_xx = chol(XytXy - sum_j B_j'W_jB_j)`` gives ``beta``; with ``c_j = B_j [-beta; 1]``
+    (``= Z_j'(y - X beta)``) the spherical modes solve ``M_j u_j = T'c_j``, so
+    ``b_j = T u_j = T M_j^{-1} T' c_j = W_j c_j``.
     """
     q, m = A.shape[0], B.shape[1]
     p = m - 1
-    ld, S, (Al, Bl, P, W) = _forward(theta, A, B, struct)
-    Lxx = jnp.linalg.cholesky(XytXy - S)
-    Lx = Lxx[:p, :p]
-    beta = jax.scipy.linalg.solve_triangular(Lx.T, Lxx[p, :p], lower=False)
+    _, S, (_, Bl, _, W) = _forward(theta, A, B, struct)
+    Lxx = jax.lax.linalg.cholesky(XytXy - S, symmetrize_input=False)
+    beta = jax.lax.linalg.triangular_solve(Lxx[:p, :p], Lxx[p, :p][:, None], left_side=True, lower=True,
+                                           transpose_a=True)[:, 0]
     bfull = [-beta[c] for c in range(p)] + [1.0]
-    Bb = [sum(Bl[a][c] * bfull[c] for c in range(m)) for a in range(q)]  # B_j [-beta; 1], (q,) of (J,)
-    # u_j = N_j T' Bb_j with N_j T' = P_j' (P_j = T N_j, N_j symmetric); b_j = T u_j = W_j Bb_j
-    u = [sum(P[k][a] * Bb[k] for k in range(q) if not _zero(P[k][a])) for a in range(q)]
-    b = [sum(W[a][k] * Bb[k] for k in range(q) if not _zero(W[a][k])) for a in range(q)]
-    return {
-        "beta": beta,
-        "r2": Lxx[p, p] ** 2,
-        "ldL2": ld,
-        "ldRX2": 2.0 * jnp.sum(jnp.log(jnp.diagonal(Lx))),
-        "Lx": Lx,
-        "bA": jnp.stack(b),
-        "sqrL": sum(jnp.sum(x * x) for x in u),
-    }
+    c = [sum(Bl[a][k] * bfull[k] for k in range(m)) for a in range(q)]  # (q,) of (J,)
+    return jnp.stack([sum(W[a][k] * c[k] for k in range(q) if not _zero(W[a][k])) for a in range(q)])

@@ -24,7 +24,6 @@ tracing and lowering about 0.3 s, XLA compiling 0.8-1 s.
 """
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -308,9 +307,9 @@ def finish(fit: dict, p: int) -> dict:
 
 def _modes(theta, stats, struct):
     if struct.nfactors == 1 and struct.p + 1 <= 16:
-        from .onefactor import solution
+        from .onefactor import modes
 
-        return {"bA": solution(theta, stats["A_ZtZ"], stats["A_ZtXy"], stats["XytXy"], struct)["bA"]}
+        return {"bA": modes(theta, stats["A_ZtZ"], stats["A_ZtXy"], stats["XytXy"], struct)}
     cm = conditional_modes(theta, stats, struct)
     Ts = cm["Ts"]
     out = {"bA": Ts[0] @ cm["uA"]}
