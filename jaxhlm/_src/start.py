@@ -156,8 +156,10 @@ def moment_start_one_factor(stats: dict, struct: Structure, fallback):
     p = XytXy.shape[0] - 1
     if p:  # pooled OLS
         XtX, Xty = XytXy[:p, :p], XytXy[:p, p]
+        solve = jax.lax.linalg.triangular_solve
         Lt = jax.lax.linalg.cholesky(XtX, symmetrize_input=False)
-        beta = jax.lax.linalg.triangular_solve(Lt, jax.lax.linalg.triangular_solve(Lt, Xty[:, None], left_side=True, lower=True), left_side=True, lower=True, transpose_a=True)[:, 0]
+        half = solve(Lt, Xty[:, None], left_side=True, lower=True)
+        beta = solve(Lt, half, left_side=True, lower=True, transpose_a=True)[:, 0]
         rss = XytXy[p, p] - beta @ Xty
         e = B[:, p, :] - jnp.tensordot(beta, B[:, :p, :], axes=([0], [1]))  # Z_j'(y - X beta), (q, J)
     else:
