@@ -271,21 +271,6 @@ def _fit_core(theta0, stats, struct, reml, moment=False, maxit=500):
             "converged": res["converged"], "Hinv": res["Hinv"], **res["aux"]}
 
 
-@jit(static_argnames=("struct", "reml"))
-def fit_theta(theta0, stats, struct, reml, moment=False):
-    """Minimise the (RE)ML criterion over theta: one compiled call per model structure.
-
-    Returns theta, the criterion, its gradient, the number of gradient calls, the convergence
-    flag, the final inverse-Hessian estimate, and at the optimum ``Lxx`` (the Cholesky factor of
-    the Schur complement of ``[X y]``) and ``ldL2 = log|L|^2``; :func:`finish` derives beta and
-    ``r^2`` from them. The conditional modes are not part of it (:func:`random_effects`, on
-    demand). With ``moment`` true (a boolean, traced; one factor only), ``theta0`` is replaced by
-    the moment estimate of :func:`jaxhlm._src.start.moment_start_one_factor` (``theta0`` is its
-    fallback).
-    """
-    return _fit_core(theta0, stats, struct, reml, moment)
-
-
 def finish(fit: dict, p: int) -> dict:
     """``fit`` plus ``beta, r2, Lx, ldRX2`` (NumPy), from its ``Lxx``.
 
@@ -347,9 +332,18 @@ def _fit_shapes(struct):
 
 
 @jit(static_argnames=("struct", "reml"))
-def _fit_packed(theta0, stats, moment, maxit, struct, reml):
-    """:func:`fit_theta`'s results as one float64 vector (one transfer to the host instead of
-    eight); ``moment`` and ``maxit`` are arguments, so one program serves fits and checks."""
+def fit_theta(theta0, stats, moment, maxit, struct, reml):
+    """Minimise the (RE)ML criterion over theta: the one compiled program per model structure.
+
+    Returns one float64 vector (one transfer to the host; :func:`_unpack` names its parts):
+    theta, the criterion, its gradient, the number of gradient calls, the convergence flag, the
+    final inverse-Hessian estimate, and at the optimum ``Lxx`` (the Cholesky factor of the Schur
+    complement of ``[X y]``) and ``ldL2 = log|L|^2``, from which :func:`finish` derives beta and
+    ``r^2``. With ``moment`` true (one factor only) ``theta0`` is replaced by the moment estimate
+    of :func:`jaxhlm._src.start.moment_start_one_factor` (``theta0`` is its fallback); ``maxit``
+    bounds the gradient calls (1: just evaluate at ``theta0``). Both are arguments, not static,
+    so fits, refits and single evaluations share the program.
+    """
     out = _fit_core(theta0, stats, struct, reml, moment, maxit)
     return jnp.concatenate([jnp.ravel(out[k]).astype(jnp.float64) for k in _FIT_FIELDS])
 
@@ -366,7 +360,7 @@ def _unpack(flat: np.ndarray, struct) -> dict:
 
 
 def run_fit(theta0, stats, struct, reml, moment=False, maxit=500) -> dict:
-    """:func:`fit_theta` with its results moved to the host (NumPy arrays).
+    """:func:`fit_theta` with its results on the host (NumPy), named, plus :func:`finish`'s.
 
     Goes through :mod:`programcache`, so a new process reuses the traced program of an earlier one.
     """
@@ -375,7 +369,7 @@ def run_fit(theta0, stats, struct, reml, moment=False, maxit=500) -> dict:
     args = (np.asarray(theta0, dtype=np.float64), stats)
     args = args + (np.asarray(bool(moment) and struct.nfactors == 1), np.asarray(maxit, dtype=np.int64))
     static = {"struct": struct, "reml": bool(reml)}
-    flat = np.asarray(programcache.call(_fit_packed, "fit_theta", args, static))
+    flat = np.asarray(programcache.call(fit_theta, "fit_theta", args, static))
     return finish(_unpack(flat, struct), struct.p)
 
 
