@@ -43,13 +43,13 @@ def fmt(s) -> str:
 def per_eval(fit, warm_ph) -> None:
     """Cost of one criterion (+ gradient) evaluation at the optimum, through engine internals.
 
-    Best effort: uses jaxhlm._src.optimize.value_and_grad_theta(theta, stats, struct, reml) and
+    Best effort: uses jaxhlm._src.optim.fit.value_and_grad_theta(theta, stats, struct, reml) and
     the fit's private _fit/_stats/_struct when they exist, and says so when they do not.
     """
     try:
         import jax
         import jax.numpy as jnp
-        from jaxhlm._src import optimize as opt
+        from jaxhlm._src.optim import fit as opt
 
         vg = opt.value_and_grad_theta
         th = jnp.asarray(fit._fit["theta"])

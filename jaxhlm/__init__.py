@@ -1,14 +1,14 @@
 """jaxhlm: hierarchical linear (mixed) models with lme4 formulas on a jit-compiled JAX engine.
 
-Importing jaxhlm switches JAX to float64 (``jax_enable_x64``); see :mod:`jaxhlm._src.config`.
+Importing jaxhlm switches JAX to float64 (``jax_enable_x64``); see :mod:`jaxhlm._src.base.config`.
 
 >>> import jaxhlm
 >>> fit = jaxhlm.lmer("Reaction ~ Days + (Days | Subject)", data=df)   # doctest: +SKIP
 >>> print(fit.summary())                                               # doctest: +SKIP
 """
-from ._src import config as _config  # noqa: F401  (float64 before anything else)
-from ._src.design import DataWarning, RankDeficiencyWarning, build_design
-from ._src.errors import (
+from ._src.base import config as _config  # noqa: F401  (float64 before anything else)
+from ._src.design.build import DataWarning, RankDeficiencyWarning, build_design
+from ._src.base.errors import (
     ArgumentError,
     ColumnNotFoundError,
     ConvergenceWarning,
@@ -20,14 +20,14 @@ from ._src.errors import (
     ModelComparisonError,
     SingularFitWarning,
 )
-from ._src.formula import parse_formula
-from ._src.lmm import LinearMixedModel, lmer
-from ._src.anova import AnovaTable, anova
-from ._src.errors import FitError, InferenceError, NewLevelsWarning
-from ._src.icc import icc
-from ._src.bootstrap import BootstrapResult, bootstrap_lrt
-from ._src.power import PowerResult, power, power_curve
-from ._src.sharding import lmer_sharded
+from ._src.formula.terms import parse_formula
+from ._src.model.lmm import LinearMixedModel, lmer
+from ._src.infer.anova import AnovaTable, anova
+from ._src.base.errors import FitError, InferenceError, NewLevelsWarning
+from ._src.infer.icc import icc
+from ._src.sim.bootstrap import BootstrapResult, bootstrap_lrt
+from ._src.sim.power import PowerResult, power, power_curve
+from ._src.stats.sharding import lmer_sharded
 from . import datasets, plotting  # noqa: E402  (plotting imports matplotlib only when drawing)
 
 __version__ = "0.1.0"

@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from ._src.errors import JaxhlmError
+    from ._src.base.errors import JaxhlmError
 
     try:
         return args.func(args)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._src.errors import ArgumentError, ColumnNotFoundError
+from ._src.base.errors import ArgumentError, ColumnNotFoundError
 
 __all__ = ["resid_fitted", "qq", "group_lines", "caterpillar", "plot"]
 

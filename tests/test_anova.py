@@ -10,7 +10,7 @@ import scipy.stats
 
 import jaxhlm
 from conftest import fit_case, load_cases, load_data, load_reference
-from jaxhlm._src.anova import chibar_pvalue
+from jaxhlm._src.infer.anova import chibar_pvalue
 
 ANOVA_CASES = [c["id"] for c in load_cases("anova")]
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-from jaxhlm._src.bigdata import lmer_out_of_core, pseudo_rows
+from jaxhlm._src.design.outofcore import lmer_out_of_core, pseudo_rows
 
 from conftest import load_data
 

@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 
 import jaxhlm
-from jaxhlm._src.bootstrap import BootstrapResult, percentile_interval
+from jaxhlm._src.sim.bootstrap import BootstrapResult, percentile_interval
 
 from conftest import load_data
 

@@ -3,7 +3,7 @@
 Against lme4 1.1-31's ``ranef(m, condVar = TRUE)`` for every reference case (condsd within 1%,
 looser where lme4's own fit stopped short of the optimum), and against a dense numpy
 computation of ``sigma^2 Lambda (Lambda'Z'Z Lambda + I)^{-1} Lambda'`` for crossed and nested
-designs (where the blocked formula of :mod:`jaxhlm._src.condvar` matters).
+designs (where the blocked formula of :mod:`jaxhlm._src.infer.condvar` matters).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import fit_case, load_cases, load_reference
-from jaxhlm._src.kenward_roger import _full_z, _lambda
+from jaxhlm._src.infer.kenward_roger import _full_z, _lambda
 
 CASES = [c["id"] for c in load_cases("lmer")]
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhlm._src import config
+from jaxhlm._src.base import config as config
 
 
 def test_float64_on_import():
@@ -74,7 +74,7 @@ def test_scipy_stats_is_imported_on_first_use():
 
 
 def test_lazy_scipy_proxy():
-    from jaxhlm._src._lazy import scipy
+    from jaxhlm._src.base.lazy import scipy
 
     import scipy.special as special
 

@@ -19,7 +19,7 @@ import scipy.optimize
 
 import jaxhlm
 from conftest import fit_case, load_cases, load_reference
-from jaxhlm._src.deviance import objective_vp
+from jaxhlm._src.engine.pls import objective_vp
 
 # InstEval (73k rows, two large crossed factors) takes minutes to fit: JAXHLM_SLOW_TESTS=1 only
 CASES = [c["id"] for c in load_cases("lmer") if c["id"] != "insteval_reml" or os.environ.get("JAXHLM_SLOW_TESTS")]

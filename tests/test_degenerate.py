@@ -25,9 +25,9 @@ from test_oracle import assert_dense_optimum
 
 import jaxhlm
 from jaxhlm import ConvergenceWarning, DataError, RankDeficiencyWarning, SingularFitWarning
-from jaxhlm._src.deviance import objective
-from jaxhlm._src.errors import FitError
-from jaxhlm._src.lmm import LinearMixedModel
+from jaxhlm._src.engine.pls import objective
+from jaxhlm._src.base.errors import FitError
+from jaxhlm._src.model.lmm import LinearMixedModel
 
 LOG2PI = math.log(2 * math.pi)
 J = 20
@@ -216,7 +216,7 @@ def test_single_huge_group():
 
 # ------------------------------------------------------------------------------ convergence
 try:  # the engine's compiled gradient (shared with the Hessian the convergence check uses)
-    from jaxhlm._src.optimize import value_and_grad_theta as _value_and_grad
+    from jaxhlm._src.optim.fit import value_and_grad_theta as _value_and_grad
 except ImportError:  # pragma: no cover
     _value_and_grad = jax.jit(jax.value_and_grad(objective), static_argnums=(2, 3))
 

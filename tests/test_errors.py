@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-import jaxhlm._src.lmm as lmm_mod
+import jaxhlm._src.model.lmm as lmm_mod
 from jaxhlm import (
     ArgumentError,
     ColumnNotFoundError,

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-from jaxhlm._src import design as D
-from jaxhlm._src.fastdesign import fast_columns, parse_simple_rhs
-from jaxhlm._src.formula import parse_formula
+from jaxhlm._src.design import build as D
+from jaxhlm._src.design.fast import fast_columns, parse_simple_rhs
+from jaxhlm._src.formula.terms import parse_formula
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxhlm import FormulaError, parse_formula
-from jaxhlm._src.formula import RandomTerm
+from jaxhlm._src.formula.terms import RandomTerm
 
 NAMES = ["x", "z", "w", "age", "dose.x", "x_2"]
 PYNAMES = ["x", "z", "age", "x_2"]  # usable inside Python calls

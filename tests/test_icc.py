@@ -7,7 +7,7 @@ import pytest
 
 import jaxhlm
 from conftest import fit_case, load_cases, load_data, load_reference, reference_data
-from jaxhlm._src.icc import variance_components
+from jaxhlm._src.infer.icc import variance_components
 
 ICC_CASES = [c["id"] for c in load_cases("icc")]
 

@@ -6,7 +6,7 @@ import pytest
 
 import jaxhlm
 from conftest import fit_case, load_cases, load_reference
-from jaxhlm._src import kenward_roger as kr
+from jaxhlm._src.infer import kenward_roger as kr
 
 KR_CASES = []
 for c in load_cases("lmer"):

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-from jaxhlm._src.batchfit import pls_one_factor
-from jaxhlm._src.deviance import _criterion
-from jaxhlm._src.onefactor import level_sums
+from jaxhlm._src.optim.batch import pls_one_factor
+from jaxhlm._src.engine.pls import _criterion
+from jaxhlm._src.engine.onefactor import level_sums
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-from jaxhlm._src.optimize import quasi_newton, rectify
-from jaxhlm._src.start import lme4_start, moment_start
+from jaxhlm._src.optim.fit import quasi_newton, rectify
+from jaxhlm._src.optim.start import lme4_start, moment_start
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -67,8 +67,8 @@ def test_moment_start_never_starts_on_zero():
 def test_moment_start_falls_back_to_lme4_start_when_undefined():
     df = pd.DataFrame({"y": [1.0, 2.0, 4.0, 3.0, 5.0, 7.0], "x": [0.0, 1.0, 2.0, 0.0, 1.0, 3.0],
                        "g": [1, 1, 1, 2, 2, 2]})
-    from jaxhlm._src.design import build_design
-    from jaxhlm._src.suffstats import build_structure, compute_stats
+    from jaxhlm._src.design.build import build_design
+    from jaxhlm._src.stats.suffstats import build_structure, compute_stats
 
     d = build_design("y ~ x + (x | g)", df)
     s = build_structure(d)
@@ -111,8 +111,8 @@ def test_moment_start_with_four_correlated_random_effects():
 
 
 def _nels(formula):
-    from jaxhlm._src.design import build_design
-    from jaxhlm._src.suffstats import build_structure, compute_stats
+    from jaxhlm._src.design.build import build_design
+    from jaxhlm._src.stats.suffstats import build_structure, compute_stats
 
     d = pd.read_csv(os.path.join(DATA, "nels_like.csv"))
     design = build_design(formula, d)
@@ -121,7 +121,7 @@ def _nels(formula):
 
 
 def test_packed_fit_unpacks_to_the_fit_dict():
-    from jaxhlm._src.optimize import _fit_core, run_fit
+    from jaxhlm._src.optim.fit import _fit_core, run_fit
 
     _, struct, stats = _nels("mathscore ~ family_inc + (family_inc | sch_id)")
     th0 = lme4_start(struct)
@@ -131,7 +131,7 @@ def test_packed_fit_unpacks_to_the_fit_dict():
     for k, v in ref.items():
         np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(v), err_msg=k)
     # beta, r^2 and L_X from the optimum's L_XX (host) match the conditional-modes solution
-    from jaxhlm._src.deviance import conditional_modes
+    from jaxhlm._src.engine.pls import conditional_modes
 
     cm = jax.device_get(conditional_modes(jnp.asarray(got["theta"]), stats, struct))
     np.testing.assert_allclose(got["beta"], cm["beta"], rtol=1e-10)
@@ -145,8 +145,8 @@ def test_packed_fit_unpacks_to_the_fit_dict():
                                      "mathscore ~ family_inc + (1 | sch_id)"])
 def test_one_factor_modes_match_the_blocked_solution(formula):
     """random_effects' closed form (onefactor.modes) against the general blocked solve."""
-    from jaxhlm._src.deviance import conditional_modes
-    from jaxhlm._src.optimize import random_effects
+    from jaxhlm._src.engine.pls import conditional_modes
+    from jaxhlm._src.optim.fit import random_effects
 
     _, struct, stats = _nels(formula)
     theta = jnp.asarray(np.linspace(0.3, 0.05, struct.ntheta) * np.where(struct.theta_is_diag(), 1.0, -0.2))
@@ -167,8 +167,8 @@ def test_modes_are_computed_on_first_use():
 @pytest.mark.parametrize("reml", [False, True])
 def test_criterion_check_uses_the_fit_program(reml):
     """criterion() (one loop iteration of the fit program) equals the blocked objective."""
-    from jaxhlm._src.deviance import objective
-    from jaxhlm._src.optimize import criterion
+    from jaxhlm._src.engine.pls import objective
+    from jaxhlm._src.optim.fit import criterion
 
     _, struct, stats = _nels("mathscore ~ family_inc + (family_inc | sch_id)")
     for theta in ([0.5, -0.03, 0.02], [0.0, 0.1, 0.3], [1.0, 0.0, 0.0]):

@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxhlm
-from jaxhlm._src.deviance import objective
-from jaxhlm._src.design import build_design
-from jaxhlm._src.suffstats import build_structure, compute_stats
+from jaxhlm._src.engine.pls import objective
+from jaxhlm._src.design.build import build_design
+from jaxhlm._src.stats.suffstats import build_structure, compute_stats
 
 LOG2PI = math.log(2.0 * math.pi)
 

@@ -7,9 +7,9 @@ import pytest
 import scipy.stats
 
 import jaxhlm
-from jaxhlm._src.lmm import _fit_design
-from jaxhlm._src.power import clopper_pearson, resize_design
-from jaxhlm._src.suffstats import build_structure, compute_stats
+from jaxhlm._src.model.lmm import _fit_design
+from jaxhlm._src.sim.power import clopper_pearson, resize_design
+from jaxhlm._src.stats.suffstats import build_structure, compute_stats
 
 from conftest import load_data
 

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhlm._src import programcache
+from jaxhlm._src.base import programcache as programcache
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = r"""

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxhlm._src.deviance import conditional_modes, objective
-from jaxhlm._src.design import build_design
-from jaxhlm._src.suffstats import build_structure, compute_stats
+from jaxhlm._src.engine.pls import conditional_modes, objective
+from jaxhlm._src.design.build import build_design
+from jaxhlm._src.stats.suffstats import build_structure, compute_stats
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -93,7 +93,7 @@ def test_nested_condvar_equals_dense():
     import dataclasses
 
     import jaxhlm
-    from jaxhlm._src.condvar import ranef_condvar
+    from jaxhlm._src.infer.condvar import ranef_condvar
 
     m = jaxhlm.lmer("y ~ x + (x | cls) + (1 | sch)", _nested_with_slopes(1))
     assert m._struct.b_diag

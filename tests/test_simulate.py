@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-from jaxhlm._src.optimize import value_and_grad_theta
+from jaxhlm._src.optim.fit import value_and_grad_theta
 
 from conftest import load_data
 
@@ -131,7 +131,7 @@ def test_refit_many_at_optimum_gradient(nels, nels_refits):
     Y, r = nels_refits
     stats = {k: np.array(v) for k, v in m._stats.items()}
     stats["A_ZtXy"] = stats["A_ZtXy"].copy()
-    from jaxhlm._src.batchfit import y_operator, y_stats
+    from jaxhlm._src.optim.batch import y_operator, y_stats
 
     ys = y_stats(y_operator(m._design, m._struct), Y[:, :1], m._struct)
     p = m._struct.p

@@ -18,7 +18,7 @@ from importlib import resources
 
 import pandas as pd
 
-from .._src.errors import DatasetNotFoundError
+from .._src.base.errors import DatasetNotFoundError
 
 __all__ = ["load", "list", "describe", "names", "DatasetNotFoundError"]
 

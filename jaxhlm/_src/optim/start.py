@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .suffstats import Structure
+from ..stats.suffstats import Structure
 
 __all__ = ["lme4_start", "moment_start"]
 

@@ -43,11 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._lazy import scipy  # submodules imported on first use
-from .config import jit  # (importing config also turns on float64)
-from .deviance import LOG2PI, pls
-from .errors import ArgumentError, ConvergenceWarning, DataError
-from .suffstats import bucket
+from ..base.lazy import scipy  # submodules imported on first use
+from ..base.config import jit  # (importing config also turns on float64)
+from ..engine.pls import LOG2PI, pls
+from ..base.errors import ArgumentError, ConvergenceWarning, DataError
+from ..stats.suffstats import bucket
 
 __all__ = ["y_operator", "y_stats", "RefitSpec", "spec_of", "refit_design_many", "fd_steps"]
 

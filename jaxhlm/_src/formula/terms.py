@@ -21,7 +21,7 @@ import re
 
 import formulaic
 
-from .errors import FormulaError
+from ..base.errors import FormulaError
 
 __all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "check_syntax"]
 

@@ -19,15 +19,15 @@ import formulaic
 import numpy as np
 import pandas as pd
 
-from .errors import (
+from ..base.errors import (
     ArgumentError,
     ColumnNotFoundError,
     DataError,
     FormulaError,
     JaxhlmWarning,
 )
-from .fastdesign import fast_columns
-from .formula import ParsedFormula, RandomTerm, parse_formula
+from .fast import fast_columns
+from ..formula.terms import ParsedFormula, RandomTerm, parse_formula
 
 __all__ = ["GroupingFactor", "TermDesign", "Design", "build_design", "r_name", "RankDeficiencyWarning", "DataWarning"]
 

@@ -28,9 +28,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from . import config  # noqa: F401  (float64)
-from .batchfit import factor_Z, refit_design_many, spec_of, y_operator, y_stats
-from .errors import ArgumentError, DataError
+from ..base import config  # noqa: F401  (float64)
+from ..optim.batch import factor_Z, refit_design_many, spec_of, y_operator, y_stats
+from ..base.errors import ArgumentError, DataError
 
 __all__ = ["simulate", "refit", "refit_many", "simulate_design", "resolve_params"]
 
@@ -286,7 +286,7 @@ def refit(model, y, *, name=None):
         A full model object, fitted from the model's theta with the design's statistics reused
         (only the y-columns are recomputed).
     """
-    from .lmm import _fit_design
+    from ..model.lmm import _fit_design
 
     Y = _as_response_matrix(model, y)
     if Y.shape[1] != 1:

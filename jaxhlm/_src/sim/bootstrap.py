@@ -23,9 +23,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ._lazy import scipy  # submodules imported on first use
-from .batchfit import refit_design_many, spec_of
-from .errors import ArgumentError, JaxhlmWarning, ModelComparisonError
+from ..base.lazy import scipy  # submodules imported on first use
+from ..optim.batch import refit_design_many, spec_of
+from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
 
 __all__ = ["BootstrapResult", "bootstrap", "bootstrap_confint", "bootstrap_lrt", "percentile_interval"]
@@ -79,7 +79,7 @@ def bootstrap(model, nsim: int = 1000, seed=None, *, use_u: bool = False, satter
 
 def _sdcor(model, reps: pd.DataFrame) -> pd.DataFrame:
     """Per replicate: lme4's ``.sig01 ...`` (standard deviations and correlations in theta's order) and ``.sigma``."""
-    from .confint import profile_param_names
+    from ..infer.confint import profile_param_names
 
     short, _ = profile_param_names(model)
     TH = reps[[f"theta.{nm}" for nm in model.theta.index]].to_numpy()
@@ -187,7 +187,7 @@ class BootstrapResult:
             Index as lme4 (``.sig01 ...``, ``.sigma``, fixed effects), columns ``"2.5 %"`` and
             ``"97.5 %"``; ``attrs["names_long"]``, ``attrs["nsim"]`` (replicates used).
         """
-        from .confint import _colnames, _select
+        from ..infer.confint import _colnames, _select
 
         if not (isinstance(level, (int, float)) and 0 < level < 1):
             raise ArgumentError(f"level must be a number between 0 and 1, got {level!r}")
@@ -275,8 +275,8 @@ def bootstrap_lrt(m0, m1, nsim: int = 1000, seed=None, *, batch_size=None, chunk
         / (1 + R)``; ``Bartlett``: ``LRT / (mean(LRT*) / df)`` against chi2(df).
         ``.lrt_samples`` holds the simulated statistics (NaN where a refit failed).
     """
-    from .anova import _check_same_data, _ml_version
-    from .lmm import LinearMixedModel
+    from ..infer.anova import _check_same_data, _ml_version
+    from ..model.lmm import LinearMixedModel
 
     for i, m in enumerate((m0, m1)):
         if not isinstance(m, LinearMixedModel):

@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._lazy import scipy  # submodules imported on first use
-from .suffstats import factor_columns
+from ..base.lazy import scipy  # submodules imported on first use
+from ..stats.suffstats import factor_columns
 
 __all__ = ["ranef_chisq"]
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._lazy import scipy  # submodules imported on first use
-from .errors import ArgumentError
+from ..base.lazy import scipy  # submodules imported on first use
+from ..base.errors import ArgumentError
 
 __all__ = ["contest", "contrast_matrix", "fstat_ddf"]
 

@@ -43,12 +43,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._lazy import scipy  # submodules imported on first use
-from .config import jit
-from .deviance import objective_vp
-from .errors import ArgumentError, JaxhlmWarning
-from .optimize import bfgs_minimize
-from .suffstats import Structure
+from ..base.lazy import scipy  # submodules imported on first use
+from ..base.config import jit
+from ..engine.pls import objective_vp
+from ..base.errors import ArgumentError, JaxhlmWarning
+from ..optim.fit import bfgs_minimize
+from ..stats.suffstats import Structure
 
 __all__ = ["confint", "profile_param_names"]
 
@@ -130,7 +130,7 @@ class _TermSpec:
 
 
 def _term_specs(model) -> tuple:
-    from .suffstats import factor_columns
+    from ..stats.suffstats import factor_columns
 
     d = model._design
     off_of = {}
@@ -346,7 +346,7 @@ def _solve_side(prof, target, step0, lo_bound, hi_bound, tol=1e-6, maxit=60):
 
 
 def _profile_ci(model, idx, allnames, level, maxit=60):
-    from .lmm import _fit_design
+    from ..model.lmm import _fit_design
 
     if model.reml:
         with warnings.catch_warnings():
@@ -496,7 +496,7 @@ def confint(model, parm=None, level: float = 0.95, method: str = "profile", **kw
         raise ArgumentError(f"method must be 'profile', 'wald' or 'boot', got {method!r}")
     if meth == "boot":
         try:
-            from .bootstrap import bootstrap_confint  # noqa: F401  (issue 5)
+            from ..sim.bootstrap import bootstrap_confint  # noqa: F401  (issue 5)
         except ImportError:
             raise NotImplementedError("bootstrap intervals are not available in this version; use method='profile'") from None
         return bootstrap_confint(model, parm=parm, level=level, **kwargs)

@@ -32,10 +32,10 @@ import formulaic
 import numpy as np
 import pandas as pd
 
-from . import design as _design
-from .design import Design, GroupingFactor, TermDesign, r_name
-from .errors import ArgumentError, DataError, FormulaError
-from .formula import ParsedFormula, parse_formula
+from . import build as _design
+from .build import Design, GroupingFactor, TermDesign, r_name
+from ..base.errors import ArgumentError, DataError, FormulaError
+from ..formula.terms import ParsedFormula, parse_formula
 
 __all__ = ["is_out_of_core", "lmer_out_of_core", "OutOfCoreDesign", "DaskSource", "FileSource"]
 
@@ -361,8 +361,8 @@ def lmer_out_of_core(formula, data, reml: bool = True, *, name=None, start=None,
     LinearMixedModel
         Identical estimates to the in-memory fit (up to rounding), without per-row quantities.
     """
-    from .lmm import _fit_design
-    from .suffstats import build_structure, compute_stats, is_nested
+    from ..model.lmm import _fit_design
+    from ..stats.suffstats import build_structure, compute_stats, is_nested
 
     t0 = time.perf_counter()
     parsed = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
@@ -529,7 +529,7 @@ def lmer_out_of_core(formula, data, reml: bool = True, *, name=None, start=None,
     struct = dataclasses.replace(struct, b_diag=is_nested(pseudo))
     mesh = None
     if devices is not None:
-        from .sharding import group_mesh, padded_structure
+        from ..stats.sharding import group_mesh, padded_structure
 
         mesh = group_mesh(devices)
         struct = padded_structure(struct, mesh.devices.size)
@@ -537,7 +537,7 @@ def lmer_out_of_core(formula, data, reml: bool = True, *, name=None, start=None,
     stats = compute_stats(pseudo, struct)
     stats["n"] = np.float64(n)
     if mesh is not None:
-        from .sharding import shard_stats
+        from ..stats.sharding import shard_stats
 
         stats = shard_stats(stats, mesh)
     t2 = time.perf_counter()

@@ -14,12 +14,12 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from . import config  # noqa: F401  (importing config turns on float64)
-from .design import Design, build_design
-from .errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
-from .optimize import criterion, fd_hessian, random_effects, rectify, run_fit, theta_start
-from .start import moment_start
-from .suffstats import build_structure, compute_stats
+from ..base import config  # noqa: F401  (importing config turns on float64)
+from ..design.build import Design, build_design
+from ..base.errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
+from ..optim.fit import criterion, fd_hessian, random_effects, rectify, run_fit, theta_start
+from ..optim.start import moment_start
+from ..stats.suffstats import build_structure, compute_stats
 
 __all__ = ["LinearMixedModel", "lmer"]
 
@@ -418,20 +418,20 @@ class LinearMixedModel:
     # ------------------------------------------------------------------ inference
     @functools.cached_property
     def _satterthwaite(self):
-        from .satterthwaite import satterthwaite_parts
+        from ..infer.satterthwaite import satterthwaite_parts
 
         return satterthwaite_parts(self)
 
     @property
     def coef_table(self) -> pd.DataFrame:
         """Fixed effects with Satterthwaite degrees of freedom (lmerTest's ``summary`` table)."""
-        from .satterthwaite import coef_table
+        from ..infer.satterthwaite import coef_table
 
         return coef_table(self)
 
     def summary(self, **kwargs):
         """An lme4/lmerTest-style summary; ``print()`` it, or display it in Jupyter."""
-        from .summary import Summary
+        from ..infer.summary import Summary
 
         return Summary(self, **kwargs)
 
@@ -444,7 +444,7 @@ class LinearMixedModel:
         Index ``.sig01``..., ``.sigma``, fixed effects; columns ``"2.5 %"``, ``"97.5 %"``.
         See :func:`jaxhlm._src.confint.confint`.
         """
-        from .confint import confint
+        from ..infer.confint import confint
 
         return confint(self, parm=parm, level=level, method=method, **kwargs)
 
@@ -453,70 +453,70 @@ class LinearMixedModel:
 
         Unseen grouping levels get the population prediction. See :func:`jaxhlm._src.predict.predict`.
         """
-        from .predict import predict
+        from ..infer.predict import predict
 
         return predict(self, newdata=newdata, re_form=re_form, allow_new_levels=allow_new_levels)
 
     def icc(self) -> pd.Series:
         """Adjusted and conditional intraclass correlation (R's ``performance::icc``); see :mod:`jaxhlm._src.icc`."""
-        from .icc import model_icc
+        from ..infer.icc import model_icc
 
         return model_icc(self)
 
     def ranef_chisq(self) -> pd.DataFrame:
         """Raudenbush & Bryk's (HLM) chi-square test that each random coefficient varies; see :mod:`jaxhlm._src.ranef_chisq`."""
-        from .ranef_chisq import ranef_chisq
+        from ..infer.ranef_chisq import ranef_chisq
 
         return ranef_chisq(self)
 
     def contest(self, L, rhs=0.0, joint: bool = True, ddf: str = "satterthwaite", level: float = 0.95) -> pd.DataFrame:
         """t / F tests of contrasts ``L beta = rhs`` (lmerTest's ``contest``); see :func:`jaxhlm._src.contest.contest`."""
-        from .contest import contest
+        from ..infer.contest import contest
 
         return contest(self, L, rhs=rhs, joint=joint, ddf=ddf, level=level)
 
     @property
     def ranef_condsd(self) -> dict:
         """Conditional standard deviations of the random effects (lme4's condVar), per factor."""
-        from .condvar import ranef_condsd
+        from ..infer.condvar import ranef_condsd
 
         return ranef_condsd(self)
 
     @property
     def ranef_condvar(self) -> dict:
         """Per-level conditional covariance matrices of the random effects, ``(nlevels, q, q)`` per factor."""
-        from .condvar import ranef_condvar
+        from ..infer.condvar import ranef_condvar
 
         return ranef_condvar(self)
 
     def coef_table_kr(self, max_q: int | None = None) -> pd.DataFrame:
         """Fixed effects with Kenward-Roger df (REML fits); see :mod:`jaxhlm._src.kenward_roger`."""
-        from .kenward_roger import coef_table_kr
+        from ..infer.kenward_roger import coef_table_kr
 
         return coef_table_kr(self, max_q=max_q)
 
     # (issue 5: simulation)
     def simulate(self, *args, **kwargs):
         """Responses simulated from the fitted model; see :func:`jaxhlm._src.simulate.simulate`."""
-        from .simulate import simulate
+        from ..sim.simulate import simulate
 
         return simulate(self, *args, **kwargs)
 
     def refit(self, *args, **kwargs):
         """Refit to a new response with the same design; see :func:`jaxhlm._src.simulate.refit`."""
-        from .simulate import refit
+        from ..sim.simulate import refit
 
         return refit(self, *args, **kwargs)
 
     def refit_many(self, *args, **kwargs):
         """Refit to many responses at once; see :func:`jaxhlm._src.simulate.refit_many`."""
-        from .simulate import refit_many
+        from ..sim.simulate import refit_many
 
         return refit_many(self, *args, **kwargs)
 
     def bootstrap(self, *args, **kwargs):
         """Parametric bootstrap; see :func:`jaxhlm._src.bootstrap.bootstrap`."""
-        from .bootstrap import bootstrap
+        from ..sim.bootstrap import bootstrap
 
         return bootstrap(self, *args, **kwargs)
 
@@ -528,7 +528,7 @@ class LinearMixedModel:
         regression line per group over ``x=``, the average thick) or ``"caterpillar"``
         (conditional modes with 95% intervals). Keyword arguments go to that plot's function.
         """
-        from .. import plotting
+        from ... import plotting
 
         return plotting.plot(self, kind=kind, **kwargs)
 
@@ -572,10 +572,10 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
     """
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r} ({type(reml).__name__})")
-    from .bigdata import is_out_of_core  # Dask DataFrame or Parquet/CSV files (issue 5)
+    from ..design.outofcore import is_out_of_core  # Dask DataFrame or Parquet/CSV files (issue 5)
 
     if is_out_of_core(data):
-        from .bigdata import lmer_out_of_core
+        from ..design.outofcore import lmer_out_of_core
 
         return lmer_out_of_core(formula, data, reml=bool(reml), name=name, start=start)
     t0 = time.perf_counter()

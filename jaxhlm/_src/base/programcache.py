@@ -32,12 +32,16 @@ _LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=1)
 def _source_digest() -> str:
+    """Digest of the JAX version and of every ``.py`` file under ``jaxhlm/_src`` (all subpackages)."""
     h = hashlib.sha256(jax.__version__.encode())
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in sorted(os.listdir(here)):
-        if name.endswith(".py"):
-            with open(os.path.join(here, name), "rb") as fh:
-                h.update(name.encode() + fh.read())
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # jaxhlm/_src
+    for folder, dirs, files in os.walk(top):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, "rb") as fh:
+                    h.update(os.path.relpath(path, top).encode() + fh.read())
     return h.hexdigest()
 
 

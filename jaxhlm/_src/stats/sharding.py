@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .errors import ArgumentError
+from ..base.errors import ArgumentError
 
 __all__ = ["group_mesh", "shard_stats", "padded_structure", "lmer_sharded"]
 
@@ -83,9 +83,9 @@ def lmer_sharded(formula, data, reml: bool = True, *, devices=None, name=None, s
         Its statistics stay sharded, so later computations on it (Satterthwaite df, profiles,
         refits) run sharded too.
     """
-    from .bigdata import is_out_of_core, lmer_out_of_core
-    from .design import build_design
-    from .lmm import _fit_design
+    from ..design.outofcore import is_out_of_core, lmer_out_of_core
+    from ..design.build import build_design
+    from ..model.lmm import _fit_design
     from .suffstats import build_structure, compute_stats
 
     if not isinstance(reml, (bool, np.bool_)):

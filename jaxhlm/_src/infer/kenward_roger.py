@@ -31,9 +31,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._lazy import scipy  # submodules imported on first use
-from .errors import InferenceError
-from .suffstats import factor_columns
+from ..base.lazy import scipy  # submodules imported on first use
+from ..base.errors import InferenceError
+from ..stats.suffstats import factor_columns
 
 __all__ = ["kr_parts", "kr_df", "kr_test", "coef_table_kr", "MAX_Q"]
 

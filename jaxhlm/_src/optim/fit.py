@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import jit
-from .deviance import conditional_modes
+from ..base.config import jit
+from ..engine.pls import conditional_modes
 
 SEED_MAX_THETA = 12  # up to this many parameters the first m gradient calls seed BFGS's Hessian
 
@@ -230,8 +230,8 @@ def _logdet_and_lxx(theta, stats, struct):
     than autodiff at 100k levels); its ``[X y]`` block is unrolled, so only for few fixed
     effects (compile time grows as ``p^2 q``). Otherwise the blocked PLS of :mod:`deviance`.
     """
-    from .deviance import pls
-    from .onefactor import level_sums
+    from ..engine.pls import pls
+    from ..engine.onefactor import level_sums
 
     if struct.nfactors == 1 and struct.p + 1 <= 16:
         ld, Ssub = level_sums(theta, stats["A_ZtZ"], stats["A_ZtXy"], struct)
@@ -247,7 +247,7 @@ def criterion(theta, stats, struct, reml) -> float:
 
 
 def _fit_core(theta0, stats, struct, reml, moment=False, maxit=500):
-    from .deviance import _criterion
+    from ..engine.pls import _criterion
 
     if struct.nfactors == 1 and moment is not False:
         # start from the moment estimate (start.py), computed in the compiled program; ``moment``
@@ -292,7 +292,7 @@ def finish(fit: dict, p: int) -> dict:
 
 def _modes(theta, stats, struct):
     if struct.nfactors == 1 and struct.p + 1 <= 16:
-        from .onefactor import modes
+        from ..engine.onefactor import modes
 
         return {"bA": modes(theta, stats["A_ZtZ"], stats["A_ZtXy"], stats["XytXy"], struct)}
     cm = conditional_modes(theta, stats, struct)
@@ -316,7 +316,7 @@ def random_effects(theta, stats, struct) -> dict:
     """Conditional modes at ``theta`` (NumPy): ``bA (qA, J)`` and, with several factors, ``bB``
     (flat: factor by factor, level by level). A compiled program of its own, so fits whose
     random effects are never looked at do not compile it."""
-    from . import programcache
+    from ..base import programcache
 
     args = (np.asarray(theta, dtype=np.float64), stats)
     return jax.device_get(programcache.call(_modes_jit, "random_effects", args, {"struct": struct}))
@@ -364,7 +364,7 @@ def run_fit(theta0, stats, struct, reml, moment=False, maxit=500) -> dict:
 
     Goes through :mod:`programcache`, so a new process reuses the traced program of an earlier one.
     """
-    from . import programcache
+    from ..base import programcache
 
     args = (np.asarray(theta0, dtype=np.float64), stats)
     args = args + (np.asarray(bool(moment) and struct.nfactors == 1), np.asarray(maxit, dtype=np.int64))
@@ -374,7 +374,7 @@ def run_fit(theta0, stats, struct, reml, moment=False, maxit=500) -> dict:
 
 
 def _criterion_by_fit_route(theta, stats, struct, reml):
-    from .deviance import _criterion
+    from ..engine.pls import _criterion
 
     ld, Lxx = _logdet_and_lxx(theta, stats, struct)
     return _criterion(ld, Lxx, stats["n"], struct.p, reml)

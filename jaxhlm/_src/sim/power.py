@@ -20,12 +20,12 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from ._lazy import scipy  # submodules imported on first use
-from .batchfit import RefitSpec, refit_design_many, spec_of, start_theta
-from .design import GroupingFactor, TermDesign
-from .errors import ArgumentError, DataError
+from ..base.lazy import scipy  # submodules imported on first use
+from ..optim.batch import RefitSpec, refit_design_many, spec_of, start_theta
+from ..design.build import GroupingFactor, TermDesign
+from ..base.errors import ArgumentError, DataError
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
-from .suffstats import bucket, build_structure, compute_stats
+from ..stats.suffstats import bucket, build_structure, compute_stats
 
 __all__ = ["PowerResult", "power", "power_curve", "clopper_pearson", "resize_design"]
 
@@ -116,7 +116,7 @@ def _check_level(x, what):
 
 def _reduced_spec(spec: RefitSpec, drop: list) -> RefitSpec:
     """The spec without the fixed-effect columns ``drop`` (ML), started at the same theta."""
-    from .lmm import _fit_design
+    from ..model.lmm import _fit_design
 
     d = spec.design
     keep = [i for i, nm in enumerate(spec.fixef_names) if nm not in drop]
@@ -130,7 +130,7 @@ def _reduced_spec(spec: RefitSpec, drop: list) -> RefitSpec:
 def _ml_spec(spec: RefitSpec) -> RefitSpec:
     if not spec.reml:
         return spec
-    from .lmm import _fit_design
+    from ..model.lmm import _fit_design
 
     m = _fit_design(spec.design, spec.struct, spec.stats, False, start=spec.theta0)
     return spec_of(m)
@@ -180,7 +180,7 @@ def _power_on_spec(spec: RefitSpec, params: dict, tests: list, method: str, nsim
 
 def _check_arguments(caller, fit, nsim, alpha, level, method, test):
     """Validate the arguments shared by :func:`power` and :func:`power_curve`."""
-    from .lmm import LinearMixedModel
+    from ..model.lmm import LinearMixedModel
 
     if not isinstance(fit, LinearMixedModel):
         raise ArgumentError(f"{caller} needs a fitted model from lmer(), got {type(fit).__name__}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import ArgumentError, ColumnNotFoundError
+from ..base.errors import ArgumentError, ColumnNotFoundError
 
 __all__ = ["icc", "model_icc", "variance_components"]
 
@@ -42,7 +42,7 @@ def icc(data, outcome: str, group: str) -> float:
     float
         ``tau00 / (tau00 + sigma^2)`` of the REML fit of ``outcome ~ 1 + (1 | group)``.
     """
-    from .lmm import lmer
+    from ..model.lmm import lmer
 
     if not isinstance(data, pd.DataFrame):
         raise ArgumentError(f"data must be a pandas DataFrame, got {type(data).__name__}")

@@ -16,10 +16,10 @@ import jax
 import numpy as np
 import pandas as pd
 
-from ._lazy import scipy  # submodules imported on first use
-from .config import jit
-from .deviance import beta_and_cov, objective_vp
-from .errors import JaxhlmWarning
+from ..base.lazy import scipy  # submodules imported on first use
+from ..base.config import jit
+from ..engine.pls import beta_and_cov, objective_vp
+from ..base.errors import JaxhlmWarning
 
 __all__ = ["satterthwaite_parts", "satterthwaite_df", "coef_table"]
 
@@ -35,7 +35,7 @@ def _vp_derivatives(varpar, stats, struct, reml):
 def satterthwaite_parts(model) -> dict:
     """Hessian of the deviance in (theta, sigma), ``A = 2 H^{-1}``, and the Jacobian of vcov."""
     varpar = np.concatenate([model.theta.to_numpy(), [model.sigma]])
-    from . import programcache  # (a new process reuses the traced program)
+    from ..base import programcache  # (a new process reuses the traced program)
 
     args = (np.asarray(varpar, dtype=np.float64), model._stats)
     H, J, C = jax.device_get(programcache.call(_vp_derivatives, "vp_derivatives", args,

@@ -16,8 +16,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .errors import ArgumentError, ColumnNotFoundError, DataError, NewLevelsWarning
-from .suffstats import term_offsets
+from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, NewLevelsWarning
+from ..stats.suffstats import term_offsets
 
 __all__ = ["predict"]
 
@@ -45,7 +45,7 @@ def _selected_terms(model, re_form) -> list:
         return []
     if not isinstance(re_form, str):
         raise ArgumentError(f"re_form must be None, '~0', 'NA' or a formula string of random terms, got {re_form!r}")
-    from .formula import parse_formula
+    from ..formula.terms import parse_formula
 
     rhs = re_form.strip()
     rhs = rhs[1:] if rhs.startswith("~") else rhs

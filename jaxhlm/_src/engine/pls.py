@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import config  # noqa: F401  (float64)
+from ..base import config  # noqa: F401  (float64)
 
 __all__ = ["make_T", "pls", "objective", "objective_vp", "conditional_modes"]
 

@@ -22,8 +22,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ._lazy import scipy  # submodules imported on first use
-from .errors import ArgumentError, JaxhlmWarning, ModelComparisonError
+from ..base.lazy import scipy  # submodules imported on first use
+from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError
 from .summary import format_pvalue, signif_stars
 
 __all__ = ["anova", "AnovaTable", "chibar_pvalue"]
@@ -122,7 +122,7 @@ def _check_same_data(models, labels):
 
 
 def _ml_version(model):
-    from .lmm import _fit_design
+    from ..model.lmm import _fit_design
 
     return _fit_design(model._design, model._struct, model._stats, False, name=model.name)
 
@@ -162,12 +162,12 @@ def anova(*models, names=None, refit: bool = True, boundary: bool = False, metho
     ModelComparisonError
         Models fitted to different data or different numbers of rows.
     """
-    from .lmm import LinearMixedModel
+    from ..model.lmm import LinearMixedModel
 
     if method not in ("lrt", "bootstrap"):
         raise ArgumentError(f"method must be 'lrt' or 'bootstrap', got {method!r}")
     if method == "bootstrap":
-        from .bootstrap import bootstrap_lrt
+        from ..sim.bootstrap import bootstrap_lrt
 
         ms = models[0] if len(models) == 1 and isinstance(models[0], (list, tuple)) else models
         if len(ms) != 2:
