@@ -362,7 +362,7 @@ def lmer_out_of_core(formula, data, reml: bool = True, *, name=None, start=None,
         Identical estimates to the in-memory fit (up to rounding), without per-row quantities.
     """
     from ..model.lmm import _fit_design
-    from ..stats.suffstats import build_structure, compute_stats, is_nested
+    from ..stats._legacy import build_structure, compute_stats, is_nested
 
     t0 = time.perf_counter()
     parsed = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)

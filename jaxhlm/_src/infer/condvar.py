@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.config import jit
-from ..engine.pls import pls
+from ..engine._legacy_pls import pls
 
 __all__ = ["ranef_condvar", "ranef_condsd"]
 
@@ -63,7 +63,7 @@ def _relative_condcov(model) -> list:
         LB = np.asarray(d["LB"])
         import scipy.linalg
 
-        from ..stats.suffstats import _pairs_of_pairs
+        from ..stats._legacy import _pairs_of_pairs
 
         LBinv = scipy.linalg.solve_triangular(LB, np.eye(LB.shape[0]), lower=True)
         M = LBinv.T @ LBinv

@@ -45,10 +45,10 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.config import jit
-from ..engine.pls import objective_vp
+from ..engine._legacy_pls import objective_vp
 from ..base.errors import ArgumentError, JaxhlmWarning
 from ..optim.fit import bfgs_minimize
-from ..stats.suffstats import Structure
+from ..stats._legacy import Structure
 
 __all__ = ["confint", "profile_param_names"]
 
@@ -130,7 +130,7 @@ class _TermSpec:
 
 
 def _term_specs(model) -> tuple:
-    from ..stats.suffstats import factor_columns
+    from ..stats._legacy import factor_columns
 
     d = model._design
     off_of = {}

@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import InferenceError
-from ..stats.suffstats import factor_columns
+from ..stats._legacy import factor_columns
 
 __all__ = ["kr_parts", "kr_df", "kr_test", "coef_table_kr", "MAX_Q"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, NewLevelsWarning
-from ..stats.suffstats import term_offsets
+from ..stats._legacy import term_offsets
 
 __all__ = ["predict"]
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
-from ..stats.suffstats import factor_columns
+from ..stats._legacy import factor_columns
 
 __all__ = ["ranef_chisq"]
 

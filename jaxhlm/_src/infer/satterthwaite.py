@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.config import jit
-from ..engine.pls import beta_and_cov, objective_vp
+from ..engine._legacy_pls import beta_and_cov, objective_vp
 from ..base.errors import JaxhlmWarning
 
 __all__ = ["satterthwaite_parts", "satterthwaite_df", "coef_table"]

@@ -19,7 +19,7 @@ from ..design.build import Design, build_design
 from ..base.errors import ArgumentError, ConvergenceWarning, FitError, SingularFitWarning
 from ..optim.fit import criterion, fd_hessian, random_effects, rectify, run_fit, theta_start
 from ..optim.start import moment_start
-from ..stats.suffstats import build_structure, compute_stats
+from ..stats._legacy import build_structure, compute_stats
 
 __all__ = ["LinearMixedModel", "lmer"]
 

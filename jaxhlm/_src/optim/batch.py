@@ -45,9 +45,9 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.config import jit  # (importing config also turns on float64)
-from ..engine.pls import LOG2PI, pls
+from ..engine._legacy_pls import LOG2PI, pls
 from ..base.errors import ArgumentError, ConvergenceWarning, DataError
-from ..stats.suffstats import bucket
+from ..stats._legacy import bucket
 
 __all__ = ["y_operator", "y_stats", "RefitSpec", "spec_of", "refit_design_many", "fd_steps"]
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..base.config import jit
-from ..engine.pls import conditional_modes
+from ..engine._legacy_pls import conditional_modes
 
 SEED_MAX_THETA = 12  # up to this many parameters the first m gradient calls seed BFGS's Hessian
 
@@ -230,7 +230,7 @@ def _logdet_and_lxx(theta, stats, struct):
     than autodiff at 100k levels); its ``[X y]`` block is unrolled, so only for few fixed
     effects (compile time grows as ``p^2 q``). Otherwise the blocked PLS of :mod:`deviance`.
     """
-    from ..engine.pls import pls
+    from ..engine._legacy_pls import pls
     from ..engine.onefactor import level_sums
 
     if struct.nfactors == 1 and struct.p + 1 <= 16:
@@ -247,7 +247,7 @@ def criterion(theta, stats, struct, reml) -> float:
 
 
 def _fit_core(theta0, stats, struct, reml, moment=False, maxit=500):
-    from ..engine.pls import _criterion
+    from ..engine._legacy_pls import _criterion
 
     if struct.nfactors == 1 and moment is not False:
         # start from the moment estimate (start.py), computed in the compiled program; ``moment``
@@ -374,7 +374,7 @@ def run_fit(theta0, stats, struct, reml, moment=False, maxit=500) -> dict:
 
 
 def _criterion_by_fit_route(theta, stats, struct, reml):
-    from ..engine.pls import _criterion
+    from ..engine._legacy_pls import _criterion
 
     ld, Lxx = _logdet_and_lxx(theta, stats, struct)
     return _criterion(ld, Lxx, stats["n"], struct.p, reml)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..stats.suffstats import Structure
+from ..stats._legacy import Structure
 
 __all__ = ["lme4_start", "moment_start"]
 

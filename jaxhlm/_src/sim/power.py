@@ -25,7 +25,7 @@ from ..optim.batch import RefitSpec, refit_design_many, spec_of, start_theta
 from ..design.build import GroupingFactor, TermDesign
 from ..base.errors import ArgumentError, DataError
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
-from ..stats.suffstats import bucket, build_structure, compute_stats
+from ..stats._legacy import bucket, build_structure, compute_stats
 
 __all__ = ["PowerResult", "power", "power_curve", "clopper_pearson", "resize_design"]
 

@@ -86,7 +86,7 @@ def lmer_sharded(formula, data, reml: bool = True, *, devices=None, name=None, s
     from ..design.outofcore import is_out_of_core, lmer_out_of_core
     from ..design.build import build_design
     from ..model.lmm import _fit_design
-    from .suffstats import build_structure, compute_stats
+    from ._legacy import build_structure, compute_stats
 
     if not isinstance(reml, (bool, np.bool_)):
         raise ArgumentError(f"reml must be True or False, got {reml!r}")

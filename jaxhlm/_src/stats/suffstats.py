@@ -1,168 +1,123 @@
 """Sufficient statistics: one pass over the rows, after which no fit step touches them again.
 
-Block structure (lme4's PLS, Bates et al. 2015, sect. 3; MixedModels.jl's blocked L)
----------------------------------------------------------------------------------
-Random-effect terms are merged per grouping factor; factor ``A`` (the first, with most levels)
-gives the leading diagonal block of ``Lambda' Z'Z Lambda + I``, which is block diagonal with one
-``qA x qA`` block per level and is kept *batched* (structure of arrays, shape ``(qA, qA, J)``).
-All other factors ("B", ``QB = sum_f L_f q_f`` columns) form a second block that is held dense;
-the coupling ``Z_B'Z_A`` is held sparse as a list of (A level, B level) *pairs*, and the Schur
-complement update ``L_BA L_BA'`` as a list of pairs of pairs sharing an A level. For nested
-designs every A level pairs with one level of each outer factor, so the sparse parts are O(J).
+Everything the engine needs is a sum over rows of products of the model's columns (``Z``,
+``X``, ``y``; with prior weights ``w`` every product carries ``w_i``), grouped by levels or by
+pairs of levels of the grouping factors. They are held in the *Z scale* (no theta in them), as
+typed pytrees (NamedTuples) whose shape follows the :class:`~jaxhlm._src.stats.layout.Plan`:
 
-    [ L_A      0    0  ]   rows: A levels (batched), B columns (dense), [X y] (dense, p+1)
-    [ L_BA    L_B   0  ]
-    [ R_ZXA'  R_ZXB' L_X ]
+* :class:`Level` — a batched factor: ``Z_j'Z_j (q,q,L)`` and ``Z_j'[X y] (q,p+1,L)`` per level;
+* :class:`Link` — a nested chain: factor ``h``'s levels each inside one level of factor ``i``:
+  ``Z_i'Z_h`` per level of ``h`` and that parent level;
+* :class:`Dense` — the dense block of crossed designs: ``Z_D'Z_D``, ``Z_D'[X y]``;
+* its coupling with the first factor: :class:`DenseCoupling` ``Z_A'Z_D`` per level of ``A``, or
+  per dense factor a :class:`Pairs` list of the (A level, D level) pairs present, with one of
+  the fill-in maps :class:`ScalarFill` (``q_A = 1``) or :class:`PairFill` (pairs of pairs).
 
-Arrays (padded to bucketed sizes so that similar designs reuse compiled code; zero padding
-adds exactly nothing to any sum):
-  ``A_ZtZ (qA,qA,J)``, ``A_ZtXy (qA,p+1,J)``, ``XytXy (p+1,p+1)``, ``n``;
-  for B: ``B_ZtZ (QB,QB)``, ``B_ZtXy (QB,p+1)``, per B factor ``f``: ``C (q_f,qA,K_f)`` with
-  pair indices ``Ca, Cl``; per ordered factor pair ``(f, g)``: pair-of-pair indices.
-
-Two special layouts replace parts of this:
-  * scalar first factor (``qA = 1``): instead of pair-of-pair lists, the fill-in as a sparse map
-    of the level weights, ``Qd, Qa, Qv`` (:func:`_scalar_a_products`);
-  * first factor nested in a single second one (``Structure.b_diag``): ``B_blk (qB,qB,L_B)``
-    per level instead of the dense ``B_ZtZ``, and no pairs of pairs at all (:func:`_nested_stats`).
+Arrays are padded to bucketed sizes so that similar designs share compiled programs; padding
+is zero and adds exactly nothing to any sum.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Structure", "build_structure", "compute_stats", "bucket"]
+from .layout import Layout, bucket
+
+__all__ = ["Level", "Link", "Dense", "DenseCoupling", "Pairs", "ScalarFill", "PairFill", "Stats",
+           "compute_stats", "factor_Z", "y_columns"]
 
 
-def bucket(n: int, minimum: int = 8) -> int:
-    """Round ``n`` up to the next of 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, ... (<= 25% padding)."""
-    n = max(int(n), 1)
-    if n <= minimum:
-        return minimum
-    e = 2 ** (int(math.log2(n)) - 2)
-    return int(math.ceil(n / e) * e)
+class Level(NamedTuple):
+    """Per-level blocks of a batched factor: ``ZtZ (q,q,L)``, ``ZtXy (q,p+1,L)``."""
+
+    ZtZ: object
+    ZtXy: object
 
 
-@dataclasses.dataclass(frozen=True)
-class Structure:
-    """Static (hashable) description of a model's block structure; a jit static argument.
+class Link(NamedTuple):
+    """Coupling of a chain factor ``h`` with a later one ``i``: ``C = Z_h'Z_i (q_h,q_i,L_h)`` per
+    level of ``h``, and ``parent (L_h,)``: the level of ``i`` that holds it."""
 
-    Fields
-    ------
-    p : int
-        Number of fixed effects.
-    q : tuple of int
-        Random effects per level, per grouping factor (factor 0 is the batched block A).
-    nlev : tuple of int
-        Levels per factor (for A the padded count).
-    theta_factor, theta_row, theta_col : tuple of int
-        Position in ``T_f`` (lower triangular ``q_f x q_f``) of each element of theta.
-    b_diag : bool
-        Two factors, the first nested in the second (every level of A within one level of B,
-        e.g. classes in schools): the B block is then block diagonal, one ``q_B x q_B`` block
-        per level, and is kept batched like A (cost O(levels), not O(levels^3)).
+    C: object
+    parent: object
+
+
+class Dense(NamedTuple):
+    """The dense block: ``ZtZ (Q_D,Q_D)``, ``ZtXy (Q_D,p+1)``."""
+
+    ZtZ: object
+    ZtXy: object
+
+
+class DenseCoupling(NamedTuple):
+    """``C (q_A, J, Q_D)``: ``Z_A'Z_D`` for every level of the first factor."""
+
+    C: object
+
+
+class Pairs(NamedTuple):
+    """The (A level, level of dense factor f) pairs: ``C (q_f,q_A,K)``, A level ``a (K,)``, and
+    ``row (K,)``: the pair's first column in the dense block (sorted by ``a``, then level)."""
+
+    C: object
+    a: object
+    row: object
+
+
+class ScalarFill(NamedTuple):
+    """``Z_D'Z_A W Z_A'Z_D`` for scalar ``W_a`` as a sparse map: upper-triangle entries with
+    flat destination ``d`` (sorted), A level ``a`` and value ``v``: ``sum_m v_m W[a_m] e_{d_m}``."""
+
+    d: object
+    a: object
+    v: object
+
+
+class PairFill(NamedTuple):
+    """Pairs of pairs sharing an A level, for dense factors ``f <= g``: per (f, g) the pair
+    indices ``i``, ``j`` and the flat destination ``d`` of the block's (0, 0) entry (sorted)."""
+
+    i: tuple
+    j: tuple
+    d: tuple
+
+
+class Stats(NamedTuple):
+    """All sufficient statistics of a model (a pytree; the engine's data argument).
+
+    ``levels``: the batched factors (the first; all of them for nested chains); ``links[h]``:
+    the chain links of factor ``h`` with every later factor; ``dense``, ``coupling``, ``fill``:
+    crossed designs only. ``logw = sum log w_i`` (0 without weights).
     """
 
-    p: int
-    q: tuple
-    nlev: tuple
-    theta_factor: tuple
-    theta_row: tuple
-    theta_col: tuple
-    b_diag: bool = False
-
-    @property
-    def nfactors(self) -> int:
-        return len(self.q)
-
-    @property
-    def ntheta(self) -> int:
-        return len(self.theta_factor)
-
-    @property
-    def b_offsets(self) -> tuple:
-        """Column offset of each B factor inside the dense B block (None for A)."""
-        out, o = [None], 0
-        for f in range(1, self.nfactors):
-            out.append(o)
-            o += self.nlev[f] * self.q[f]
-        return tuple(out)
-
-    @property
-    def QB(self) -> int:
-        return sum(self.nlev[f] * self.q[f] for f in range(1, self.nfactors))
-
-    def theta_is_diag(self) -> np.ndarray:
-        return np.array([r == c for r, c in zip(self.theta_row, self.theta_col)])
+    n: object
+    XytXy: object
+    logw: object
+    levels: tuple
+    links: tuple = ()
+    dense: object = None
+    coupling: object = None
+    fill: object = None
 
 
-def factor_columns(design) -> list:
-    """For each factor: list of (term index, column offset within the factor's block)."""
-    out = [[] for _ in design.factors]
-    sizes = [0] * len(design.factors)
-    for i, td in enumerate(design.terms):
-        out[td.factor].append((i, sizes[td.factor]))
-        sizes[td.factor] += td.p
-    return out
-
-
-def term_offsets(design) -> dict:
-    """Column offset of each term (by index in ``design.terms``) inside its factor's block."""
-    return {i: off for lst in factor_columns(design) for i, off in lst}
-
-
-def build_structure(design, pad: bool = True) -> Structure:
-    """Theta layout in lme4's order: per term, the lower triangle of its block, column-major."""
-    fcols = factor_columns(design)
-    offset_of_term = {}
-    q = []
-    for f, lst in enumerate(fcols):
-        q.append(sum(design.terms[i].p for i, _ in lst))
-        for i, off in lst:
-            offset_of_term[i] = off
-    tf, tr, tc = [], [], []
-    for i, td in enumerate(design.terms):
-        off = offset_of_term[i]
-        for c in range(td.p):
-            for r in range(c, td.p):
-                tf.append(td.factor)
-                tr.append(off + r)
-                tc.append(off + c)
-    nlev = [f.nlevels for f in design.factors]
-    if pad:
-        nlev[0] = bucket(nlev[0])
-    return Structure(p=design.p, q=tuple(q), nlev=tuple(nlev), theta_factor=tuple(tf), theta_row=tuple(tr),
-                     theta_col=tuple(tc), b_diag=is_nested(design))
-
-
-def is_nested(design) -> bool:
-    """Two grouping factors, every level of the first within a single level of the second."""
-    if len(design.factors) != 2:
-        return False
-    a, b = design.factors[0].codes, design.factors[1].codes
-    if len(a) == 0 or len(a) != len(b):  # no rows held (out-of-core designs): not known here
-        return False
-    owner = np.full(design.factors[0].nlevels, -1, np.int64)
-    owner[a] = b  # (any row's B level; nested iff all rows agree)
-    return bool(np.all(owner[a] == b))
-
-
-def _factor_Z(design, f: int) -> np.ndarray:
+# ---------------------------------------------------------------------------------------------
+# products of columns, summed by segment
+# ---------------------------------------------------------------------------------------------
+def factor_Z(design, f: int) -> np.ndarray:
+    """The per-row random-effects values of all terms on factor ``f``, side by side."""
     mats = [td.Z for td in design.terms if td.factor == f]
     return mats[0] if len(mats) == 1 else np.concatenate(mats, axis=1)
 
 
 def _columns(M) -> list:
-    """A matrix as a list of contiguous columns (a list of columns is returned as is)."""
     if isinstance(M, list):
         return M
-    return [np.ascontiguousarray(M[:, j]) for j in range(M.shape[1])]
+    return [np.ascontiguousarray(M[:, j], dtype=np.float64) for j in range(M.shape[1])]
 
 
 def _distinct_columns(*mats) -> tuple:
-    """Label every column of ``mats`` by content: equal columns share a label, -1 is all ones."""
+    """Label every column by content: equal columns share a label, -1 is all ones."""
     uniq: list = []
     labels = []
     for M in mats:
@@ -172,7 +127,7 @@ def _distinct_columns(*mats) -> tuple:
                 lab.append(-1)
                 continue
             for k, u in enumerate(uniq):
-                if np.array_equal(u, c):
+                if u is c or np.array_equal(u, c):
                     lab.append(k)
                     break
             else:
@@ -182,15 +137,9 @@ def _distinct_columns(*mats) -> tuple:
     return uniq, labels
 
 
-def _segment_cross(codes: np.ndarray, nseg: int, U: np.ndarray, V: np.ndarray, sym: bool) -> np.ndarray:
-    """``out[i, j, s] = sum_{rows r with codes[r]==s} U[r,i] V[r,j]`` via bincount."""
-    return _segment_products(codes, nseg, [(U, V, sym)])[0]
-
-
-def _segment_products(codes: np.ndarray, nseg: int, pairs: list) -> list:
-    """:func:`_segment_cross` for several ``(U, V, sym)`` on the same ``codes``, each distinct
-    product of columns summed once (for ``Z = [1, x]`` and ``[X y] = [1, x, y]`` that is 5
-    sums instead of 9; an all-ones column costs a plain count)."""
+def _segment_products(codes, nseg: int, pairs: list, w=None) -> list:
+    """``out[i,j,s] = sum_{rows r: codes[r]=s} w_r U[r,i] V[r,j]`` for each ``(U, V, sym)``;
+    each distinct product of columns summed once (an all-ones column costs a plain count)."""
     mats = [m for U, V, _ in pairs for m in (U, V)]
     uniq, labels = _distinct_columns(*mats)
     done: dict = {}
@@ -199,12 +148,12 @@ def _segment_products(codes: np.ndarray, nseg: int, pairs: list) -> list:
         a, b = sorted((a, b))
         if (a, b) not in done:
             if a == -1 and b == -1:
-                w = None
+                v = w
             elif a == -1:
-                w = uniq[b]
+                v = uniq[b] if w is None else uniq[b] * w
             else:
-                w = uniq[a] * uniq[b]
-            done[(a, b)] = np.bincount(codes, weights=w, minlength=nseg)[:nseg].astype(np.float64, copy=False)
+                v = uniq[a] * uniq[b] if w is None else uniq[a] * uniq[b] * w
+            done[(a, b)] = np.bincount(codes, weights=v, minlength=nseg)[:nseg].astype(np.float64, copy=False)
         return done[(a, b)]
 
     outs = []
@@ -218,218 +167,212 @@ def _segment_products(codes: np.ndarray, nseg: int, pairs: list) -> list:
     return outs
 
 
-def _pairs_of_pairs(a_f: np.ndarray, a_g: np.ndarray, pad_to: int | None = None) -> tuple:
-    """All (k, k') with a_f[k] == a_g[k'] (indices into the two pair lists)."""
+def _pad_last(a: np.ndarray, size: int) -> np.ndarray:
+    if a.shape[-1] == size:
+        return a
+    out = np.zeros(a.shape[:-1] + (size,), a.dtype)
+    out[..., :a.shape[-1]] = a
+    return out
+
+
+def _level_blocks(codes, L: int, Z, Xy, w) -> Level:
+    ZZ, ZXy = _segment_products(codes, L, [(Z, Z, True), (Z, Xy, False)], w)
+    return Level(ZZ, ZXy)
+
+
+# ---------------------------------------------------------------------------------------------
+# crossed designs: pairs, pairs of pairs, the scalar fill map
+# ---------------------------------------------------------------------------------------------
+def _pair_list(codes_a, codes_f, Lf: int, Zf, ZA, w) -> tuple:
+    """The (A level, f level) pairs present in the rows, sorted, with ``C_k = Z_f'Z_A`` per pair."""
+    key = codes_a.astype(np.int64) * Lf + codes_f
+    ukey, inv = np.unique(key, return_inverse=True)
+    C = _segment_products(inv.ravel(), len(ukey), [(Zf, ZA, False)], w)[0]  # (qf, qA, K)
+    return C, ukey // Lf, ukey % Lf
+
+
+def _pairs_of_pairs(a_f: np.ndarray, a_g: np.ndarray) -> tuple:
+    """All (k, k') with ``a_f[k] == a_g[k']`` (indices into the two pair lists)."""
     of = np.argsort(a_f, kind="stable")
     og = np.argsort(a_g, kind="stable")
     af, ag = a_f[of], a_g[og]
     keys = np.union1d(af, ag)
     sf = np.searchsorted(af, keys, "left"), np.searchsorted(af, keys, "right")
     sg = np.searchsorted(ag, keys, "left"), np.searchsorted(ag, keys, "right")
-    cf = sf[1] - sf[0]
-    cg = sg[1] - sg[0]
+    cf, cg = sf[1] - sf[0], sg[1] - sg[0]
     tot = cf * cg
     m = int(tot.sum())
     if m == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     grp = np.repeat(np.arange(len(keys)), tot)
-    start = np.repeat(np.cumsum(tot) - tot, tot)
-    local = np.arange(m) - start
-    i = local // cg[grp]
-    j = local % cg[grp]
-    return of[sf[0][grp] + i], og[sg[0][grp] + j]
+    local = np.arange(m) - np.repeat(np.cumsum(tot) - tot, tot)
+    return of[sf[0][grp] + local // cg[grp]], og[sg[0][grp] + local % cg[grp]]
 
 
 def _upper_pairs(a: np.ndarray) -> tuple:
-    """All ``(k, k')`` with ``k <= k'`` and ``a[k] == a[k']``, for ``a`` sorted (pairs sorted by
-    A level, then B level, as :func:`compute_stats` makes them): the upper triangle directly."""
+    """All ``(k, k')`` with ``k <= k'`` and ``a[k] == a[k']``, for sorted ``a``."""
     K = len(a)
     if K == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     start = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
     size = np.diff(np.r_[start, K])
-    pos = np.arange(K) - np.repeat(start, size)  # position within its A level
-    emit = np.repeat(size, size) - pos  # partners at or after it
+    pos = np.arange(K) - np.repeat(start, size)
+    emit = np.repeat(size, size) - pos
     i = np.repeat(np.arange(K), emit)
     first = np.cumsum(emit) - emit
-    j = i + (np.arange(len(i)) - np.repeat(first, emit))
-    return i, j
+    return i, i + (np.arange(len(i)) - np.repeat(first, emit))
 
 
-def _scalar_a_products(pairs: list, struct: Structure) -> dict:
-    """The fill-in of a scalar first factor as one sparse linear map of its level weights.
+def _index_type(limit: int):
+    return np.int32 if limit < 2**31 else np.int64
 
-    With ``q_A = 1``, ``L_BA L_BA' = t_A^2 Lambda_B' Q(w) Lambda_B`` where ``w_a = 1/(t_A^2 n_a + 1)``
-    and ``Q(w) = sum_a w_a c_a c_a'`` (``c_a``: the ``Z_B'Z_A`` column of level ``a``) does not
-    otherwise depend on theta. ``Q``'s upper triangle is stored as entries
-    ``(Qd: flat destination, Qa: A level, Qv: c_a[r] c_a[s])`` sorted by destination, so that
-    ``Q(w)`` is one gather and one sorted segment sum, and its reverse pass one sequential gather
-    and a scatter into the ``J`` weights. (Upper triangle: half the entries; ``Q = U + U' - diag``.)
-    """
-    QB = struct.QB
-    offs = struct.b_offsets
+
+def _scalar_fill(pairs: list, layout: Layout) -> ScalarFill:
+    """Upper triangle of ``sum_a W_a c_a c_a'`` (``c_a``: the ``Z_D'Z_A`` column of level a) as
+    entries (destination, level, value), sorted by destination: one gather and one sorted
+    segment sum per evaluation."""
+    QD = layout.QD
     dests, levels, vals = [], [], []
-    for f in range(1, struct.nfactors):
-        Cf, caf, clf, Kf = pairs[f]
-        for g in range(f, struct.nfactors):
-            Cg, cag, clg, Kg = pairs[g]
-            i, j = _upper_pairs(caf[:Kf]) if g == f else _pairs_of_pairs(caf[:Kf], cag[:Kg])
-            qf, qg = struct.q[f], struct.q[g]
-            for a in range(qf):
-                r = offs[f] + clf[i] * qf + a
-                for b in range(qg):
-                    c = offs[g] + clg[j] * qg + b
+    for x, (Cf, af, rf) in enumerate(pairs):
+        f = layout.dense_factors[x]
+        for y in range(x, len(pairs)):
+            Cg, ag, rg = pairs[y]
+            g = layout.dense_factors[y]
+            i, j = _upper_pairs(af) if y == x else _pairs_of_pairs(af, ag)
+            for r_ in range(layout.q[f]):
+                r = rf[i] + r_
+                for c_ in range(layout.q[g]):
+                    c = rg[j] + c_
                     keep = r <= c
-                    dests.append(r[keep] * QB + c[keep])
-                    levels.append(caf[i[keep]])
-                    vals.append(Cf[a, 0, i[keep]] * Cg[b, 0, j[keep]])
+                    dests.append(r[keep] * QD + c[keep])
+                    levels.append(af[i[keep]])
+                    vals.append(Cf[r_, 0, i[keep]] * Cg[c_, 0, j[keep]])
     d = np.concatenate(dests)
-    order = np.argsort(d.astype(np.int32) if QB * QB < 2**31 else d)
-    m = len(d)
-    mp = bucket(m)
-    itype = np.int32 if QB * QB < 2**31 else np.int64
-    Qd = np.full(mp, QB * QB - 1, itype)
-    Qa = np.zeros(mp, itype)
-    Qv = np.zeros(mp)
-    Qd[:m] = d[order]
-    Qa[:m] = np.concatenate(levels)[order]
-    Qv[:m] = np.concatenate(vals)[order]
-    return {"Qd": Qd, "Qa": Qa, "Qv": Qv}
+    order = np.argsort(d, kind="stable")
+    m, mp = len(d), bucket(len(d))
+    it = _index_type(QD * QD)
+    D = np.full(mp, QD * QD - 1, it)
+    A = np.zeros(mp, it)
+    V = np.zeros(mp)
+    D[:m], A[:m], V[:m] = d[order], np.concatenate(levels)[order], np.concatenate(vals)[order]
+    return ScalarFill(D, A, V)
 
 
-def _nested_stats(design, struct: Structure, stats: dict, Xy: list, ZA: list) -> dict:
-    """Statistics of a nested two-factor design (``struct.b_diag``): the B block per level,
-    ``B_blk (q_B,q_B,L_B)``, ``B_ZtXy (Q_B,p+1)`` and the (A level, B level) pairs, one per A level."""
-    fA, fB = design.factors
-    qB, LB = struct.q[1], struct.nlev[1]
-    ZB = _columns(_factor_Z(design, 1))
-    blk, r = _segment_products(fB.codes, LB, [(ZB, ZB, True), (ZB, Xy, False)])
-    stats["B_blk"] = blk
-    stats["B_ZtXy"] = r.transpose(2, 0, 1).reshape(LB * qB, -1)
-    stats["C1"], stats["Ca1"], stats["Cl1"], _ = _pair_list(fA.codes, fB.codes, LB, ZB, ZA)
-    return stats
+def _pair_fill(pairs: list, layout: Layout) -> PairFill:
+    """Pairs of pairs for every ``f <= g`` (all orders for ``f == g``), sorted by destination."""
+    QD = layout.QD
+    I, Jl, Dl = [], [], []
+    for x, (Cf, af, rf) in enumerate(pairs):
+        for y in range(x, len(pairs)):
+            Cg, ag, rg = pairs[y]
+            i, j = _pairs_of_pairs(af, ag)
+            dest = rf[i] * QD + rg[j]
+            order = np.argsort(dest, kind="stable")
+            i, j, dest = i[order], j[order], dest[order]
+            m, mp = len(i), bucket(len(i))
+            ip, jp = np.zeros(mp, np.int64), np.zeros(mp, np.int64)
+            dp = np.full(mp, QD * QD, np.int64)  # padding entries fall outside and are dropped
+            ip[:m], jp[:m], dp[:m] = i, j, dest
+            I.append(ip)
+            Jl.append(jp)
+            Dl.append(dp)
+    return PairFill(tuple(I), tuple(Jl), tuple(Dl))
 
 
-def _pair_list(codes_a, codes_f, Lf: int, Zf, ZA) -> tuple:
-    """The (A level, factor-f level) pairs present in the rows, with ``C_k = Z_f'Z_A`` per pair.
-
-    Returns ``C (q_f, q_A, K_padded)``, the A levels ``ca`` and f levels ``cl`` of the pairs
-    (sorted by A level, then f level; padding: zero blocks at level 0) and ``K``.
-    """
-    key = codes_a * Lf + codes_f
-    ukey, inv = np.unique(key, return_inverse=True)
-    K = len(ukey)
-    C = _segment_cross(inv.ravel(), K, Zf, ZA, sym=False)  # (qf,qA,K)
-    Kp = bucket(K)
-    Cp = np.zeros(C.shape[:2] + (Kp,))
-    Cp[:, :, :K] = C
-    ca = np.zeros(Kp, np.int64)
-    cl = np.zeros(Kp, np.int64)
-    ca[:K] = ukey // Lf
-    cl[:K] = ukey % Lf
-    return Cp, ca, cl, K
+# ---------------------------------------------------------------------------------------------
+# the statistics
+# ---------------------------------------------------------------------------------------------
+def y_columns(design, y=None, offset=True) -> np.ndarray:
+    """The response the engine sees: ``y`` (default ``design.y``) less the offset."""
+    y = design.y if y is None else y
+    y = np.asarray(y, dtype=np.float64)
+    off = getattr(design, "offset", None)
+    if offset and off is not None:
+        y = y - off
+    return y
 
 
-def compute_stats(design, struct: Structure, y: np.ndarray | None = None, scalar_a: bool = True) -> dict:
-    """One pass over the rows: the per-block cross-products the deviance needs.
+def compute_stats(design, layout: Layout, y: np.ndarray | None = None) -> Stats:
+    """One pass over the rows: the per-block cross-products the engine needs.
 
     Parameters
     ----------
     design : Design
-    struct : Structure
+    layout : Layout
     y : ndarray, optional
-        A response replacing ``design.y`` (for refits with the same design).
-    scalar_a : bool, default True
-        With a scalar first factor, store the fill-in as :func:`_scalar_a_products` (faster);
-        ``False`` keeps the general pairs-of-pairs lists (used to cross-check the two).
+        A response replacing ``design.y`` (refits with the same design); the design's offset
+        is subtracted from it as from ``design.y``.
 
     Returns
     -------
-    dict of numpy arrays (a pytree; see the module docstring for the layout).
+    Stats
     """
-    y = design.y if y is None else y
+    y = y_columns(design, y)
+    w = getattr(design, "weights", None)
+    w = None if w is None else np.asarray(w, dtype=np.float64)
     X = design.X
-    Xy = _columns(X) + [np.ascontiguousarray(y, dtype=np.float64)]  # [X y] by columns, never joined
-    XtX, Xty = X.T @ X, X.T @ y
-    XytXy = np.block([[XtX, Xty[:, None]], [Xty[None, :], np.array([[y @ y]])]])
-    fA = design.factors[0]
-    JA = struct.nlev[0]
-    ZA = _columns(_factor_Z(design, 0))
-    AZZ, AZXy = _segment_products(fA.codes, JA, [(ZA, ZA, True), (ZA, Xy, False)])
-    stats = {
-        "A_ZtZ": AZZ,
-        "A_ZtXy": AZXy,
-        "XytXy": XytXy,
-        "n": np.float64(design.n),
-    }
-    if struct.nfactors == 1:
-        return stats
-    if struct.b_diag:
-        return _nested_stats(design, struct, stats, Xy, ZA)
-    QB = struct.QB
-    offs = struct.b_offsets
-    BZtZ = np.zeros((QB, QB))
-    BZtXy = np.zeros((QB, len(Xy)))
-    Zs = [None] + [_factor_Z(design, f) for f in range(1, struct.nfactors)]
-    pairs = [None]
-    for f in range(1, struct.nfactors):
-        ff = design.factors[f]
-        qf, Lf, of = struct.q[f], struct.nlev[f], offs[f]
-        # within-factor block (block diagonal) and right-hand side
-        d, r = _segment_products(ff.codes, Lf, [(Zs[f], Zs[f], True), (Zs[f], Xy, False)])  # (qf,qf,Lf), (qf,p+1,Lf)
-        for lv in range(qf):
-            for lw in range(qf):
-                idx = of + np.arange(Lf) * qf
-                BZtZ[idx + lv, idx + lw] = d[lv, lw]
-        BZtXy[of:of + Lf * qf] = r.transpose(2, 0, 1).reshape(Lf * qf, -1)
-        # coupling with A: pairs (a, l)
-        Cp, ca, cl, K = _pair_list(fA.codes, ff.codes, Lf, Zs[f], ZA)
-        pairs.append((Cp, ca, cl, K))
-        stats[f"C{f}"] = Cp
-        stats[f"Ca{f}"] = ca
-        stats[f"Cl{f}"] = cl
-        # crossings among B factors
-        for g in range(1, f):
-            fg = design.factors[g]
-            qg, Lg, og = struct.q[g], struct.nlev[g], offs[g]
-            key2 = ff.codes * Lg + fg.codes
-            uk2, inv2 = np.unique(key2, return_inverse=True)
-            cr = _segment_cross(inv2.ravel(), len(uk2), Zs[f], Zs[g], sym=False)  # (qf,qg,K2)
-            lf, lg = uk2 // Lg, uk2 % Lg
-            for i in range(qf):
-                for j in range(qg):
-                    BZtZ[of + lf * qf + i, og + lg * qg + j] = cr[i, j]
-                    BZtZ[og + lg * qg + j, of + lf * qf + i] = cr[i, j]
-    stats["B_ZtZ"] = BZtZ
-    stats["B_ZtXy"] = BZtXy
-    if struct.q[0] == 1 and scalar_a:
-        stats.update(_scalar_a_products(pairs, struct))
-        return stats
-    # pairs of pairs sharing an A level, for every ordered pair of B factors
-    for f in range(1, struct.nfactors):
-        for g in range(1, struct.nfactors):
-            Cf, caf, _, Kf = pairs[f]
-            Cg, cag, _, Kg = pairs[g]
-            i, j = _pairs_of_pairs(caf[:Kf], cag[:Kg])
-            # destination of entry (0, 0) of each pair-of-pairs block in the flattened QB x QB
-            # matrix; sorted, so the scatter-add runs with sorted indices (much faster on CPU)
-            clf, clg = pairs[f][2], pairs[g][2]
-            qf, qg = struct.q[f], struct.q[g]
-            dest = (offs[f] + clf[i] * qf) * QB + offs[g] + clg[j] * qg
-            order = np.argsort(dest, kind="stable")
-            i, j, dest = i[order], j[order], dest[order]
-            m = len(i)
-            mp = bucket(m)
-            # padded entries point at a padded (all-zero) pair when one exists, else their product is masked
-            ip = np.full(mp, Kf if Kf < len(caf) else 0, np.int64)
-            jp = np.full(mp, Kg if Kg < len(cag) else 0, np.int64)
-            dp = np.full(mp, QB * QB - 1 - (qf - 1) * QB - (qg - 1), np.int64)
-            mask = np.zeros(mp)
-            ip[:m], jp[:m], dp[:m], mask[:m] = i, j, dest, 1.0
-            stats[f"PPi{f}_{g}"] = ip
-            stats[f"PPj{f}_{g}"] = jp
-            stats[f"PPd{f}_{g}"] = dp
-            stats[f"PPpi{f}_{g}"] = np.argsort(ip, kind="stable")
-            stats[f"PPpj{f}_{g}"] = np.argsort(jp, kind="stable")
-            stats[f"PPm{f}_{g}"] = mask
-    return stats
+    Xy = _columns(X) + [np.ascontiguousarray(y)]  # [X y] by columns, never joined
+    Xw = X if w is None else X * w[:, None]
+    yw = y if w is None else y * w
+    XtX, Xty = Xw.T @ X, Xw.T @ y
+    XytXy = np.block([[XtX, Xty[:, None]], [Xty[None, :], np.array([[yw @ y]])]])
+    logw = np.float64(0.0) if w is None else np.float64(np.sum(np.log(w)))
+    F, plan = layout.nfactors, layout.plan
+    Zs = [_columns(factor_Z(design, f)) for f in range(F)]
+    codes = [fac.codes for fac in design.factors]
+    base = dict(n=np.float64(design.n), XytXy=XytXy, logw=logw)
+    if plan.kind in ("one", "chain"):
+        levels = tuple(_level_blocks(codes[f], layout.nlev[f], Zs[f], Xy, w) for f in range(F))
+        links = []
+        for h in range(F):
+            row = []
+            for i in range(h + 1, F):
+                C = _segment_products(codes[h], layout.nlev[h], [(Zs[h], Zs[i], False)], w)[0]
+                parent = np.zeros(layout.nlev[h], np.int64)
+                parent[codes[h]] = codes[i]
+                row.append(Link(C, parent))
+            links.append(tuple(row))
+        return Stats(**base, levels=levels, links=tuple(links) if F > 1 else ())
+    # crossed: the first factor batched, the rest dense
+    J, QD, offs = layout.nlev[0], layout.QD, layout.dense_offsets
+    first = _level_blocks(codes[0], J, Zs[0], Xy, w)
+    ZtZ = np.zeros((QD, QD))
+    ZtXy = np.zeros((QD, len(Xy)))
+    for f in layout.dense_factors:
+        qf, Lf, of = layout.q[f], layout.nlev[f], offs[f]
+        d, r = _segment_products(codes[f], Lf, [(Zs[f], Zs[f], True), (Zs[f], Xy, False)], w)
+        idx = of + np.arange(Lf) * qf
+        for a in range(qf):
+            for b in range(qf):
+                ZtZ[idx + a, idx + b] = d[a, b]
+        ZtXy[of:of + Lf * qf] = r.transpose(2, 0, 1).reshape(Lf * qf, -1)
+        for g in layout.dense_factors:
+            if g >= f:
+                break
+            qg, Lg, og = layout.q[g], layout.nlev[g], offs[g]
+            key = codes[f].astype(np.int64) * Lg + codes[g]
+            uk, inv = np.unique(key, return_inverse=True)
+            cr = _segment_products(inv.ravel(), len(uk), [(Zs[f], Zs[g], False)], w)[0]
+            lf, lg = uk // Lg, uk % Lg
+            for a in range(qf):
+                for b in range(qg):
+                    ZtZ[of + lf * qf + a, og + lg * qg + b] = cr[a, b]
+                    ZtZ[og + lg * qg + b, of + lf * qf + a] = cr[a, b]
+    pairs = []
+    for f in layout.dense_factors:
+        C, a, lev = _pair_list(codes[0], codes[f], layout.nlev[f], Zs[f], Zs[0], w)
+        pairs.append((C, a, offs[f] + lev * layout.q[f]))
+    out = dict(base, levels=(first,), dense=Dense(ZtZ, ZtXy))
+    if plan.coupling == "dense":
+        Cd = np.zeros((layout.q[0], J, QD))
+        for x, f in enumerate(layout.dense_factors):
+            C, a, row = pairs[x]
+            for r_ in range(layout.q[f]):
+                Cd[:, a, row + r_] = C[r_]
+        return Stats(**out, coupling=DenseCoupling(Cd))
+    padded = []
+    for C, a, row in pairs:
+        Kp = bucket(len(a))
+        padded.append(Pairs(_pad_last(C, Kp), _pad_last(a, Kp), _pad_last(row, Kp)))
+    fill = _scalar_fill(pairs, layout) if plan.fill == "scalar" else _pair_fill(pairs, layout)
+    return Stats(**out, coupling=tuple(padded), fill=fill)
