@@ -21,13 +21,13 @@ from ._src.base.errors import (
     SingularFitWarning,
 )
 from ._src.formula.terms import parse_formula
-from ._src.model.lmm import LinearMixedModel, lmer
-from ._src.infer.anova import AnovaTable, anova
+from ._src.facade.lmm import LinearMixedModel, lmer, lmer_sharded
+from ._src.infer.anova import AnovaTable
+from ._src.facade.compare import anova
 from ._src.base.errors import FitError, InferenceError, NewLevelsWarning
 from ._src.infer.icc import icc
 from ._src.sim.bootstrap import BootstrapResult, bootstrap_lrt
 from ._src.sim.power import PowerResult, power, power_curve
-from ._src.stats.sharding import lmer_sharded
 from . import datasets, plotting  # noqa: E402  (plotting imports matplotlib only when drawing)
 
 __version__ = "0.1.0"

@@ -179,7 +179,7 @@ def qq(fit, ax=None, *, group: str | None = None, term: str | None = None, **sca
 
 def _row_columns(fit) -> dict:
     """Per-row values of every column of ``fit.coef``: fixed-effects and random-effects columns."""
-    d = fit._design
+    d = fit.design
     cols = {nm: d.X[:, j] for j, nm in enumerate(d.fixef_names)}
     for td in d.terms:
         for j, nm in enumerate(td.names):
@@ -256,7 +256,7 @@ def group_lines(
         if k not in coef.columns or k == x:
             raise _missing(k, [c for c in coef.columns if c != x], "a column of the model other than x (at=)")
     rows = _row_columns(fit)
-    fac = next(f for f in fit._design.factors if f.name == group)
+    fac = next(f for f in fit.design.factors if f.name == group)
     cnt = np.bincount(fac.codes, minlength=fac.nlevels).astype(float)
     C = coef.to_numpy()
     a = np.zeros(len(coef))
@@ -291,7 +291,7 @@ def group_lines(
     ax.plot([x0, x1], [a_mean + bx * x0, a_mean + bx * x1], **mk)
     ax.autoscale_view()
     ax.set_xlabel(x)
-    ax.set_ylabel(fit._design.response_name)
+    ax.set_ylabel(fit.design.response_name)
     _title(ax, f"One line per level of {group}; thick: average", fit)
     ax.legend(loc="best", frameon=False)
     return ax

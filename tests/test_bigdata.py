@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-from jaxhlm._src.design.outofcore import lmer_out_of_core, pseudo_rows
+from jaxhlm._src.design.outofcore import pseudo_rows
+from jaxhlm._src.facade.lmm import _lmer_out_of_core
 
 from conftest import load_data
 
@@ -82,7 +83,7 @@ def test_parquet_and_csv_files_equal_in_memory(nels, tmp_path):
         csv.append(str(tmp_path / f"part{i}.csv"))
         srt.iloc[part].to_parquet(pq[-1])
         srt.iloc[part].to_csv(csv[-1], index=False)
-    a = lmer_out_of_core(formula, pq, reml=True, chunk_rows=1000)
+    a = _lmer_out_of_core(formula, pq, True, chunk_rows=1000)
     b = jaxhlm.lmer(formula, csv, reml=True)
     assert list(a.fixef.index) == ["(Intercept)", "ses", "areaurban"]
     assert_same_fit(a, ref)

@@ -47,7 +47,7 @@ def test_condsd_matches_lme4(case_id):
 
 def _dense_condvar(m) -> np.ndarray:
     """sigma^2 Lambda (Lambda'Z'Z Lambda + I)^{-1} Lambda' with dense matrices (the oracle)."""
-    Z = _full_z(m._design).toarray()
+    Z = _full_z(m.design).toarray()
     Q = Z.shape[1]
     Lam = _lambda(m, Q)
     C = Lam.T @ Z.T @ Z @ Lam + np.eye(Q)
@@ -63,7 +63,7 @@ def test_condvar_blocks_equal_dense_inverse(case_id):
     D = _dense_condvar(m)
     cv = m.ranef_condvar
     o = 0
-    for fac in m._design.factors:
+    for fac in m.design.factors:
         blocks = cv[fac.name]
         L, q = blocks.shape[0], blocks.shape[1]
         for lv in range(L):

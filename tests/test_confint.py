@@ -108,7 +108,7 @@ def test_profile_matches_lme4_all(case_id):
 
 def _zeta_sigma_independent(m, sigma):
     """Signed root deviance of the sigma profile by Nelder-Mead over theta (several starts)."""
-    f = jax.jit(lambda th: objective_vp(jnp.concatenate([th, jnp.array([sigma])]), m._stats, m._struct, False))
+    f = jax.jit(lambda th: objective_vp(jnp.concatenate([th, jnp.array([sigma])]), m.stats, m.layout, False))
     th0 = m.theta.to_numpy()
     best = np.inf
     for start in (th0, th0 + 0.1, np.full_like(th0, 0.3), np.full_like(th0, 0.05)):
@@ -159,7 +159,7 @@ def test_parm_level_and_errors():
 
 def _zeta_slope_sd_independent(m, sd_slope):
     """Signed root ML deviance with the slope sd fixed, by Nelder-Mead over (sd0, cor, sigma)."""
-    f = jax.jit(lambda vp: objective_vp(vp, m._stats, m._struct, False))
+    f = jax.jit(lambda vp: objective_vp(vp, m.stats, m.layout, False))
     vc = m.varcorr["sdcor"].to_numpy()
 
     def dev(u):

@@ -14,8 +14,6 @@ import math
 import os
 import warnings
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,9 +23,7 @@ from test_oracle import assert_dense_optimum
 
 import jaxhlm
 from jaxhlm import ConvergenceWarning, DataError, RankDeficiencyWarning, SingularFitWarning
-from jaxhlm._src.engine.pls import objective
 from jaxhlm._src.base.errors import FitError
-from jaxhlm._src.model.lmm import LinearMixedModel
 
 LOG2PI = math.log(2 * math.pi)
 J = 20
@@ -75,7 +71,7 @@ def ri_deviance(theta, y, X, codes, reml):
 
 
 def ri_optimum(m):
-    d = m._design
+    d = m.design
     codes = d.factors[0].codes
     f = lambda t: ri_deviance(t, d.y, d.X, codes, m.reml)  # noqa: E731
     res = scipy.optimize.minimize_scalar(f, bounds=(0.0, 50.0), method="bounded", options={"xatol": 1e-9})
@@ -90,7 +86,7 @@ def test_rank_deficient_drops_later_column_as_lme4():
     with pytest.warns(RankDeficiencyWarning, match=r"dropping 1 column.*'Days2'"):
         m = jaxhlm.lmer("Reaction ~ Days + Days2 + (1 | Subject)", ss, reml=False)
     assert list(m.fixef.index) == ["(Intercept)", "Days"]
-    assert m._design.dropped_fixef == ["Days2"]
+    assert m.design.dropped_fixef == ["Days2"]
     for k, v in ref["beta"].items():
         assert m.fixef[k] == pytest.approx(v, rel=1e-6)
     assert m.objective == pytest.approx(ref["objective"], abs=1e-6)
@@ -215,21 +211,18 @@ def test_single_huge_group():
 
 
 # ------------------------------------------------------------------------------ convergence
-try:  # the engine's compiled gradient (shared with the Hessian the convergence check uses)
-    from jaxhlm._src.optim.fit import value_and_grad_theta as _value_and_grad
-except ImportError:  # pragma: no cover
-    _value_and_grad = jax.jit(jax.value_and_grad(objective), static_argnums=(2, 3))
-
-
-def _model_at(m, theta):
+def _model_at(m, theta, **changes):
     """A copy of fitted model ``m`` whose optimiser 'claims' convergence at ``theta``."""
-    th = jnp.asarray(theta, dtype=jnp.float64)
-    val, grad = _value_and_grad(th, m._stats, m._struct, m.reml)
-    fit_ = dict(m._fit, theta=np.asarray(th), objective=float(val), grad=np.asarray(grad), iterations=1,
-                converged=True)
+    from jaxhlm._src.model.pipeline import mk_model
+    from jaxhlm._src.optim.fit import conclude, run_fit
+
+    fit_ = run_fit(np.asarray(theta, dtype=np.float64), m.stats, m.layout, m.reml, maxit=1)
+    fit_.update(iterations=1, converged=True, Hinv=np.zeros((m.layout.ntheta, m.layout.ntheta)))
+    fit_.update(changes)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
-        out = LinearMixedModel(m._design, m.reml, fit_, m._struct, m._stats, {})
+        opt = conclude(fit_, np.asarray(theta, dtype=np.float64), m.stats, m.layout, m.reml, list(m.theta.index))
+        out = mk_model(m.design, m.layout, m.stats, m.reml, opt)
     return out, rec
 
 
@@ -240,21 +233,21 @@ def sleep_rs():
 
 
 def test_optimizer_stopping_early_is_a_warning_with_the_gradient(sleep_rs):
-    fit_ = dict(sleep_rs._fit, converged=False, iterations=500)
-    with pytest.warns(ConvergenceWarning, match=r"500 iterations.*max\|grad\|"):
-        m = LinearMixedModel(sleep_rs._design, True, fit_, sleep_rs._struct, sleep_rs._stats, {})
+    m, rec = _model_at(sleep_rs, sleep_rs.opt.theta, converged=False, iterations=500)
+    assert ConvergenceWarning in categories(rec)
+    assert "500 iterations" in m.optinfo["messages"][0] and "max|grad|" in m.optinfo["messages"][0]
     assert not m.converged
 
 
 def test_claimed_convergence_away_from_optimum_is_caught(sleep_rs):
     """The optimiser says 'converged' at a point that is not an optimum: lme4's gradient check
     (scaled by the Hessian) flags it."""
-    m, rec = _model_at(sleep_rs, sleep_rs._fit["theta"] * np.array([1.3, 1.0, 0.8]))
+    m, rec = _model_at(sleep_rs, sleep_rs.opt.theta * np.array([1.3, 1.0, 0.8]))
     assert ConvergenceWarning in categories(rec)
     assert not m.converged
     assert "max|grad|" in m.optinfo["messages"][0]
     # at the optimum itself there is no warning
-    m, rec = _model_at(sleep_rs, sleep_rs._fit["theta"])
+    m, rec = _model_at(sleep_rs, sleep_rs.opt.theta)
     assert ConvergenceWarning not in categories(rec) and m.converged
 
 
@@ -266,7 +259,7 @@ def test_response_almost_determined_by_groups_is_not_silent():
     x = rng.normal(size=g.size)
     d = pd.DataFrame({"y": 1 + x + rng.normal(size=J)[g] + 1e-5 * rng.normal(size=g.size), "x": x, "g": g})
     m, rec = fit("y ~ x + (1 | g)", d)
-    d_ = m._design
+    d_ = m.design
     f = lambda lt: ri_deviance(math.exp(lt), d_.y, d_.X, d_.factors[0].codes, True)  # noqa: E731
     best = scipy.optimize.minimize_scalar(f, bounds=(0.0, 20.0), method="bounded", options={"xatol": 1e-10})
     # At theta ~ 1e5 the criterion itself is rounding noise at the 1e-3 level (the penalised RSS
@@ -281,6 +274,5 @@ def test_response_almost_determined_by_groups_is_not_silent():
 
 
 def test_non_finite_criterion_is_an_error(sleep_rs):
-    fit_ = dict(sleep_rs._fit, objective=np.nan)
     with pytest.raises(FitError, match="not finite"):
-        LinearMixedModel(sleep_rs._design, True, fit_, sleep_rs._struct, sleep_rs._stats, {})
+        _model_at(sleep_rs, sleep_rs.opt.theta, objective=np.nan)

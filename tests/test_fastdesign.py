@@ -99,7 +99,7 @@ def test_fast_design_equals_formulaic(fname, formula, na_cols, missing):
 def test_fast_design_specs_predict_like_formulaic():
     df = pd.read_csv(os.path.join(DATA, "sleepstudy.csv"))
     m = jaxhlm.lmer("Reaction ~ Days + (Days | Subject)", df)
-    assert m._design.fixed_spec is None  # built lazily
+    assert m.design.fixed_spec is None  # built lazily
     new = pd.DataFrame({"Days": [0.5, 3.0, 11.0], "Subject": [308, 309, 330]})
     beta = m.fixef.to_numpy()
     b = m.ranef["Subject"]

@@ -50,7 +50,7 @@ def test_model_icc_random_intercept_with_fixed_effects():
     m = fit_case("nels_m5")  # mathscore ~ family_inc + urban + (1 | sch_id)
     tau00 = m.varcorr["vcov"].iloc[0]
     s2 = m.sigma**2
-    xb = m._design.X @ m.fixef.to_numpy()
+    xb = m.design.X @ m.fixef.to_numpy()
     vf = np.sum((xb - xb.mean()) ** 2) / (len(xb) - 1)
     out = m.icc()
     assert out["adjusted"] == pytest.approx(tau00 / (tau00 + s2), rel=1e-12)

@@ -33,7 +33,8 @@ from hypothesis import strategies as st
 import jaxhlm
 from jaxhlm._src.engine.pls import objective
 from jaxhlm._src.design.build import build_design
-from jaxhlm._src.stats.suffstats import build_structure, compute_stats
+from jaxhlm._src.stats.layout import build_layout
+from jaxhlm._src.stats.suffstats import compute_stats
 
 LOG2PI = math.log(2.0 * math.pi)
 
@@ -137,7 +138,7 @@ def _engine_fn(struct):
 
 
 def engine_deviances(design, theta):
-    struct = build_structure(design)
+    struct = build_layout(design)
     stats = compute_stats(design, struct)
     ml, reml = _engine_fn(struct)(np.asarray(theta, dtype=np.float64), stats)
     return float(ml), float(reml)
@@ -185,7 +186,7 @@ def test_deviance_equals_dense(family, seed, extra, data):
     formula, ntheta = FAMILIES[family]
     theta = np.array(data.draw(st.lists(theta_value, min_size=ntheta, max_size=ntheta)))
     design = build_design(formula, make_data(seed, extra))
-    assert build_structure(design).ntheta == ntheta
+    assert build_layout(design).ntheta == ntheta
     ml, reml = engine_deviances(design, theta)
     assert ml == pytest.approx(dense_deviance(theta, design, False), rel=1e-10, abs=1e-8)
     assert reml == pytest.approx(dense_deviance(theta, design, True), rel=1e-10, abs=1e-8)
@@ -241,12 +242,12 @@ def assert_dense_optimum(m, gtol=2e-3, ftol=1e-6):
     free directions is positive semi-definite; scipy (L-BFGS-B from lme4's start) finds no point
     lower by more than ``ftol``.
     """
-    design = m._design
+    design = m.design
     th = m.theta.to_numpy()
     f = functools.partial(dense_deviance, design=design, reml=m.reml)
     f0, g, H = _fd_grad_hess(f, th)
     assert m.objective == pytest.approx(f0, rel=1e-10, abs=1e-8)
-    diag = np.asarray(m._struct.theta_is_diag())
+    diag = np.asarray(m.layout.is_diag())
     at_bound = diag & (np.abs(th) < 1e-6)
     assert np.all(np.abs(g[~at_bound]) < gtol), g
     assert np.all(g[at_bound] > -gtol), g

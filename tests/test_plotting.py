@@ -160,7 +160,7 @@ def test_caterpillar_intervals_from_condsd(fits, monkeypatch):
     fit = fits["ri"]
     # random intercept: Var(b_j | y) = (1/tau^2 + n_j/sigma^2)^-1 at the estimates
     tau2 = fit.varcorr["vcov"].iloc[0]
-    n_j = np.bincount(fit._design.factors[0].codes)
+    n_j = np.bincount(fit.design.factors[0].codes)
     sd = np.sqrt(1.0 / (1.0 / tau2 + n_j / fit.sigma**2))
     fake = {"Subject": pd.DataFrame({"(Intercept)": sd}, index=fit.ranef["Subject"].index)}
     monkeypatch.setattr(jaxhlm.LinearMixedModel, "ranef_condsd", property(lambda self: fake))

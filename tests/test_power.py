@@ -7,9 +7,8 @@ import pytest
 import scipy.stats
 
 import jaxhlm
-from jaxhlm._src.model.lmm import _fit_design
+from jaxhlm._src.model.pipeline import fit_design, mk_devfun
 from jaxhlm._src.sim.power import clopper_pearson, resize_design
-from jaxhlm._src.stats.suffstats import build_structure, compute_stats
 
 from conftest import load_data
 
@@ -80,7 +79,7 @@ def test_power_errors(nels):
 
 def test_resize_design_shrink_and_grow(nels):
     _, m = nels
-    d = m._design
+    d = m.design
     cnt = np.bincount(d.factors[0].codes)
     small = resize_design(d, "sch_id", 50, np.random.default_rng(0))
     assert small.factors[0].nlevels == 50
@@ -102,9 +101,8 @@ def test_resize_design_shrink_and_grow(nels):
 def test_resized_design_fits_like_the_equivalent_data(nels):
     """The resized design's statistics equal those of a DataFrame holding its rows."""
     _, m = nels
-    d = resize_design(m._design, "sch_id", 120, np.random.default_rng(5))
-    struct = build_structure(d)
-    fit = _fit_design(d, struct, compute_stats(d, struct), False)
+    d = resize_design(m.design, "sch_id", 120, np.random.default_rng(5))
+    fit = fit_design(d, *mk_devfun(d), False)
     frame = pd.DataFrame({"mathscore": d.y, "family_inc": d.X[:, 1],
                           "sch_id": np.asarray(d.factors[0].levels)[d.factors[0].codes]})
     ref = jaxhlm.lmer(NELS_RS, frame, reml=False)
@@ -126,7 +124,7 @@ def test_power_curve(nels):
 def test_power_curve_nested_factor_copies():
     dat = load_data("Pastes.csv")
     m = jaxhlm.lmer("strength ~ 1 + (1 | batch/cask)", dat)
-    d = m._design
+    d = m.design
     names = [f.name for f in d.factors]
     big = resize_design(d, "batch", 14, np.random.default_rng(1))
     fb = big.factors[names.index("batch")]

@@ -38,7 +38,7 @@ def test_predict_reference_rows(case_id):
 def test_predict_without_newdata_is_fitted():
     m = fit_case("sleepstudy_rs_reml")
     np.testing.assert_allclose(m.predict().to_numpy(), m.fitted.to_numpy(), rtol=1e-12)
-    xb = m._design.X @ m.fixef.to_numpy()
+    xb = m.design.X @ m.fixef.to_numpy()
     for form in ("~0", "NA", " ~ 0", float("nan")):
         np.testing.assert_allclose(m.predict(re_form=form).to_numpy(), xb, rtol=1e-12)
     # newdata equal to the data reproduces the fitted values

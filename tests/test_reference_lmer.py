@@ -132,7 +132,7 @@ def test_theta_rectified(case):
     ref_th = np.asarray(list(theta.values()), dtype=float)
     tol = (5e-3 if _converged(ref) else 2e-2) * np.max(np.abs(ref_th))
     assert np.max(np.abs(m.theta.to_numpy() - ref_th)) <= tol
-    assert np.all(m.theta.to_numpy()[m._struct.theta_is_diag()] >= 0)
+    assert np.all(m.theta.to_numpy()[m.layout.is_diag()] >= 0)
     lower = np.asarray(ref["lower"], dtype=float) if isinstance(ref["lower"], list) else np.asarray([ref["lower"]], float)
     lower = np.where(np.isfinite(lower), lower, -np.inf)
     assert np.array_equal(np.where(np.isfinite(m.theta_lower), m.theta_lower, -np.inf), lower)

@@ -29,11 +29,11 @@ SCRIPT = textwrap.dedent(
         d = pd.read_csv(os.path.join(data, fname))
         one = jaxhlm.lmer(formula, d, reml=reml)
         many = jaxhlm.lmer_sharded(formula, d, reml=reml)
-        a = many._stats["A_ZtZ"]
+        a = many.stats.levels[0].ZtZ
         out[fname] = {
             "shards": len(a.addressable_shards),
             "spec": str(a.sharding.spec),
-            "nlev": int(many._struct.nlev[0]),
+            "nlev": int(many.layout.nlev[0]),
             "d_fixef": float(np.max(np.abs(one.fixef.to_numpy() - many.fixef.to_numpy()))),
             "d_theta": float(np.max(np.abs(one.theta.to_numpy() - many.theta.to_numpy()))),
             "d_obj": float(abs(one.objective - many.objective)),

@@ -87,3 +87,17 @@ class SingularFitWarning(JaxhlmWarning):
 
 class NewLevelsWarning(JaxhlmWarning):
     """Prediction for grouping-factor levels not seen in the fit (population-level prediction)."""
+
+
+def warn(message: str, category=JaxhlmWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside jaxhlm (the user's line)."""
+    import os
+    import sys
+    import warnings
+
+    top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # .../jaxhlm
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(top + os.sep):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

@@ -73,6 +73,28 @@ def _key(name: str, static: tuple, sig: tuple) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
+_REGISTERED: set = set()
+
+
+def _register_namedtuples(treedef) -> None:
+    """Register every NamedTuple type in ``treedef`` for ``jax.export`` serialisation (once)."""
+    from jax import export
+
+    stack = [treedef]
+    while stack:
+        td = stack.pop()
+        data = td.node_data()
+        if data is not None:
+            typ = data[0]
+            if isinstance(typ, type) and issubclass(typ, tuple) and hasattr(typ, "_fields") and typ not in _REGISTERED:
+                try:
+                    export.register_namedtuple_serialization(typ, serialized_name=f"{typ.__module__}.{typ.__qualname__}")
+                except ValueError:  # registered elsewhere already
+                    pass
+                _REGISTERED.add(typ)
+        stack.extend(td.children())
+
+
 def _exported(jitted, name: str, static: tuple, args: tuple, static_kwargs: dict, sig: tuple):
     """The exported program (wrapped in ``jax.jit`` for fast dispatch), or None.
 
@@ -88,6 +110,7 @@ def _exported(jitted, name: str, static: tuple, args: tuple, static_kwargs: dict
     exp = None
     path = os.path.join(directory, key + ".bin")
     try:
+        _register_namedtuples(sig[0])
         if os.path.exists(path):
             with open(path, "rb") as fh:
                 exp = export.deserialize(bytearray(fh.read()))

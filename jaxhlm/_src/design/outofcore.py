@@ -37,7 +37,7 @@ from .build import Design, GroupingFactor, TermDesign, r_name
 from ..base.errors import ArgumentError, DataError, FormulaError
 from ..formula.terms import ParsedFormula, parse_formula
 
-__all__ = ["is_out_of_core", "lmer_out_of_core", "OutOfCoreDesign", "DaskSource", "FileSource"]
+__all__ = ["is_out_of_core", "out_of_core_design", "OutOfCoreDesign", "DaskSource", "FileSource"]
 
 DEFAULT_CHUNK_ROWS = 500_000
 
@@ -301,8 +301,6 @@ class OutOfCoreDesign(Design):
     ``n``, ``p``, the terms, factor levels and encodings are those of the full data.
     """
 
-    out_of_core = True
-
     def __init__(self, n_obs: int, p: int, **fields):  # noqa: D107  (fields of Design except y, X)
         for k, v in fields.items():
             object.__setattr__(self, k, v)
@@ -341,29 +339,22 @@ def _term_order(terms, factors):
     return order
 
 
-def lmer_out_of_core(formula, data, reml: bool = True, *, name=None, start=None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                     devices=None):
-    """:func:`jaxhlm.lmer` for a Dask DataFrame or Parquet/CSV files (see the module docstring).
+def out_of_core_design(formula, data, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple:
+    """The design of ``formula`` on a Dask DataFrame or Parquet/CSV files (see the module docstring).
 
     Parameters
     ----------
     formula : str
     data : dask.dataframe.DataFrame, path, or list of paths (``.parquet`` / ``.csv``)
-    reml, name, start
-        As for :func:`jaxhlm.lmer`.
     chunk_rows : int
         Rows per chunk when reading files.
-    devices : optional
-        Shard the group axis of the fit over these devices (see :mod:`jaxhlm._src.sharding`).
 
     Returns
     -------
-    LinearMixedModel
-        Identical estimates to the in-memory fit (up to rounding), without per-row quantities.
+    (OutOfCoreDesign, Design, float)
+        The design of the full data (no rows), a design of pseudo-rows with the same
+        statistics, and the seconds spent.
     """
-    from ..model.lmm import _fit_design
-    from ..stats._legacy import build_structure, compute_stats, is_nested
-
     t0 = time.perf_counter()
     parsed = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
     source = DaskSource(data) if _is_dask_frame(data) else FileSource(data, chunk_rows)
@@ -524,27 +515,7 @@ def lmer_out_of_core(formula, data, reml: bool = True, *, name=None, start=None,
                   fixed_spec=mm.rhs.model_spec, fixed_keep=keep, term_specs=specs_o, response_name=ycol)
     pseudo = Design(y=yp, X=Xp, terms=pseudo_o, factors=pseudo_factors, index=pd.RangeIndex(len(yp)), **common)
     design = OutOfCoreDesign(n, p, terms=terms_o, factors=factors_o, index=None, **common)
-    struct = build_structure(design)
-    # nesting is a property of the rows: the pseudo-rows have the same level combinations
-    struct = dataclasses.replace(struct, b_diag=is_nested(pseudo))
-    mesh = None
-    if devices is not None:
-        from ..stats.sharding import group_mesh, padded_structure
-
-        mesh = group_mesh(devices)
-        struct = padded_structure(struct, mesh.devices.size)
-    t1 = time.perf_counter()
-    stats = compute_stats(pseudo, struct)
-    stats["n"] = np.float64(n)
-    if mesh is not None:
-        from ..stats.sharding import shard_stats
-
-        stats = shard_stats(stats, mesh)
-    t2 = time.perf_counter()
-    model = _fit_design(design, struct, stats, bool(reml), start=start, name=name, t_design=t1 - t0, t_stats=t2 - t1)
-    model.timings["pseudo_rows"] = int(len(yp))
-    return model
-
+    return design, pseudo, time.perf_counter() - t0
 
 def _gram_rank(G: np.ndarray, p: int) -> tuple:
     """The rank check of :func:`jaxhlm._src.design._drop_aliased` from ``[X y]'[X y]`` alone.

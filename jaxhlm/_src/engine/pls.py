@@ -32,7 +32,8 @@ import jax.numpy as jnp
 from ..base import config  # noqa: F401  (float64)
 from . import kernels as K
 
-__all__ = ["Factor", "factorize", "criterion", "objective", "objective_vp", "beta_and_cov", "modes", "LOG2PI"]
+__all__ = ["Factor", "factorize", "criterion", "objective", "objective_vp", "beta_and_cov", "vp_derivatives", "modes",
+           "LOG2PI"]
 
 LOG2PI = math.log(2.0 * math.pi)
 
@@ -223,6 +224,15 @@ def beta_and_cov(theta, sigma, stats, layout):
     beta = solve(Lx, fc.Lxx[p, :p][:, None], left_side=True, lower=True, transpose_a=True)[:, 0]
     Li = solve(Lx, jnp.eye(p, dtype=Lx.dtype), left_side=True, lower=True)
     return beta, sigma**2 * (Li.T @ Li)
+
+
+def vp_derivatives(varpar, stats, layout, reml):
+    """Second-order quantities of Satterthwaite's df at ``varpar = (theta, sigma)``: the Hessian
+    ``H`` of :func:`objective_vp`, the Jacobian ``J = dC/d(theta, sigma)`` (p, p, m+1) of
+    ``C = vcov(beta)``, and ``C``; exact (reverse over reverse mode), traceable."""
+    H = jax.jacrev(jax.grad(objective_vp))(varpar, stats, layout, reml)
+    cov = lambda vp: beta_and_cov(vp[:-1], vp[-1], stats, layout)[1]  # noqa: E731
+    return H, jax.jacrev(cov)(varpar), cov(varpar)
 
 
 def modes(theta, stats, layout) -> tuple:

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
-from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError
+from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError, warn
 from .summary import format_pvalue, signif_stars
 
-__all__ = ["anova", "AnovaTable", "chibar_pvalue"]
+__all__ = ["lrt", "AnovaTable", "chibar_pvalue"]
 
 COLUMNS = ["npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)"]
 
@@ -112,24 +112,32 @@ def _check_same_data(models, labels):
                 f"{lab!r} has {m.nobs} (rows with missing values are dropped per model; drop them "
                 "from the data before fitting)"
             )
-    y0, i0 = models[0]._design.y, models[0]._design.index
     for m, lab in zip(models[1:], labels[1:]):
-        if not (np.array_equal(m._design.index, i0) and np.allclose(m._design.y, y0, rtol=0, atol=0)):
+        if not _same_response(models[0], m):
             raise ModelComparisonError(
                 f"models {labels[0]!r} and {lab!r} were fitted to different data (different rows or "
                 "response values); likelihood-ratio tests need the same observations"
             )
 
 
+def _same_response(a, b) -> bool:
+    """Same rows and response. Out-of-core fits keep no rows: their response's (weighted) sum
+    of squares, from the statistics, must agree to rounding."""
+    da, db = a.design, b.design
+    if da.index is None or db.index is None:
+        ya, yb = float(a.stats.XytXy[-1, -1]), float(b.stats.XytXy[-1, -1])
+        return abs(ya - yb) <= 1e-12 * max(abs(ya), abs(yb))
+    return bool(np.array_equal(da.index, db.index) and np.array_equal(da.y, db.y))
+
+
 def _ml_version(model):
-    from ..model.lmm import _fit_design
+    from ..model.pipeline import refit_ml
 
-    return _fit_design(model._design, model._struct, model._stats, False, name=model.name)
+    return refit_ml(model)
 
 
-def anova(*models, names=None, refit: bool = True, boundary: bool = False, method: str = "lrt",
-          nsim: int = 1000, seed=None, **boot_kwargs):
-    """Likelihood-ratio tests of nested linear mixed models (lme4's ``anova``).
+def lrt(*models, names=None, refit: bool = True, boundary: bool = False):
+    """Likelihood-ratio tests of nested linear mixed models (lme4's ``anova(m1, m2, ...)``).
 
     Parameters
     ----------
@@ -141,12 +149,6 @@ def anova(*models, names=None, refit: bool = True, boundary: bool = False, metho
         Refit REML fits by maximum likelihood first (as lme4, which prints "refitting model(s)
         with ML (instead of REML)"; here a :class:`JaxhlmWarning`). With False, REML fits are
         compared as they are (only meaningful when the fixed effects are identical).
-    method : {"lrt", "bootstrap"}, default "lrt"
-        ``"bootstrap"``: parametric bootstrap LRT of two nested models (pbkrtest's PBmodcomp),
-        ``nsim`` responses simulated from the smaller model, both models refitted to each; see
-        :func:`jaxhlm._src.bootstrap.bootstrap_lrt` (extra keywords go there).
-    nsim, seed
-        Bootstrap size and seed (``method="bootstrap"``).
     boundary : bool, default False
         Add ``Pr(>Chisq) boundary``: the p-value from the 50:50 mixture of chi2(Df - 1) and
         chi2(Df), appropriate when the larger model adds one variance component (a random
@@ -162,24 +164,14 @@ def anova(*models, names=None, refit: bool = True, boundary: bool = False, metho
     ModelComparisonError
         Models fitted to different data or different numbers of rows.
     """
-    from ..model.lmm import LinearMixedModel
+    from ..model.state import FitState
 
-    if method not in ("lrt", "bootstrap"):
-        raise ArgumentError(f"method must be 'lrt' or 'bootstrap', got {method!r}")
-    if method == "bootstrap":
-        from ..sim.bootstrap import bootstrap_lrt
-
-        ms = models[0] if len(models) == 1 and isinstance(models[0], (list, tuple)) else models
-        if len(ms) != 2:
-            raise ModelComparisonError("the bootstrap LRT compares exactly two nested models")
-        m0, m1 = sorted(ms, key=lambda m: m.npar)
-        return bootstrap_lrt(m0, m1, nsim=nsim, seed=seed, **boot_kwargs)
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
         models = tuple(models[0])
     if len(models) < 2:
         raise ArgumentError("anova() needs at least two fitted models to compare")
     for i, m in enumerate(models):
-        if not isinstance(m, LinearMixedModel):
+        if not isinstance(m, FitState):
             raise ArgumentError(f"argument {i + 1} of anova() is a {type(m).__name__}, not a fitted model from lmer()")
     if names is None:
         labels = [m.name if m.name else m.formula for m in models]
@@ -198,7 +190,7 @@ def anova(*models, names=None, refit: bool = True, boundary: bool = False, metho
     models = list(models)
     refitted = bool(refit and any(m.reml for m in models))
     if refitted:
-        warnings.warn("refitting model(s) with ML (instead of REML)", JaxhlmWarning, stacklevel=2)
+        warn("refitting model(s) with ML (instead of REML)", JaxhlmWarning)
         models = [_ml_version(m) if m.reml else m for m in models]
     npar = np.array([m.npar for m in models])
     order = np.argsort(npar, kind="stable")

@@ -2,100 +2,126 @@
 
 Given the data and the estimates, the random effects have the conditional covariance
 
-    Var(b | y) = sigma^2 Lambda (L L')^{-1} Lambda',      L L' = Lambda' Z'Z Lambda + I
+    Var(b | y) = sigma^2 Lambda (Lambda'Z'Z Lambda + I)^{-1} Lambda'
 
-(Bates et al. 2015, JSS 67(1), sect. 3.3; lme4's ``ranef(condVar = TRUE)``). Only the diagonal
-block of each level is wanted. With the blocked factor of :mod:`suffstats`,
-``L = [[L_A, 0], [P, L_B]]`` (``L_A`` block diagonal over the levels of the first factor, ``P``
-sparse, ``L_B`` dense), the inverse is never formed: with ``M = (L_B L_B')^{-1}``
+(Bates et al. 2015, JSS 67(1), sect. 3.3). Only the diagonal block of each level is wanted, and
+the engine's eliminations give it without forming the inverse. In the b scale the precision of
+the random effects is ``Z'Z + (Lambda Lambda')^{-1}``; eliminating a block ``h`` leaves
+``W_h = T_h M_h^{-1} T_h'`` (its inverse Schur block) and its coupling ``C_hR`` with the blocks
+``R`` after it, and the block inverse gives, with ``S_RR`` the covariance of those blocks,
 
-    ((L L')^{-1})_BB      = M                                            (dense, Q_B x Q_B)
-    ((L L')^{-1})_{aa}    = L_a^{-T} (I + sum_{k,k': a_k = a_k' = a} P_k' M_{l_k l_k'} P_k') L_a^{-1}
+    S_hR = -W_h C_hR S_RR,        S_hh = W_h + W_h C_hR S_RR C_Rh W_h.
 
-for every level ``a`` of the first factor, where ``P_k`` are the blocks of ``P`` coupling level
-``a_k`` of the first factor with level ``l_k`` of another factor (the sums run over the
-pairs of pairs of :mod:`suffstats`, so the cost is O(levels), not O(Q^2)).
+Nested chains run this from the last factor back, level by level (each level has one parent
+per later factor); crossed designs have ``S_DD = Lambda_D M_D^{-1} Lambda_D'`` for the dense
+block and sum ``C_a S_DD C_a'`` over the pairs (of pairs) of each level ``a`` of the first factor.
 """
 from __future__ import annotations
-
 
 import jax
 import numpy as np
 import pandas as pd
 
 from ..base.config import jit
-from ..engine._legacy_pls import pls
+from ..engine.pls import factorize
 
 __all__ = ["ranef_condvar", "ranef_condsd"]
 
 
-@jit(static_argnames=("struct",))
-def _pls_jit(theta, stats, struct):
-    try:  # the dense factor L_B is only returned on request in newer engines
-        d = pls(theta, stats, struct, full=True)
-    except TypeError:
-        d = pls(theta, stats, struct)
-    d.pop("RZXA", None)
-    d.pop("RZXB", None)
-    return d
+@jit(static_argnames=("layout",))
+def _factor_program(theta, stats, layout):
+    fc = factorize(theta, stats, layout, keep=True)
+    return fc._replace(R=(), RD=None)
 
 
-def _relative_condcov(model) -> list:
-    """Per factor: ``(nlevels, q_f, q_f)`` blocks of ``(L L')^{-1}`` (spherical scale)."""
-    struct, stats = model._struct, model._stats
-    theta = np.asarray(model._fit["theta"], dtype=np.float64)
-    d = jax.device_get(_pls_jit(theta, stats, struct))
-    nlev = [f.nlevels for f in model._design.factors]
-    LA = np.moveaxis(np.asarray(d["LA"]), -1, 0)[: nlev[0]]  # (J, qA, qA)
-    qA = LA.shape[1]
-    LAinv = np.linalg.inv(LA)  # lower triangular, tiny blocks
-    middle = np.broadcast_to(np.eye(qA), LA.shape).copy()
-    out = [None] * struct.nfactors
-    if getattr(struct, "b_diag", False):
-        # nested: (L_B L_B')^{-1} is block diagonal too, and each A level has one pair
-        LBinv = np.linalg.inv(np.moveaxis(np.asarray(d["LBblk"]), -1, 0))  # (L_B, qB, qB)
-        Mb = np.einsum("lki,lkj->lij", LBinv, LBinv)
-        out[1] = Mb
-        P = np.asarray(d["P"][1])  # (qA, qB, K)
-        ca, cl = np.asarray(stats["Ca1"]), np.asarray(stats["Cl1"])
-        np.add.at(middle, ca, np.einsum("akm,mkl,blm->mab", P, Mb[cl], P))
-    elif struct.nfactors > 1:
-        LB = np.asarray(d["LB"])
-        import scipy.linalg
+def _crossed(fc, theta, stats, layout, nlev) -> list:
+    from ..stats.suffstats import _pairs_of_pairs
 
-        from ..stats._legacy import _pairs_of_pairs
-
-        LBinv = scipy.linalg.solve_triangular(LB, np.eye(LB.shape[0]), lower=True)
-        M = LBinv.T @ LBinv
-        offs = struct.b_offsets
-        P = d["P"]
-        for f in range(1, struct.nfactors):
-            qf, of = struct.q[f], offs[f]
-            idx = of + np.arange(nlev[f])[:, None] * qf + np.arange(qf)[None, :]  # (L_f, q_f)
-            out[f] = M[idx[:, :, None], idx[:, None, :]]
-        for f in range(1, struct.nfactors):
-            Pf = np.asarray(P[f])  # (qA, q_f, K): P_k'
-            caf, clf = np.asarray(stats[f"Ca{f}"]), np.asarray(stats[f"Cl{f}"])
-            for g in range(1, struct.nfactors):
-                Pg = np.asarray(P[g])
-                clg = np.asarray(stats[f"Cl{g}"])
-                if f"PPi{f}_{g}" in stats:
-                    i = np.asarray(stats[f"PPi{f}_{g}"])
-                    j = np.asarray(stats[f"PPj{f}_{g}"])
-                    msk = np.asarray(stats[f"PPm{f}_{g}"]) > 0
-                    i, j = i[msk], j[msk]
-                else:  # scalar first factor: the statistics hold Q(w), not the pair lists
-                    i, j = _pairs_of_pairs(caf, np.asarray(stats[f"Ca{g}"]))
+    MD = np.asarray(fc.MD)
+    Ts = layout.T_arrays(theta)
+    Lam = np.zeros_like(MD)
+    offs = layout.dense_offsets
+    for f in layout.dense_factors:
+        qf, Lf, of = layout.q[f], layout.nlev[f], offs[f]
+        for lv in range(Lf):
+            s = of + lv * qf
+            Lam[s:s + qf, s:s + qf] = Ts[f]
+    SDD = Lam @ np.linalg.solve(MD, Lam.T)
+    SDD = 0.5 * (SDD + SDD.T)
+    out = [None] * layout.nfactors
+    for f in layout.dense_factors:
+        qf, of = layout.q[f], offs[f]
+        idx = of + np.arange(nlev[f])[:, None] * qf + np.arange(qf)[None, :]
+        out[f] = SDD[idx[:, :, None], idx[:, None, :]]
+    W = np.moveaxis(np.asarray(fc.W[0]), -1, 0)[:nlev[0]]  # (J, qA, qA)
+    qA = W.shape[1]
+    if layout.plan.coupling == "dense":
+        C = np.asarray(stats.coupling.C)[:, :nlev[0], :]  # (qA, J, QD)
+        mid = np.einsum("ujk,kl,vjl->juv", C, SDD, C)
+    else:
+        mid = np.zeros((nlev[0], qA, qA))
+        for x, f in enumerate(layout.dense_factors):
+            pf = stats.coupling[x]
+            Cf, af, rf = np.asarray(pf.C), np.asarray(pf.a), np.asarray(pf.row)
+            for y, g in enumerate(layout.dense_factors):
+                pg = stats.coupling[y]
+                Cg, ag, rg = np.asarray(pg.C), np.asarray(pg.a), np.asarray(pg.row)
+                okf, okg = np.any(Cf != 0, axis=(0, 1)), np.any(Cg != 0, axis=(0, 1))
+                i, j = _pairs_of_pairs(np.where(okf, af, -1), np.where(okg, ag, -2))
                 if i.size == 0:
                     continue
-                qf, qg = struct.q[f], struct.q[g]
-                rows = offs[f] + clf[i][:, None] * qf + np.arange(qf)[None, :]  # (m, q_f)
-                cols = offs[g] + clg[j][:, None] * qg + np.arange(qg)[None, :]  # (m, q_g)
-                Mblk = M[rows[:, :, None], cols[:, None, :]]  # (m, q_f, q_g)
-                contrib = np.einsum("akm,mkl,blm->mab", Pf[:, :, i], Mblk, Pg[:, :, j])
-                np.add.at(middle, caf[i], contrib)
-    out[0] = np.einsum("jka,jkl,jlb->jab", LAinv, middle, LAinv)
+                rows = rf[i][:, None] + np.arange(layout.q[f])[None, :]
+                cols = rg[j][:, None] + np.arange(layout.q[g])[None, :]
+                blk = SDD[rows[:, :, None], cols[:, None, :]]  # (m, q_f, q_g)
+                np.add.at(mid, af[i], np.einsum("rum,mrs,svm->muv", Cf[:, :, i], blk, Cg[:, :, j]))
+    out[0] = W + np.einsum("juv,jvw,jwx->jux", W, mid, W)
     return out
+
+
+def _chain(fc, stats, layout, nlev) -> list:
+    F = layout.nfactors
+    Ws = [np.moveaxis(np.asarray(w), -1, 0) for w in fc.W]  # (L_h, q_h, q_h)
+    Cs = [[np.moveaxis(np.asarray(c), -1, 0) for c in row] for row in fc.C]  # C[h][x]: (L_h, q_h, q_k)
+    par = [[np.asarray(lk.parent) for lk in row] for row in stats.links] if F > 1 else [[]]
+    S = [None] * F  # S[h]: (L_h, q_h, q_h)
+    X = [None] * F  # X[h][x]: covariance of a level of h with its parent in factor k (L_h, q_h, q_k)
+    for h in reversed(range(F)):
+        later = list(range(h + 1, F))
+        if not later:
+            S[h], X[h] = Ws[h], []
+            continue
+        Lh = Ws[h].shape[0]
+        # covariance of the later factors at the parents of each level of h
+        G = []
+        for xk, k in enumerate(later):
+            acc = np.zeros((Lh, layout.q[h], layout.q[k]))
+            for xj, j in enumerate(later):
+                pj = par[h][xj]
+                if j == k:
+                    Sjk = S[j][pj]
+                elif j < k:
+                    Sjk = X[j][k - j - 1][pj]
+                else:
+                    Sjk = np.swapaxes(X[k][j - k - 1][par[h][xk]], 1, 2)
+                acc += Cs[h][xj] @ Sjk
+            G.append(acc)  # sum_j C_hj S_jk
+        X[h] = [-Ws[h] @ g for g in G]
+        mid = sum(G[xk] @ np.swapaxes(Cs[h][xk], 1, 2) for xk in range(len(later)))
+        S[h] = Ws[h] + Ws[h] @ mid @ Ws[h]
+    return S
+
+
+def _relative(model) -> list:
+    """Per factor: ``(nlevels, q_f, q_f)`` blocks of ``Var(b | y) / sigma^2``."""
+    layout, stats = model.layout, model.stats
+    theta = np.asarray(model.opt.theta, dtype=np.float64)
+    fc = jax.device_get(_factor_program(theta, stats, layout))
+    nlev = [f.nlevels for f in model.design.factors]
+    if layout.plan.kind == "crossed":
+        out = _crossed(fc, theta, stats, layout, nlev)
+    else:
+        out = _chain(fc, stats, layout, nlev)
+    return [np.asarray(o)[:L] for o, L in zip(out, nlev)]
 
 
 def ranef_condvar(model) -> dict:
@@ -108,34 +134,24 @@ def ranef_condvar(model) -> dict:
     Returns
     -------
     dict of str -> ndarray, shape (nlevels, q_f, q_f)
-        Per grouping factor, ``sigma^2 T_f [(L L')^{-1}]_{level} T_f'``: the conditional
-        covariance of that level's random effects (columns as in ``model.ranef[name]``), lme4's
-        ``attr(ranef(m, condVar = TRUE)[[name]], "postVar")`` with levels first.
+        Per grouping factor, the conditional covariance of each level's random effects
+        (columns as in ``model.ranef[name]``), lme4's ``attr(ranef(m, condVar = TRUE)[[name]],
+        "postVar")`` with levels first.
     """
-    rel = _relative_condcov(model)
-    Ts = _factor_T(model)
-    s2 = model.sigma**2
-    out = {}
-    for f, fac in enumerate(model._design.factors):
-        T = Ts[f]
-        out[fac.name] = s2 * np.einsum("ik,jkl,ml->jim", T, rel[f], T)
-    return out
-
-
-def _factor_T(model) -> list:
-    struct = model._struct
-    th = np.asarray(model._fit["theta"], dtype=np.float64)
-    Ts = [np.zeros((q, q)) for q in struct.q]
-    for k in range(struct.ntheta):
-        Ts[struct.theta_factor[k]][struct.theta_row[k], struct.theta_col[k]] = th[k]
-    return Ts
+    found = model.cache.get("condvar")
+    if found is None:
+        rel = _relative(model)
+        s2 = model.sigma**2
+        found = {fac.name: s2 * r for fac, r in zip(model.design.factors, rel)}
+        model.cache["condvar"] = found
+    return found
 
 
 def ranef_condsd(model) -> dict:
     """Conditional standard deviations of the random effects, shaped like ``model.ranef``.
 
-    Square roots of the diagonals of :func:`ranef_condvar` (lme4: ``sqrt`` of the diagonal of
-    ``postVar``; the half-widths of caterpillar-plot intervals are ``1.96`` times these).
+    Square roots of the diagonals of :func:`ranef_condvar` (the half-widths of caterpillar-plot
+    intervals are 1.96 times these).
 
     Returns
     -------

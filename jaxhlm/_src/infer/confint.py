@@ -45,10 +45,10 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.config import jit
-from ..engine._legacy_pls import objective_vp
+from ..engine.pls import objective_vp
 from ..base.errors import ArgumentError, JaxhlmWarning
-from ..optim.fit import bfgs_minimize
-from ..stats._legacy import Structure
+from ..optim.bfgs import minimize
+from ..stats.suffstats import transform_xy
 
 __all__ = ["confint", "profile_param_names"]
 
@@ -58,7 +58,7 @@ def profile_param_names(model) -> tuple:
     """lme4's ``.sig01 ...``, ``.sigma`` names and the long forms (``sd_(Intercept)|g``)."""
     short, long_ = [], []
     k = 0
-    for td in model._design.terms:
+    for td in model.design.terms:
         g = td.term.group_name
         for c in range(td.p):
             for r in range(c, td.p):
@@ -130,9 +130,9 @@ class _TermSpec:
 
 
 def _term_specs(model) -> tuple:
-    from ..stats._legacy import factor_columns
+    from ..stats.layout import factor_columns
 
-    d = model._design
+    d = model.design
     off_of = {}
     for lst in factor_columns(d):
         for i, o in lst:
@@ -147,18 +147,6 @@ def _term_specs(model) -> tuple:
         specs.append(_TermSpec(td.factor, off_of[i], td.p, k, tuple(rows), tuple(cols)))
         k += len(rows)
     return tuple(specs)
-
-
-def _full_struct(struct: Structure) -> Structure:
-    """Same structure, but every factor's ``T`` is a full square matrix (row-major entries)."""
-    tf, tr, tc = [], [], []
-    for f, q in enumerate(struct.q):
-        for r in range(q):
-            for c in range(q):
-                tf.append(f)
-                tr.append(r)
-                tc.append(c)
-    return dataclasses.replace(struct, theta_factor=tuple(tf), theta_row=tuple(tr), theta_col=tuple(tc))
 
 
 def _term_block(spec, th, x, sigma, kind, a, perm):
@@ -208,16 +196,6 @@ def _theta_full(z, x, kind, which, a, perm, struct, specs):
     return jnp.concatenate([T.reshape(-1) for T in Ts]), sigma
 
 
-def _transform_stats(stats, Mmat):
-    """Sufficient statistics of ``[X y] M`` (a linear map of the columns of ``[X y]``)."""
-    out = dict(stats)
-    out["A_ZtXy"] = jnp.einsum("qcj,cd->qdj", stats["A_ZtXy"], Mmat)
-    out["XytXy"] = Mmat.T @ stats["XytXy"] @ Mmat
-    if "B_ZtXy" in stats:
-        out["B_ZtXy"] = stats["B_ZtXy"] @ Mmat
-    return out
-
-
 @jit(static_argnames=("struct", "specs"))
 def _profile_point(z0, x, kind, which, a, perm, M0, E, stats, struct, specs):
     """Minimise the ML deviance over the nuisance ``z = [theta, sigma]`` with one parameter at ``x``.
@@ -227,19 +205,19 @@ def _profile_point(z0, x, kind, which, a, perm, M0, E, stats, struct, specs):
     0 and it changes no ML deviance), so the structure keeps its shape. Returns the optimum,
     the deviance there and its derivative in ``x`` (envelope theorem).
     """
-    fstruct = _full_struct(struct)
-    ncols = stats["XytXy"].shape[0]
+    fstruct = struct.full_T()
+    ncols = stats.XytXy.shape[0]
     unit = jnp.zeros((ncols, ncols), z0.dtype).at[ncols - 2, ncols - 2].set(1.0)
 
     def dev(z, xx):
         thf, s = _theta_full(z, xx, kind, which, a, perm, struct, specs)
         fixed = kind == 3
         M = jnp.where(fixed, M0 - xx * E, jnp.eye(ncols, dtype=z.dtype))
-        st = _transform_stats(stats, M)
-        st["XytXy"] = st["XytXy"] + jnp.where(fixed, unit, 0.0)
+        st = transform_xy(stats, M)
+        st = st._replace(XytXy=st.XytXy + jnp.where(fixed, unit, 0.0))
         return objective_vp(jnp.concatenate([thf, s[None]]), st, fstruct, False)
 
-    zs, fz, g, it, done = bfgs_minimize(lambda z: dev(z, x), z0)
+    zs, fz, g, done = minimize(lambda z: dev(z, x), z0)
     val, dx = jax.value_and_grad(dev, argnums=1)(zs, x)
     return zs, val, dx, done
 
@@ -346,22 +324,22 @@ def _solve_side(prof, target, step0, lo_bound, hi_bound, tol=1e-6, maxit=60):
 
 
 def _profile_ci(model, idx, allnames, level, maxit=60):
-    from ..model.lmm import _fit_design
+    from ..model.pipeline import refit_ml
 
     if model.reml:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            mml = _fit_design(model._design, model._struct, model._stats, False, name=model.name)
+            mml = refit_ml(model)
     else:
         mml = model
-    struct, stats = mml._struct, mml._stats
+    struct, stats = mml.layout, mml.stats
     specs = _term_specs(mml)
     nvar = len(allnames) - mml.p
     zq = scipy.stats.norm.ppf(0.5 + level / 2)
     base = mml.objective
     theta = mml.theta.to_numpy()
     sigma = mml.sigma
-    covs = mml._term_covs()
+    covs = mml.term_covariances()
     lo = np.full(len(idx), np.nan)
     hi = np.full(len(idx), np.nan)
     notes = []
@@ -494,12 +472,8 @@ def confint(model, parm=None, level: float = 0.95, method: str = "profile", **kw
     meth = str(method).lower()
     if meth not in ("profile", "wald", "boot"):
         raise ArgumentError(f"method must be 'profile', 'wald' or 'boot', got {method!r}")
-    if meth == "boot":
-        try:
-            from ..sim.bootstrap import bootstrap_confint  # noqa: F401  (issue 5)
-        except ImportError:
-            raise NotImplementedError("bootstrap intervals are not available in this version; use method='profile'") from None
-        return bootstrap_confint(model, parm=parm, level=level, **kwargs)
+    if meth == "boot":  # simulation sits above inference: LinearMixedModel.confint dispatches it
+        raise ArgumentError("bootstrap intervals come from the model: model.confint(method='boot')")
     if kwargs:
         raise ArgumentError(f"unexpected arguments for method={method!r}: {sorted(kwargs)}")
     idx, allnames, longnames = _select(model, parm)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import ArgumentError
+from .satterthwaite import satterthwaite_parts
 
 __all__ = ["contest", "contrast_matrix", "fstat_ddf"]
 
@@ -104,7 +105,7 @@ def _f_table(model, L, rhs, ddf):
         F, q, den, p = r["F"], r["ndf"], r["ddf"], r["p"]
         ms = r["F_unscaled"] * sigma2  # lmerTest reports the unscaled Wald mean square
     else:
-        parts = model._satterthwaite
+        parts = satterthwaite_parts(model)
         C, J, A = parts["C"], parts["J"], parts["A"]
         beta = model.fixef.to_numpy()
         d, P = np.linalg.eigh(L @ C @ L.T)

@@ -42,7 +42,7 @@ def icc(data, outcome: str, group: str) -> float:
     float
         ``tau00 / (tau00 + sigma^2)`` of the REML fit of ``outcome ~ 1 + (1 | group)``.
     """
-    from ..model.lmm import lmer
+    from ..model.pipeline import fit_design, lformula, mk_devfun
 
     if not isinstance(data, pd.DataFrame):
         raise ArgumentError(f"data must be a pandas DataFrame, got {type(data).__name__}")
@@ -51,18 +51,19 @@ def icc(data, outcome: str, group: str) -> float:
             raise ArgumentError(f"{what} must be a column name (str), got {col!r}")
         if col not in data.columns:
             raise ColumnNotFoundError(col, data.columns, f"icc() {what}")
-    fit = lmer(f"{_quote(outcome)} ~ 1 + (1 | {_quote(group)})", data, reml=True)
+    design = lformula(f"{_quote(outcome)} ~ 1 + (1 | {_quote(group)})", data)
+    fit = fit_design(design, *mk_devfun(design), True)
     tau00 = float(fit.varcorr["vcov"].iloc[0])
     return tau00 / (tau00 + fit.sigma**2)
 
 
 def variance_components(model) -> dict:
     """``var_fixed``, ``var_random`` and ``var_residual`` as *performance* / *insight* compute them."""
-    d = model._design
+    d = model.design
     xb = d.X @ model.fixef.to_numpy()
     var_fixed = float(np.var(xb, ddof=1)) if d.n > 1 else 0.0
     var_random = 0.0
-    for td, (_, _, S) in zip(d.terms, model._term_covs()):
+    for td, (_, _, S) in zip(d.terms, model.term_covariances()):
         # mean over rows of diag(Z_t Sigma_t Z_t')
         var_random += float(np.mean(np.einsum("ij,jk,ik->i", td.Z, S, td.Z)))
     return {"var_fixed": var_fixed, "var_random": var_random, "var_residual": model.sigma**2}

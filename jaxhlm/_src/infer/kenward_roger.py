@@ -33,7 +33,7 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import InferenceError
-from ..stats._legacy import factor_columns
+from ..stats.layout import factor_columns
 
 __all__ = ["kr_parts", "kr_df", "kr_test", "coef_table_kr", "MAX_Q"]
 
@@ -92,14 +92,10 @@ def _param_index(design):
 
 
 def _lambda(model, Q) -> np.ndarray:
-    design = model._design
+    design = model.design
     offs, qf, _ = _z_layout(design)
-    struct = model._struct
-    th = model.theta.to_numpy()
+    Ts = model.T_blocks()
     Lam = np.zeros((Q, Q))
-    Ts = [np.zeros((q, q)) for q in struct.q]
-    for k in range(struct.ntheta):
-        Ts[struct.theta_factor[k]][struct.theta_row[k], struct.theta_col[k]] = th[k]
     for f, fac in enumerate(design.factors):
         for lv in range(fac.nlevels):
             s = offs[f] + lv * qf[f]
@@ -119,7 +115,7 @@ def _trace_pairs(M, A1, B1, A2, B2, chunk=2_000_000) -> float:
 
 def _pieces_dense(model, max_q):
     """P_i, Q_ij, tr(V^-1 G_i V^-1 G_j) and Phi with dense Q x Q matrices (several factors)."""
-    d = model._design
+    d = model.design
     Z = _full_z(d)
     Q = Z.shape[1]
     if Q > max_q:
@@ -184,15 +180,15 @@ def _pieces_blocked(model):
     Every Q x Q matrix is block diagonal with one ``q x q`` block per level, so all products
     are batched over levels (O(J q^3)) and no row of the data is touched.
     """
-    d = model._design
-    st = model._stats
+    d = model.design
+    st = model.stats
     J = d.factors[0].nlevels
     p = d.p
     s2 = model.sigma**2
-    S = np.moveaxis(np.asarray(st["A_ZtZ"])[:, :, :J], -1, 0)  # (J, q, q)
-    R = np.moveaxis(np.asarray(st["A_ZtXy"])[:, :p, :J], -1, 0)  # (J, q, p)
-    XtX = np.asarray(st["XytXy"])[:p, :p]
-    n = float(st["n"])
+    S = np.moveaxis(np.asarray(st.levels[0].ZtZ)[:, :, :J], -1, 0)  # (J, q, q)
+    R = np.moveaxis(np.asarray(st.levels[0].ZtXy)[:, :p, :J], -1, 0)  # (J, q, p)
+    XtX = np.asarray(st.XytXy)[:p, :p]
+    n = float(st.n)
     q = S.shape[1]
     T = _factor_T(model)
     C = np.einsum("ki,jkl,lm->jim", T, S, T) + np.eye(q)
@@ -243,12 +239,7 @@ def _pieces_blocked(model):
 
 
 def _factor_T(model) -> np.ndarray:
-    struct = model._struct
-    th = model.theta.to_numpy()
-    T = np.zeros((struct.q[0], struct.q[0]))
-    for k in range(struct.ntheta):
-        if struct.theta_factor[k] == 0:
-            T[struct.theta_row[k], struct.theta_col[k]] = th[k]
+    T = model.T_blocks()[0]
     return T
 
 
@@ -266,7 +257,7 @@ def kr_parts(model, max_q: int = MAX_Q) -> dict:
             "Kenward-Roger df need a REML fit (as pbkrtest/lmerTest); refit with reml=True "
             "or use the Satterthwaite df (coef_table)"
         )
-    if model._struct.nfactors == 1:
+    if model.layout.nfactors == 1:
         XVX, P, Qm, Kt, names = _pieces_blocked(model)
     else:
         XVX, P, Qm, Kt, names = _pieces_dense(model, max_q)

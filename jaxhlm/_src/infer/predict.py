@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, NewLevelsWarning
-from ..stats._legacy import term_offsets
+from ..stats.layout import factor_columns
 
 __all__ = ["predict"]
 
@@ -38,7 +38,7 @@ def _wants_no_re(re_form) -> bool:
 
 def _selected_terms(model, re_form) -> list:
     """Indices (into ``design.terms``) of the random terms to include."""
-    terms = model._design.terms
+    terms = model.design.terms
     if re_form is None:
         return list(range(len(terms)))
     if _wants_no_re(re_form):
@@ -163,15 +163,15 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True) ->
         grouping factor to the number of rows predicted at an unseen level. Rows with missing
         predictor values give NaN.
     """
-    d = model._design
+    d = model.design
     beta = model.fixef.to_numpy()
     sel = _selected_terms(model, re_form)
     if newdata is None:
         X, index = d.X, d.index
         pred = X @ beta
         if sel:
-            blocks = model._factor_blocks()
-            offs = term_offsets(d)
+            blocks = model.factor_modes
+            offs = {i: o for lst in factor_columns(d) for i, o in lst}
             for i in sel:
                 td = d.terms[i]
                 b = blocks[td.factor][:, offs[i]:offs[i] + td.p]
@@ -193,8 +193,8 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True) ->
     pred = X @ beta
     new_levels: dict = {}
     if sel:
-        blocks = model._factor_blocks()
-        offs = term_offsets(d)
+        blocks = model.factor_modes
+        offs = {i: o for lst in factor_columns(d) for i, o in lst}
         codes_of: dict = {}
         for i in sel:
             td = d.terms[i]

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
-from ..stats._legacy import factor_columns
+from ..stats.layout import factor_columns
 
 __all__ = ["ranef_chisq"]
 
@@ -110,7 +110,7 @@ def ranef_chisq(model) -> pd.DataFrame:
         ``chi2``, ``df``, ``p-value``, ``groups used``, ``groups omitted`` (too few rows or a
         singular ``X_j'X_j``) and ``level-2 predictors`` (the fixed effects predicting it).
     """
-    d = model._design
+    d = model.design
     gamma = model.fixef.to_numpy()
     s2 = model.sigma**2
     rows = []

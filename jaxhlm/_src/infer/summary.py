@@ -85,7 +85,7 @@ class Summary:
     def _random_rows(self):
         m = self.model
         rows = []
-        for grp, names, S in m._term_covs():
+        for grp, names, S in m.term_covariances():
             sd = np.sqrt(np.diag(S))
             with np.errstate(divide="ignore", invalid="ignore"):
                 corr = S / np.outer(sd, sd)

@@ -23,14 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..stats._legacy import Structure
+from ..stats.layout import Layout
 
-__all__ = ["lme4_start", "moment_start"]
-
-
-def lme4_start(struct: Structure) -> np.ndarray:
-    """lme4's starting value: 1 on the diagonal of every T_f, 0 below."""
-    return np.array([1.0 if r == c else 0.0 for r, c in zip(struct.theta_row, struct.theta_col)])
+__all__ = ["moment_start", "moment_start_one_factor"]
 
 
 def _inv_det(A: np.ndarray) -> tuple:
@@ -85,62 +80,45 @@ def _relative_cov(ZtZ: np.ndarray, ZtXy: np.ndarray, XytXy: np.ndarray, n: float
     return S if np.all(np.isfinite(S)) else None
 
 
-def _term_blocks(struct: Structure, ks) -> list:
-    """Column indices of each term's block within its factor's ``T``, from theta entries ``ks``:
-    index i belongs to the term whose first column is ``min{c : (i, c) in theta}``."""
-    first: dict = {}
-    for k in ks:
-        r, c = struct.theta_row[k], struct.theta_col[k]
-        first[r] = min(first.get(r, c), c)
-    blocks: dict = {}
-    for i, c0 in first.items():
-        blocks.setdefault(c0, []).append(i)
-    return [sorted(idx) for idx in blocks.values()]
-
-
-def _factor_blocks(stats: dict, struct: Structure, f: int):
+def _factor_blocks(stats, layout: Layout, f: int):
     """Per-level ``Z'Z (q,q,L)`` and ``Z'[X y] (q,p+1,L)`` of factor ``f`` (levels with data only)."""
-    if f == 0:
-        ZtZ, ZtXy = np.asarray(stats["A_ZtZ"]), np.asarray(stats["A_ZtXy"])
-    else:
-        qf, Lf, of = struct.q[f], struct.nlev[f], struct.b_offsets[f]
-        R = np.asarray(stats["B_ZtXy"])
+    if f < len(stats.levels):
+        ZtZ, ZtXy = np.asarray(stats.levels[f].ZtZ), np.asarray(stats.levels[f].ZtXy)
+    else:  # a factor of the dense block
+        qf, Lf, of = layout.q[f], layout.nlev[f], layout.dense_offsets[f]
+        B, R = np.asarray(stats.dense.ZtZ), np.asarray(stats.dense.ZtXy)
         idx = of + np.arange(Lf) * qf
-        if "B_blk" in stats:  # nested design: the B block is stored per level
-            ZtZ = np.asarray(stats["B_blk"])
-        else:
-            B = np.asarray(stats["B_ZtZ"])
-            ZtZ = np.stack([np.stack([B[idx + a, idx + c] for c in range(qf)]) for a in range(qf)])
+        ZtZ = np.stack([np.stack([B[idx + a, idx + c] for c in range(qf)]) for a in range(qf)])
         ZtXy = np.stack([R[idx + a] for a in range(qf)]).transpose(0, 2, 1)
     used = np.trace(ZtZ) > 0  # drops padded levels
     return ZtZ[:, :, used], ZtXy[:, :, used]
 
 
-def moment_start(struct: Structure, stats: dict) -> np.ndarray:
+def moment_start(layout: Layout, stats) -> np.ndarray:
     """Theta near the optimum from :func:`_relative_cov`, factor by factor (lme4's start where undefined)."""
-    theta = lme4_start(struct)
-    XytXy = np.asarray(stats["XytXy"], dtype=np.float64)
-    n = float(stats["n"])
-    for f in range(struct.nfactors):
-        ks = [k for k in range(struct.ntheta) if struct.theta_factor[k] == f]
+    theta = layout.lme4_start()
+    XytXy = np.asarray(stats.XytXy, dtype=np.float64)
+    n = float(stats.n)
+    for f in range(layout.nfactors):
+        ks = layout.theta_of(f)
         try:
-            S = _relative_cov(*_factor_blocks(stats, struct, f), XytXy, n)
+            S = _relative_cov(*_factor_blocks(stats, layout, f), XytXy, n)
         except (np.linalg.LinAlgError, ValueError):
             S = None
         if S is None:
             continue
         T = np.zeros_like(S)
         try:
-            for idx in _term_blocks(struct, ks):
+            for idx in layout.term_blocks(f):
                 T[np.ix_(idx, idx)] = np.linalg.cholesky(S[np.ix_(idx, idx)])
         except np.linalg.LinAlgError:
             continue
         for k in ks:
-            theta[k] = T[struct.theta_row[k], struct.theta_col[k]]
+            theta[k] = T[layout.theta_row[k], layout.theta_col[k]]
     return theta
 
 
-def moment_start_one_factor(stats: dict, struct: Structure, fallback):
+def moment_start_one_factor(stats, layout: Layout, fallback):
     """:func:`moment_start` for a single grouping factor, traceable (runs inside the compiled fit,
     where it costs microseconds instead of the ~0.5 ms of NumPy calls on small data).
 
@@ -151,7 +129,7 @@ def moment_start_one_factor(stats: dict, struct: Structure, fallback):
     import jax
     import jax.numpy as jnp
 
-    A, B, XytXy, n = stats["A_ZtZ"], stats["A_ZtXy"], stats["XytXy"], stats["n"]
+    A, B, XytXy, n = stats.levels[0].ZtZ, stats.levels[0].ZtXy, stats.XytXy, stats.n
     q = A.shape[0]
     p = XytXy.shape[0] - 1
     if p:  # pooled OLS
@@ -191,9 +169,9 @@ def moment_start_one_factor(stats: dict, struct: Structure, fallback):
     U, lam = jax.lax.linalg.eigh(0.5 * (S + S.T), symmetrize_input=False)
     S = (U * jnp.maximum(lam, 0.0)) @ U.T + 0.01 * jnp.diag(jnp.diagonal(V))
     T = jnp.zeros_like(S)
-    for idx in _term_blocks(struct, range(struct.ntheta)):
+    for idx in layout.term_blocks(0):
         idx = jnp.asarray(idx)
         T = T.at[idx[:, None], idx[None, :]].set(jax.lax.linalg.cholesky(S[idx[:, None], idx[None, :]], symmetrize_input=False))
-    theta = T[jnp.asarray(struct.theta_row), jnp.asarray(struct.theta_col)]
+    theta = T[jnp.asarray(layout.theta_row), jnp.asarray(layout.theta_col)]
     valid = (nok >= q + 2) & (dof > 0) & (rss > 0) & jnp.all(jnp.isfinite(theta))
     return jnp.where(valid, theta, fallback)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
-from ..optim.batch import refit_design_many, spec_of
+from .replicates import refit_design_many, spec_of
 from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
 
@@ -37,11 +37,11 @@ __all__ = ["BootstrapResult", "bootstrap", "bootstrap_confint", "bootstrap_lrt",
 def _sim_chunks(model, params, nsim, seed, use_u=False):
     """A ``Y_chunks`` callable for :func:`refit_design_many`: responses made chunk by chunk."""
     streams = replicate_rngs(seed, nsim)
-    b_fixed = model._factor_blocks() if use_u else None
+    b_fixed = model.factor_modes if use_u else None
 
     def chunks(size):
         for rngs in streams(size):
-            yield simulate_design(model._design, model._struct, params, rngs, b_fixed=b_fixed)
+            yield simulate_design(model.design, model.layout, params, rngs, b_fixed=b_fixed)
 
     return chunks
 
@@ -86,7 +86,7 @@ def _sdcor(model, reps: pd.DataFrame) -> pd.DataFrame:
     sigma = reps["sigma"].to_numpy()
     out = {}
     k = 0
-    for td in model._design.terms:
+    for td in model.design.terms:
         q = td.p
         T = np.zeros((len(reps), q, q))
         idx = []
@@ -276,7 +276,7 @@ def bootstrap_lrt(m0, m1, nsim: int = 1000, seed=None, *, batch_size=None, chunk
         ``.lrt_samples`` holds the simulated statistics (NaN where a refit failed).
     """
     from ..infer.anova import _check_same_data, _ml_version
-    from ..model.lmm import LinearMixedModel
+    from ..model.state import FitState as LinearMixedModel
 
     for i, m in enumerate((m0, m1)):
         if not isinstance(m, LinearMixedModel):
@@ -300,7 +300,7 @@ def bootstrap_lrt(m0, m1, nsim: int = 1000, seed=None, *, batch_size=None, chunk
 
     def chunks(size):
         for rngs in streams(size):
-            yield simulate_design(m0._design, m0._struct, params, rngs)
+            yield simulate_design(m0.design, m0.layout, params, rngs)
 
     r0 = refit_design_many(spec_of(m0), chunks, nsim, **kw)
     r1 = refit_design_many(spec_of(m1), chunks, nsim, **kw)

@@ -21,11 +21,13 @@ import numpy as np
 import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
-from ..optim.batch import RefitSpec, refit_design_many, spec_of, start_theta
+from ..optim.batch import RefitSpec
+from .replicates import refit_design_many, spec_of
 from ..design.build import GroupingFactor, TermDesign
 from ..base.errors import ArgumentError, DataError
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
-from ..stats._legacy import bucket, build_structure, compute_stats
+from ..stats.layout import bucket, build_layout, theta_names
+from ..stats.suffstats import compute_stats
 
 __all__ = ["PowerResult", "power", "power_curve", "clopper_pearson", "resize_design"]
 
@@ -93,7 +95,7 @@ class PowerResult:
 
 
 def _check_tests(model, test) -> list:
-    names = list(model._design.fixef_names)
+    names = list(model.design.fixef_names)
     if test is None:
         cand = [nm for nm in names if nm != "(Intercept)"]
         if not cand:
@@ -116,23 +118,22 @@ def _check_level(x, what):
 
 def _reduced_spec(spec: RefitSpec, drop: list) -> RefitSpec:
     """The spec without the fixed-effect columns ``drop`` (ML), started at the same theta."""
-    from ..model.lmm import _fit_design
+    from ..model.pipeline import fit_design
 
     d = spec.design
     keep = [i for i, nm in enumerate(spec.fixef_names) if nm not in drop]
     d0 = dataclasses.replace(d, X=np.ascontiguousarray(d.X[:, keep]), fixef_names=[spec.fixef_names[i] for i in keep])
-    s0 = dataclasses.replace(build_structure(d0), nlev=(spec.struct.nlev[0],) + tuple(spec.struct.nlev[1:]))
-    st0 = compute_stats(d0, s0)
-    m0 = _fit_design(d0, s0, st0, False, start=spec.theta0)
+    s0 = dataclasses.replace(build_layout(d0), nlev=spec.layout.nlev)
+    m0 = fit_design(d0, s0, compute_stats(d0, s0), False, start=spec.theta0)
     return spec_of(m0)
 
 
 def _ml_spec(spec: RefitSpec) -> RefitSpec:
     if not spec.reml:
         return spec
-    from ..model.lmm import _fit_design
+    from ..model.pipeline import fit_design
 
-    m = _fit_design(spec.design, spec.struct, spec.stats, False, start=spec.theta0)
+    m = fit_design(spec.design, spec.layout, spec.stats, False, start=spec.theta0)
     return spec_of(m)
 
 
@@ -142,7 +143,7 @@ def _power_on_spec(spec: RefitSpec, params: dict, tests: list, method: str, nsim
 
     def chunks(size):
         for rngs in streams(size):
-            yield simulate_design(spec.design, spec.struct, params, rngs)
+            yield simulate_design(spec.design, spec.layout, params, rngs)
 
     if method == "lrt":
         full = _ml_spec(spec)
@@ -180,7 +181,7 @@ def _power_on_spec(spec: RefitSpec, params: dict, tests: list, method: str, nsim
 
 def _check_arguments(caller, fit, nsim, alpha, level, method, test):
     """Validate the arguments shared by :func:`power` and :func:`power_curve`."""
-    from ..model.lmm import LinearMixedModel
+    from ..model.state import FitState as LinearMixedModel
 
     if not isinstance(fit, LinearMixedModel):
         raise ArgumentError(f"{caller} needs a fitted model from lmer(), got {type(fit).__name__}")
@@ -316,13 +317,13 @@ def resize_design(design, along: str, size: int, rng: np.random.Generator):
 
 
 def _spec_for_design(fit, design, nlev0=None) -> RefitSpec:
-    struct = build_structure(design)
-    if nlev0 is not None and nlev0 > struct.nlev[0]:
-        struct = dataclasses.replace(struct, nlev=(nlev0,) + tuple(struct.nlev[1:]))
-    stats = compute_stats(design, struct)
-    return RefitSpec(design=design, struct=struct, stats=stats, reml=fit.reml,
-                     theta0=start_theta(fit._fit["theta"], struct),
-                     fixef_names=list(design.fixef_names), theta_names=list(fit.theta.index))
+    layout = build_layout(design)
+    if nlev0 is not None and nlev0 > layout.nlev[0]:
+        layout = dataclasses.replace(layout, nlev=(nlev0,) + tuple(layout.nlev[1:]))
+    stats = compute_stats(design, layout)
+    return RefitSpec(design=design, layout=layout, stats=stats, reml=fit.reml,
+                     theta0=layout.lifted(fit.opt.theta), fixef_names=list(design.fixef_names),
+                     theta_names=theta_names(design))
 
 
 def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: float = 0.05, effect=None, *,
@@ -359,7 +360,7 @@ def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: floa
     design_ss, sim_ss = ss.spawn(2)
     designs = []
     for s, child in zip(sizes, design_ss.spawn(len(sizes))):
-        designs.append(resize_design(fit._design, along, s, np.random.default_rng(child)))
+        designs.append(resize_design(fit.design, along, s, np.random.default_rng(child)))
     # one padded group count for all sizes: one compiled program when `along` is the batched factor
     nlev0 = max(bucket(d.factors[0].nlevels) for d in designs)
     kw = dict(batch_size=batch_size, chunk_size=chunk_size, progress=progress)

@@ -22,14 +22,13 @@ the fitted theta.
 """
 from __future__ import annotations
 
-import dataclasses
-import time
 
 import numpy as np
 import pandas as pd
 
 from ..base import config  # noqa: F401  (float64)
-from ..optim.batch import factor_Z, refit_design_many, spec_of, y_operator, y_stats
+from ..stats.suffstats import factor_Z
+from .replicates import refit_design_many, spec_of
 from ..base.errors import ArgumentError, DataError
 
 __all__ = ["simulate", "refit", "refit_many", "simulate_design", "resolve_params"]
@@ -52,8 +51,8 @@ def resolve_params(model, fixef=None, theta=None, sigma=None) -> dict:
     sigma : float, optional
         New residual standard deviation.
     """
-    names = list(model._design.fixef_names)
-    beta = np.asarray(model._fit["beta"], dtype=np.float64).copy()
+    names = list(model.design.fixef_names)
+    beta = model.beta.copy()
     th = model.theta.to_numpy().copy()
     sg = float(model.sigma)
     if fixef is not None:
@@ -81,13 +80,6 @@ def _replace(cur: np.ndarray, new, names: list, what: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ArgumentError(f"{what} must be finite")
     return arr
-
-
-def _T_blocks(theta: np.ndarray, struct) -> list:
-    Ts = [np.zeros((q, q)) for q in struct.q]
-    for k in range(struct.ntheta):
-        Ts[struct.theta_factor[k]][struct.theta_row[k], struct.theta_col[k]] = theta[k]
-    return Ts
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,15 +113,21 @@ def replicate_rngs(seed, nsim: int):
     return chunks
 
 
-def simulate_design(design, struct, params: dict, rngs, b_fixed=None) -> np.ndarray:
+def simulate_design(design, layout, params: dict, rngs, b_fixed=None) -> np.ndarray:
     """Responses drawn from the model on ``design``, one per generator in ``rngs``; (n, len(rngs)).
 
-    ``b_fixed`` (list of (nlevels_f, q_f) arrays) replaces the random draws of ``b``.
+    ``y = X beta + offset + Z b + e`` with ``b_f = sigma T_f u_f``, ``e_i ~ N(0, sigma^2 / w_i)``
+    (prior weights ``w``). ``b_fixed`` (list of (nlevels_f, q_f) arrays) replaces the random draws of ``b``.
     """
     beta, theta, sigma = params["beta"], params["theta"], params["sigma"]
     n = design.n
     mu = design.X @ beta
-    Ts = _T_blocks(theta, struct)
+    off = getattr(design, "offset", None)
+    if off is not None:
+        mu = mu + off
+    w = getattr(design, "weights", None)
+    esd = sigma if w is None else sigma / np.sqrt(np.asarray(w, dtype=np.float64))
+    Ts = layout.T_arrays(theta)
     Zs = [factor_Z(design, f) for f in range(len(design.factors))]
     ones = [np.all(Z == 1.0, axis=0) for Z in Zs]
     if b_fixed is not None:
@@ -138,7 +136,7 @@ def simulate_design(design, struct, params: dict, rngs, b_fixed=None) -> np.ndar
     Y = np.empty((n, len(rngs)), order="F")
     for j, rng in enumerate(rngs):
         y = rng.standard_normal(n)
-        y *= sigma
+        y *= esd
         y += mu
         if b_fixed is None:
             for f, fac in enumerate(design.factors):
@@ -180,9 +178,9 @@ def simulate(model, nsim: int = 1, seed=None, *, fixef=None, theta=None, sigma=N
     if use_u:
         if theta is not None or sigma is not None:
             raise ArgumentError("use_u=True keeps the fitted random effects; theta/sigma cannot be changed with it")
-        b_fixed = model._factor_blocks()
+        b_fixed = model.factor_modes
     rngs = next(replicate_rngs(seed, nsim)(nsim))
-    return simulate_design(model._design, model._struct, params, rngs, b_fixed=b_fixed)
+    return simulate_design(model.design, model.layout, params, rngs, b_fixed=b_fixed)
 
 
 def _check_nsim(nsim) -> int:
@@ -194,7 +192,7 @@ def _check_nsim(nsim) -> int:
 def _as_response_matrix(model, Y) -> np.ndarray:
     n = model.nobs
     if isinstance(Y, pd.DataFrame):
-        if len(Y) == n and Y.index.equals(model._design.index):
+        if len(Y) == n and Y.index.equals(model.design.index):
             Y = Y.to_numpy(dtype=np.float64)
         elif len(Y) == n:
             Y = Y.to_numpy(dtype=np.float64)
@@ -220,13 +218,6 @@ def _as_response_matrix(model, Y) -> np.ndarray:
     return Y
 
 
-def _model_G(model):
-    spec = spec_of(model)
-    if spec.G is None:
-        spec.G = y_operator(spec.design, spec.struct)
-    return spec.G
-
-
 def refit_many(model, Y, *, satterthwaite: bool = True, batch_size=None, chunk_size=None, progress=None) -> pd.DataFrame:
     """Refit the model to many responses with the same design, all in one compiled call.
 
@@ -236,8 +227,8 @@ def refit_many(model, Y, *, satterthwaite: bool = True, batch_size=None, chunk_s
     Y : array-like of shape (nobs, B)
         One response per column, rows in the order of ``model.y`` (e.g. from :func:`simulate`).
     satterthwaite : bool
-        Also compute Satterthwaite df and p-values per replicate (second derivatives by central
-        differences of exact gradients, ``2 m`` extra evaluations per replicate).
+        Also compute Satterthwaite df and p-values per replicate (exact second derivatives at
+        each replicate's optimum, as for a single fit).
     batch_size : int, optional
         Replicates run side by side under ``vmap`` inside the compiled loop. 1 (the default on a
         CPU) fits one at a time with ``lax.map``; on an accelerator the default is 64.
@@ -279,31 +270,17 @@ def refit(model, y, *, name=None):
     ----------
     model : LinearMixedModel
     y : array-like of length nobs (rows in the order of ``model.y``)
+    name : str, optional
+        Label of the new fit (default: the model's).
 
     Returns
     -------
-    LinearMixedModel
-        A full model object, fitted from the model's theta with the design's statistics reused
-        (only the y-columns are recomputed).
+    FitState
+        The new fit (the facade wraps it as a LinearMixedModel), started at the model's theta.
     """
-    from ..model.lmm import _fit_design
+    from ..model.pipeline import refit_response
 
     Y = _as_response_matrix(model, y)
     if Y.shape[1] != 1:
         raise DataError(f"refit takes one response; got {Y.shape[1]} columns (use refit_many)")
-    yv = np.ascontiguousarray(Y[:, 0])
-    t0 = time.perf_counter()
-    design = dataclasses.replace(model._design, y=yv)
-    struct = model._struct
-    ys = y_stats(_model_G(model), Y, struct)
-    p = struct.p
-    stats = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in model._stats.items()}
-    stats["A_ZtXy"][:, p, :] = ys["yA"][0]
-    row = np.concatenate([ys["yX"][0], ys["yy"]])
-    stats["XytXy"][p, :] = row
-    stats["XytXy"][:, p] = row
-    if struct.nfactors > 1:
-        stats["B_ZtXy"][:, p] = ys["yB"][0]
-    t1 = time.perf_counter()
-    return _fit_design(design, struct, stats, model.reml, start=np.asarray(model._fit["theta"]),
-                       name=name if name is not None else model.name, t_stats=t1 - t0)
+    return refit_response(model, Y[:, 0], name=name)

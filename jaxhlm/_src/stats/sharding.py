@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import jax
 import numpy as np
@@ -22,10 +21,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..base.errors import ArgumentError
 
-__all__ = ["group_mesh", "shard_stats", "padded_structure", "lmer_sharded"]
+__all__ = ["group_mesh", "shard_stats", "padded_layout"]
 
 GROUP_AXIS = "groups"
-_SHARDED = ("A_ZtZ", "A_ZtXy")
 
 
 def group_mesh(devices=None) -> Mesh:
@@ -44,63 +42,23 @@ def group_mesh(devices=None) -> Mesh:
     return Mesh(np.array(devices), (GROUP_AXIS,))
 
 
-def padded_structure(struct, ndev: int):
-    """``struct`` with the level count of the first factor rounded up to a multiple of ``ndev``."""
-    J = struct.nlev[0]
+def padded_layout(layout, ndev: int):
+    """``layout`` with the level count of the first factor rounded up to a multiple of ``ndev``."""
+    J = layout.nlev[0]
     Jp = int(math.ceil(J / ndev) * ndev)
     if Jp == J:
-        return struct
-    return dataclasses.replace(struct, nlev=(Jp,) + tuple(struct.nlev[1:]))
+        return layout
+    return dataclasses.replace(layout, nlev=(Jp,) + tuple(layout.nlev[1:]))
 
 
-def shard_stats(stats: dict, mesh: Mesh) -> dict:
-    """Put the statistics on the mesh: the level axis (last) of the A blocks split, the rest replicated."""
-    out = {}
+def shard_stats(stats, mesh: Mesh):
+    """Put the statistics on the mesh: the level axis (last) of the first factor's blocks split,
+    the rest replicated."""
     rep = NamedSharding(mesh, PartitionSpec())
-    for k, v in stats.items():
-        if k in _SHARDED:
-            spec = PartitionSpec(*([None] * (np.ndim(v) - 1) + [GROUP_AXIS]))
-            out[k] = jax.device_put(v, NamedSharding(mesh, spec))
-        else:
-            out[k] = jax.device_put(v, rep)
-    return out
 
+    def split(v):
+        return jax.device_put(v, NamedSharding(mesh, PartitionSpec(*([None] * (np.ndim(v) - 1) + [GROUP_AXIS]))))
 
-def lmer_sharded(formula, data, reml: bool = True, *, devices=None, name=None, start=None):
-    """:func:`jaxhlm.lmer` with the group axis of the computation sharded over ``devices``.
-
-    Parameters
-    ----------
-    formula, data, reml, name, start
-        As for :func:`jaxhlm.lmer` (``data`` may also be a Dask DataFrame or files).
-    devices : int or sequence of jax devices, optional
-        Default: all devices JAX sees. On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-        (set before JAX is imported) makes N host devices.
-
-    Returns
-    -------
-    LinearMixedModel
-        Its statistics stay sharded, so later computations on it (Satterthwaite df, profiles,
-        refits) run sharded too.
-    """
-    from ..design.outofcore import is_out_of_core, lmer_out_of_core
-    from ..design.build import build_design
-    from ..model.lmm import _fit_design
-    from ._legacy import build_structure, compute_stats
-
-    if not isinstance(reml, (bool, np.bool_)):
-        raise ArgumentError(f"reml must be True or False, got {reml!r}")
-    mesh = group_mesh(devices)
-    ndev = mesh.devices.size
-    if is_out_of_core(data):
-        return lmer_out_of_core(formula, data, reml=reml, name=name, start=start, devices=mesh)
-    t0 = time.perf_counter()
-    design = build_design(formula, data)
-    struct = padded_structure(build_structure(design), ndev)
-    t1 = time.perf_counter()
-    stats = compute_stats(design, struct)
-    t_design, t_stats = t1 - t0, time.perf_counter() - t1
-    stats = shard_stats(stats, mesh)
-    model = _fit_design(design, struct, stats, bool(reml), start=start, name=name, t_design=t_design, t_stats=t_stats)
-    model.timings["devices"] = int(ndev)
-    return model
+    first = stats.levels[0]
+    out = jax.tree_util.tree_map(lambda v: jax.device_put(v, rep), stats._replace(levels=stats.levels[1:]))
+    return out._replace(levels=(type(first)(split(first.ZtZ), split(first.ZtXy)),) + tuple(out.levels))

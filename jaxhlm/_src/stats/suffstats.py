@@ -376,3 +376,54 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None) -> Stats:
         padded.append(Pairs(_pad_last(C, Kp), _pad_last(a, Kp), _pad_last(row, Kp)))
     fill = _scalar_fill(pairs, layout) if plan.fill == "scalar" else _pair_fill(pairs, layout)
     return Stats(**out, coupling=tuple(padded), fill=fill)
+
+
+def describe_blocks(design, layout: Layout, stats: Stats):
+    """One row per block of the lower triangle of L: rows, columns, storage, size (a DataFrame).
+
+    Storage names the block's type (and so its kernel): ``BlkDiag`` (batched ``q x q`` blocks,
+    one per level), ``Sparse`` (pairs of levels), ``Dense``.
+    """
+    import pandas as pd
+
+    fs = design.factors
+    plan = layout.plan
+    rows = []
+    if plan.kind in ("one", "chain"):
+        for h, fac in enumerate(fs):
+            rows.append((fac.name, fac.name, "BlkDiag", f"{fac.nlevels} blocks of {layout.q[h]}x{layout.q[h]}"))
+            for i in range(h + 1, len(fs)):
+                rows.append((fs[i].name, fac.name, "Sparse",
+                             f"{fac.nlevels} blocks of {layout.q[i]}x{layout.q[h]} (nested: one per level)"))
+    else:
+        A = fs[0]
+        rows.append((A.name, A.name, "BlkDiag", f"{A.nlevels} blocks of {layout.q[0]}x{layout.q[0]}"))
+        for x, f in enumerate(layout.dense_factors):
+            Q = fs[f].nlevels * layout.q[f]
+            if plan.coupling == "dense":
+                rows.append((fs[f].name, A.name, "Dense", f"{Q}x{A.nlevels * layout.q[0]}"))
+            else:
+                K = int(np.sum(np.any(np.asarray(stats.coupling[x].C) != 0, axis=(0, 1))))
+                rows.append((fs[f].name, A.name, "Sparse", f"{K} nonzero {layout.q[f]}x{layout.q[0]} blocks"))
+            for g in layout.dense_factors:
+                if g > f:
+                    break
+                rows.append((fs[f].name, fs[g].name, "Dense",
+                             f"{Q}x{fs[g].nlevels * layout.q[g]} (part of a {layout.QD}x{layout.QD} dense block)"))
+    rows.append(("[X y]", "all", "Dense", f"{layout.p + 1} columns"))
+    return pd.DataFrame(rows, columns=["rows", "columns", "storage", "size"])
+
+
+def transform_xy(stats: Stats, M, xp=None) -> Stats:
+    """The statistics of ``[X y] M`` (a linear map of the columns of ``[X y]``; traceable).
+
+    Only the ``[X y]`` parts change: ``Z'[X y] M`` per level and in the dense block,
+    ``M' [X y]'[X y] M``.
+    """
+    if xp is None:
+        import jax.numpy as xp
+    levels = tuple(Level(lv.ZtZ, xp.einsum("qcj,cd->qdj", lv.ZtXy, M)) for lv in stats.levels)
+    out = stats._replace(levels=levels, XytXy=M.T @ stats.XytXy @ M)
+    if stats.dense is not None:
+        out = out._replace(dense=Dense(stats.dense.ZtZ, stats.dense.ZtXy @ M))
+    return out
