@@ -584,7 +584,9 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
     t1 = time.perf_counter()
     stats = compute_stats(design, struct)
     t2 = time.perf_counter()
-    return _fit_design(design, struct, stats, bool(reml), start=start, name=name, t_design=t1 - t0, t_stats=t2 - t1)
+    model = _fit_design(design, struct, stats, bool(reml), start=start, name=name, t_design=t1 - t0, t_stats=t2 - t1)
+    model._data = data  # a reference, never modified: for update(), anova types, emmeans (lme4's frame)
+    return model
 
 
 def _escape_zero_saddle(fit, stats, struct, reml):
