@@ -51,7 +51,7 @@ def _format_p(p: float) -> str:
 
 
 class FTable(pd.DataFrame):
-    """An F-test table (a DataFrame); ``print()`` shows it with its heading, as R.
+    """A test table (a DataFrame); ``print()`` shows it with its heading, as R.
 
     ``attrs``: ``heading`` (list of lines), ``hypotheses`` (term -> DataFrame of ``L``),
     ``ddf``.
@@ -66,9 +66,9 @@ class FTable(pd.DataFrame):
         body = pd.DataFrame(index=self.index)
         for c in self.columns:
             v = self[c].to_numpy(dtype=float)
-            if c in ("NumDF",):
+            if c in ("NumDF", "npar", "Df"):
                 body[c] = [f"{x:.0f}" if np.isfinite(x) else "" for x in v]
-            elif c == "Pr(>F)":
+            elif c.startswith("Pr("):
                 body[c] = [_format_p(x) for x in v]
             else:
                 body[c] = [f"{x:.5g}" if np.isfinite(x) else "" for x in v]
