@@ -495,6 +495,42 @@ class LinearMixedModel:
 
         return coef_table_kr(self, max_q=max_q)
 
+    # (helper C: lmerTest / emmeans analysis; all logic in jaxhlm/_src/infer/{ftests,ranova,update,emmeans})
+    def anova(self, *others, type=3, ddf: str = "satterthwaite", **kwargs):
+        """lmerTest's F table of the fixed-effects terms (``type`` 1/2/3, ``ddf``); with other models,
+        the likelihood-ratio comparison of :func:`jaxhlm.anova`. See :func:`jaxhlm._src.infer.ftests.anova_table`."""
+        if others:
+            from ..infer.anova import anova
+
+            return anova(self, *others, **kwargs)
+        from ..infer.ftests import anova_table
+
+        return anova_table(self, type=type, ddf=ddf, **kwargs)
+
+    def drop1(self, scope=None, ddf: str = "satterthwaite"):
+        """F tests of the terms that can be dropped (lmerTest's ``drop1``); see :func:`jaxhlm._src.infer.ftests.drop1`."""
+        from ..infer.ftests import drop1
+
+        return drop1(self, scope=scope, ddf=ddf)
+
+    def ranova(self, reduce_terms: bool = True):
+        """Likelihood-ratio tests of the random-effect terms (lmerTest's ``ranova``); see :mod:`jaxhlm._src.infer.ranova`."""
+        from ..infer.ranova import ranova
+
+        return ranova(self, reduce_terms=reduce_terms)
+
+    def update(self, formula: str | None = None, data=None, reml: bool | None = None, name=None):
+        """Refit with R's ``update`` syntax (``". ~ . - x"``); see :func:`jaxhlm._src.infer.update.update`."""
+        from ..infer.update import update
+
+        return update(self, formula=formula, data=data, reml=reml, name=name)
+
+    def emmeans(self, specs, by=None, at=None, lmer_df=None, level: float = 0.95, **kwargs):
+        """Estimated marginal means (emmeans); ``.pairs()`` compares them. See :func:`jaxhlm._src.infer.emmeans.emmeans`."""
+        from ..infer.emmeans import emmeans
+
+        return emmeans(self, specs, by=by, at=at, lmer_df=lmer_df, level=level, **kwargs)
+
     # (issue 5: simulation)
     def simulate(self, *args, **kwargs):
         """Responses simulated from the fitted model; see :func:`jaxhlm._src.simulate.simulate`."""
