@@ -91,15 +91,21 @@ def _param_index(design):
     return out
 
 
-def _lambda(model, Q) -> np.ndarray:
-    design = model._design
-    offs, qf, _ = _z_layout(design)
+def factor_T(model) -> list:
+    """The relative covariance factor ``T_f`` of each grouping factor (``q_f x q_f``, lower)."""
     struct = model._struct
     th = model.theta.to_numpy()
-    Lam = np.zeros((Q, Q))
     Ts = [np.zeros((q, q)) for q in struct.q]
     for k in range(struct.ntheta):
         Ts[struct.theta_factor[k]][struct.theta_row[k], struct.theta_col[k]] = th[k]
+    return Ts
+
+
+def _lambda(model, Q) -> np.ndarray:
+    design = model._design
+    offs, qf, _ = _z_layout(design)
+    Lam = np.zeros((Q, Q))
+    Ts = factor_T(model)
     for f, fac in enumerate(design.factors):
         for lv in range(fac.nlevels):
             s = offs[f] + lv * qf[f]

@@ -448,14 +448,17 @@ class LinearMixedModel:
 
         return confint(self, parm=parm, level=level, method=method, **kwargs)
 
-    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = True) -> pd.Series:
-        """Predictions, conditional (``re_form=None``) or population level (``re_form="~0"``).
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = True, interval=None,
+                level: float = 0.95, **kwargs):
+        """Predictions, conditional (``re_form=None``) or population level (``re_form="~0"``);
+        ``interval="confidence" | "prediction"`` adds intervals (``method="analytic" | "simulate"``).
 
-        Unseen grouping levels get the population prediction. See :func:`jaxhlm._src.predict.predict`.
+        Unseen grouping levels get the population prediction. See :func:`jaxhlm._src.infer.predict.predict`.
         """
         from ..infer.predict import predict
 
-        return predict(self, newdata=newdata, re_form=re_form, allow_new_levels=allow_new_levels)
+        return predict(self, newdata=newdata, re_form=re_form, allow_new_levels=allow_new_levels,
+                       interval=interval, level=level, **kwargs)
 
     def icc(self) -> pd.Series:
         """Adjusted and conditional intraclass correlation (R's ``performance::icc``); see :mod:`jaxhlm._src.icc`."""
