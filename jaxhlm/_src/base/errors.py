@@ -87,3 +87,8 @@ class SingularFitWarning(JaxhlmWarning):
 
 class NewLevelsWarning(JaxhlmWarning):
     """Prediction for grouping-factor levels not seen in the fit (population-level prediction)."""
+
+
+class NonMonotonicProfileWarning(JaxhlmWarning):
+    """A likelihood profile is not monotonic (its signed root deviance decreases somewhere away
+    from the estimate): the profile interval may be wrong; look at the profile itself."""
