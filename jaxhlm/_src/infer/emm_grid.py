@@ -35,10 +35,19 @@ def r_level(v) -> str:
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     if isinstance(v, (float, np.floating)):
-        if np.isfinite(v) and float(v).is_integer() and abs(v) < 1e15:
-            return str(int(v))
-        s = f"{float(v):.15g}"
-        return s
+        v = float(v)
+        if not np.isfinite(v):
+            return "NaN" if np.isnan(v) else ("Inf" if v > 0 else "-Inf")
+        # R's as.character: 15 significant digits, fixed notation unless scientific is shorter
+        sig = f"{v:.15g}"
+        mant, _, exp = f"{v:.14e}".partition("e")
+        mant = mant.rstrip("0").rstrip(".")
+        e = int(exp)
+        sci = f"{mant}e{'-' if e < 0 else '+'}{abs(e):02d}"
+        fixed = f"{float(sig):.{max(0, 15 - 1 - int(np.floor(np.log10(abs(v)))))}f}" if v else "0"
+        if "." in fixed:
+            fixed = fixed.rstrip("0").rstrip(".")
+        return fixed if len(fixed) <= len(sci) else sci
     return str(v)
 
 
