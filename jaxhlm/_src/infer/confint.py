@@ -532,6 +532,16 @@ def confint(model, parm=None, level: float = 0.95, method: str = "profile", **kw
     -----
     The profile intervals for a standard deviation stop at 0 and for a correlation at -1 / 1
     when the profile does not reach the cut-off before the boundary (as lme4 reports them).
+
+    Each profile is checked for monotonicity at the points evaluated and at three more points
+    between the estimate and each end; a signed root deviance that falls away from the estimate
+    raises :class:`~jaxhlm._src.base.errors.NonMonotonicProfileWarning`. The ends are roots of the
+    exact profile, not of a spline through a grid as in lme4: where lme4 warns "non-monotonic
+    profile" / "bad spline fit" the two differ. Example: for the correlation of
+    ``mathscore ~ family_inc + (family_inc | sch_id)`` (nels_like, ML) lme4 gives an upper end of
+    about -0.15; the exact profile (independently: minimising the deviance over both scales with
+    the correlation fixed) is monotonic, rises to zeta = 2.045 as the slope variance shrinks to
+    0 near correlation 0 and stays flat beyond, and crosses 1.96 at -0.1955, which is returned.
     """
     if not (isinstance(level, (int, float)) and 0 < level < 1):
         raise ArgumentError(f"level must be a number between 0 and 1, got {level!r}")
