@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import ArgumentError, InferenceError
-from ..stats.suffstats import factor_columns, term_offsets
+from ..stats.suffstats import term_offsets
 from .kenward_roger import MAX_Q, _full_z, _lambda, _z_layout, factor_T
 from .predict import _as_frame, _selected_terms, new_design
 
