@@ -188,3 +188,71 @@ def test_profile_nels_m2_independent():
     assert _zeta_slope_sd_independent(m, ci.loc[".sig03"].iloc[0]) == pytest.approx(-1.959964, abs=2e-3)
     reml = fit_case("nels_m2_reml").confint(parm=[".sig02", ".sig03"])
     np.testing.assert_allclose(reml.to_numpy(), ci.to_numpy(), rtol=1e-4)
+
+
+# ------------------------------------------------------------------ profile of a correlation (helper C)
+def _zeta_cor_independent(m, rho):
+    """Signed root ML deviance with the correlation of (1 + x | g) fixed at rho: Nelder-Mead over
+    the log scales of the two columns (theta = (t1, rho r, sqrt(1 - rho^2) r)), several starts."""
+    from jaxhlm._src.optim.fit import criterion
+
+    th = m.theta.to_numpy()
+    rho_hat = th[1] / np.hypot(th[1], th[2])
+
+    def dev(z):
+        return float(criterion(np.array([np.exp(z[0]), rho * np.exp(z[1]), np.sqrt(1 - rho**2) * np.exp(z[1])]),
+                               m._stats, m._struct, False))
+
+    best = np.inf
+    for start in ([np.log(th[0]), np.log(np.hypot(th[1], th[2]))], [np.log(0.36), np.log(0.008)], [np.log(0.4), np.log(0.02)]):
+        res = scipy.optimize.minimize(dev, start, method="Nelder-Mead",
+                                      options={"xatol": 1e-9, "fatol": 1e-10, "maxiter": 4000, "maxfev": 4000})
+        best = min(best, res.fun)
+    return np.sign(rho - rho_hat) * np.sqrt(max(best - m.objective, 0.0))
+
+
+def test_profile_correlation_nels_m2():
+    """lme4 reports .sig02 in (-0.858, -0.156) with 'non-monotonic profile' / 'bad spline fit' warnings.
+    The exact profile is monotonic: it rises to zeta = 2.0446 as the slope variance shrinks to 0
+    (at rho ~ 0) and stays flat beyond; it crosses 1.96 at rho = -0.1955, and never reaches -1.96
+    below the estimate (zeta(-1) > -1.96), so the interval is (-1, -0.1955)."""
+    import warnings as _w
+
+    m = fit_case("nels_m2")
+    with _w.catch_warnings():
+        _w.simplefilter("error", jaxhlm._src.base.errors.NonMonotonicProfileWarning)
+        ci = m.confint(parm=[".sig02"])
+    lo, hi = ci.iloc[0]
+    assert lo == -1.0
+    assert _zeta_cor_independent(m, hi) == pytest.approx(1.959964, abs=2e-3)
+    assert _zeta_cor_independent(m, -0.999) > -1.959964
+    # the plateau: with the slope variance at 0 the correlation no longer matters
+    assert _zeta_cor_independent(m, 0.3) == pytest.approx(_zeta_cor_independent(m, 0.6), abs=1e-4)
+
+
+def test_nonmonotone_detection():
+    from jaxhlm._src.infer import confint as C
+
+    xs = np.linspace(0.1, 1.0, 10)
+    mono = [(x, 2 * x) for x in xs] + [(-x, -2 * x) for x in xs]
+    assert C.nonmonotone_points(mono, 0.0) == []
+    plateau = [(x, min(2 * x, 1.5)) for x in xs]
+    assert C.nonmonotone_points(plateau, 0.0) == []
+    bumpy = [(x, 2 * x) for x in xs] + [(1.1, 1.2)]
+    assert C.nonmonotone_points(bumpy, 0.0) == [(1.0, 1.1)]
+    left = [(-x, -(2 * x)) for x in xs] + [(-1.2, -1.0)]
+    assert C.nonmonotone_points(left, 0.0) == [(-1.0, -1.2)]
+
+    class FakeProfile:  # zeta dips between the estimate and the end
+        xhat = 0.0
+
+        def __init__(self):
+            self.points = []
+
+        def __call__(self, x, z_start=None):
+            z = x * 3 if x < 0.5 else x * 3 - 1.2
+            self.points.append((x, z, None))
+            return z, 1.0, None
+
+    with pytest.warns(jaxhlm._src.base.errors.NonMonotonicProfileWarning, match="not monotonic"):
+        assert C._check_monotone(FakeProfile(), (np.nan, 1.0), ".sig02")

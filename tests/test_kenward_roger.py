@@ -1,7 +1,11 @@
 """Kenward-Roger df and adjusted standard errors against lmerTest/pbkrtest (REML fits)."""
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
+import pandas as pd
 import pytest
 
 import jaxhlm
@@ -71,3 +75,58 @@ def test_kr_refuses_ml_fits_and_huge_q():
         fit_case("sleepstudy_rs_ml").coef_table_kr()
     with pytest.raises(jaxhlm.InferenceError, match="max_q"):
         kr.kr_parts(fit_case("penicillin_reml"), max_q=10)
+
+
+# ---------------------------------------------------------------------------- more designs (helper C)
+from inference_refs import fit as inf_fit  # noqa: E402
+from inference_refs import ids_with, ref as inf_ref, table  # noqa: E402
+
+KR_EXTRA = [c for c in ids_with("kenward_roger") if "vcov_adj" in inf_ref(c)["kenward_roger"]]
+
+
+@pytest.mark.parametrize("case_id", KR_EXTRA)
+def test_kr_matches_pbkrtest_more_designs(case_id):
+    """Balanced and unbalanced split plots, a missing cell, crossed and nested factors, random slopes."""
+    m = inf_fit(case_id)
+    want = table(inf_ref(case_id)["kenward_roger"])
+    got = m.coef_table_kr()
+    np.testing.assert_allclose(got["df"], want["df"], rtol=5e-4)
+    np.testing.assert_allclose(got["Std. Error"], want["Std. Error"], rtol=2e-4)
+    Va = np.array(inf_ref(case_id)["kenward_roger"]["vcov_adj"]["matrix"], dtype=float)
+    np.testing.assert_allclose(kr.kr_parts(m)["PhiA"], Va, rtol=1e-3, atol=2e-5 * np.abs(Va).max())
+
+
+def test_balanced_split_plot_whole_plot_df_is_exactly_two():
+    # 3 blocks x 2 whole-plot levels: whole-plot error df (3-1)(2-1) = 2 (textbook, pbkrtest, Satterthwaite)
+    tab = inf_fit("splitplot3_additive").coef_table_kr()
+    np.testing.assert_allclose(tab.loc["Aa2", "df"], 2.0, rtol=1e-10)
+    from jaxhlm._src.infer.ftests import anova_table
+
+    t3 = anova_table(inf_fit("splitplot3"), type=3, ddf="kenward-roger")
+    np.testing.assert_allclose(t3.loc["A", "DenDF"], 2.0, rtol=1e-10)
+    # the general expression is 0/0 there: before the fix one spelling of the same model gave 1.8963
+    oats = pd.read_csv(os.path.join(os.path.dirname(__file__), "data", "Oats.csv"))
+    oats = oats[oats.Block.isin(["IV", "V", "VI"]) & oats.Variety.isin(["Victory", "Marvellous"])].copy()
+    oats["nitro"] = pd.Categorical(oats["nitro"])
+    dfs = []
+    for f in ("yield ~ nitro + Variety + (1 | Block/Variety)", "yield ~ nitro + Variety + (1 | Block) + (1 | Block:Variety)"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = jaxhlm.lmer(f, oats)
+        dfs.append(m.coef_table_kr().loc["VarietyVictory", "df"])
+    np.testing.assert_allclose(dfs, [2.0, 2.0], rtol=1e-9)
+
+
+def test_kr_scaling_closed_forms():
+    # one contrast: df = 2 / A for every A (the general formula, evaluated away from A = 1)
+    for A in (0.01, 0.3, 0.7, 1.0, 1.6):
+        df, sc = kr._kr_scaling(A, A, 1)
+        assert df == pytest.approx(2 / A, rel=1e-12) and sc == 1.0
+    # A1 = q A2 (balanced): df = 2 q / A2, no scaling; compare with the general formula nearby
+    for q in (2, 3, 5):
+        for a2 in (0.05, 0.4):
+            df, sc = kr._kr_scaling(q * a2, a2, q)
+            assert df == pytest.approx(2 * q / a2, rel=1e-12) and sc == 1.0
+            df_n, sc_n = kr._kr_scaling(q * a2 * (1 + 1e-7), a2, q)
+            assert df_n == pytest.approx(df, rel=1e-5) and sc_n == pytest.approx(1.0, abs=1e-5)
+    assert kr._kr_scaling(0.0, 0.0, 2) == (float("inf"), 1.0)

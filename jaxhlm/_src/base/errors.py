@@ -89,6 +89,11 @@ class NewLevelsWarning(JaxhlmWarning):
     """Prediction for grouping-factor levels not seen in the fit (population-level prediction)."""
 
 
+class NonMonotonicProfileWarning(JaxhlmWarning):
+    """A likelihood profile is not monotonic (its signed root deviance decreases somewhere away
+    from the estimate): the profile interval may be wrong; look at the profile itself."""
+
+
 def warn(message: str, category=JaxhlmWarning) -> None:
     """``warnings.warn`` attributed to the first caller outside jaxhlm (the user's line)."""
     import os

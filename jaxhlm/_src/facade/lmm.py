@@ -75,14 +75,17 @@ class LinearMixedModel(FitState):
 
         return confint(self, parm=parm, level=level, method=method, **kwargs)
 
-    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = True) -> pd.Series:
-        """Predictions, conditional (``re_form=None``) or population level (``re_form="~0"``).
+    def predict(self, newdata=None, re_form=None, allow_new_levels: bool = True, interval=None,
+                level: float = 0.95, method: str = "analytic", n_sims: int = 1000, seed=None):
+        """Predictions, conditional (``re_form=None``) or population level (``re_form="~0"``);
+        ``interval="confidence" | "prediction"`` adds intervals (``method="analytic" | "simulate"``).
 
         Unseen grouping levels get the population prediction. See :func:`jaxhlm._src.infer.predict.predict`.
         """
         from ..infer.predict import predict
 
-        return predict(self, newdata=newdata, re_form=re_form, allow_new_levels=allow_new_levels)
+        return predict(self, newdata=newdata, re_form=re_form, allow_new_levels=allow_new_levels,
+                       interval=interval, level=level, method=method, n_sims=n_sims, seed=seed)
 
     def icc(self) -> pd.Series:
         """Adjusted and conditional intraclass correlation (R's ``performance::icc``)."""
@@ -121,6 +124,42 @@ class LinearMixedModel(FitState):
         from ..infer.kenward_roger import coef_table_kr
 
         return coef_table_kr(self, max_q=max_q)
+
+    def anova(self, *others, type=3, ddf: str = "satterthwaite", **kwargs):
+        """lmerTest's F table of the fixed-effect terms (``type`` 1/2/3, ``ddf`` "satterthwaite" or
+        "kenward-roger"); with other models, the likelihood-ratio comparison of :func:`jaxhlm.anova`.
+        See :func:`jaxhlm._src.infer.ftests.anova_table`."""
+        if others:
+            from .compare import anova
+
+            return anova(self, *others, **kwargs)
+        from ..infer.ftests import anova_table
+
+        return anova_table(self, type=type, ddf=ddf, **kwargs)
+
+    def drop1(self, scope=None, ddf: str = "satterthwaite"):
+        """F tests of the terms that can be dropped (lmerTest's ``drop1``); see :func:`jaxhlm._src.infer.ftests.drop1`."""
+        from ..infer.ftests import drop1
+
+        return drop1(self, scope=scope, ddf=ddf)
+
+    def ranova(self, reduce_terms: bool = True):
+        """Likelihood-ratio tests of the random-effect terms (lmerTest's ``ranova``); see :mod:`jaxhlm._src.infer.ranova`."""
+        from ..infer.ranova import ranova
+
+        return ranova(self, reduce_terms=reduce_terms)
+
+    def update(self, formula: str | None = None, data=None, reml: bool | None = None, name=None) -> "LinearMixedModel":
+        """Refit with R's ``update`` syntax (``". ~ . - x"``); see :func:`jaxhlm._src.infer.update.update`."""
+        from ..infer.update import update
+
+        return update(self, formula=formula, data=data, reml=reml, name=name)
+
+    def emmeans(self, specs, by=None, at=None, lmer_df=None, level: float = 0.95, **kwargs):
+        """Estimated marginal means (emmeans); ``.pairs()`` compares them. See :func:`jaxhlm._src.infer.emmeans.emmeans`."""
+        from ..infer.emmeans import emmeans
+
+        return emmeans(self, specs, by=by, at=at, lmer_df=lmer_df, level=level, **kwargs)
 
     # ------------------------------------------------------------------ simulation
     def simulate(self, nsim: int = 1, seed=None, *, fixef=None, theta=None, sigma=None, use_u: bool = False) -> np.ndarray:
@@ -230,12 +269,15 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
     if is_out_of_core(data):
         return _lmer_out_of_core(formula, data, reml, name=name, start=start)
     t0 = time.perf_counter()
-    design = pipeline.lformula(formula, data, **_design_kwargs(weights, offset, contrasts))
+    kwargs = _design_kwargs(weights, offset, contrasts)
+    design = pipeline.lformula(formula, data, **kwargs)
     t1 = time.perf_counter()
     layout, stats = pipeline.mk_devfun(design)
     t2 = time.perf_counter()
-    return pipeline.fit_design(design, layout, stats, reml, start=start, name=name, cls=LinearMixedModel,
-                               timings={"design": t1 - t0, "stats": t2 - t1})
+    model = pipeline.fit_design(design, layout, stats, reml, start=start, name=name, cls=LinearMixedModel,
+                                timings={"design": t1 - t0, "stats": t2 - t1})
+    model.data, model.design_args = data, kwargs  # a reference to the user's frame, never modified
+    return model
 
 
 def _lmer_out_of_core(formula, data, reml, *, name=None, start=None, mesh=None, chunk_rows=None):

@@ -91,11 +91,16 @@ def _param_index(design):
     return out
 
 
+def factor_T(model) -> list:
+    """The relative covariance factor ``T_f`` of each grouping factor (``q_f x q_f``, lower)."""
+    return model.T_blocks()
+
+
 def _lambda(model, Q) -> np.ndarray:
     design = model.design
     offs, qf, _ = _z_layout(design)
-    Ts = model.T_blocks()
     Lam = np.zeros((Q, Q))
+    Ts = factor_T(model)
     for f, fac in enumerate(design.factors):
         for lv in range(fac.nlevels):
             s = offs[f] + lv * qf[f]
@@ -190,7 +195,7 @@ def _pieces_blocked(model):
     XtX = np.asarray(st.XytXy)[:p, :p]
     n = float(st.n)
     q = S.shape[1]
-    T = _factor_T(model)
+    T = model.T_blocks()[0]
     C = np.einsum("ki,jkl,lm->jim", T, S, T) + np.eye(q)
     K = np.einsum("ik,jkl,ml->jim", T, np.linalg.inv(C), T)
     K = 0.5 * (K + np.swapaxes(K, 1, 2))
@@ -236,11 +241,6 @@ def _pieces_blocked(model):
     Qm[r][r] = XV3X
     Kt[r, r] = trV2
     return XVX, P, Qm, Kt, names
-
-
-def _factor_T(model) -> np.ndarray:
-    T = model.T_blocks()[0]
-    return T
 
 
 def kr_parts(model, max_q: int = MAX_Q) -> dict:
@@ -301,17 +301,43 @@ def _kr_A(parts, L):
     return A1, float(A2)
 
 
+BALANCED_RTOL = 1e-10
+
+
 def _kr_scaling(A1, A2, q):
-    """pbkrtest's df2 and F scaling from A1, A2 and the rank q."""
+    """pbkrtest's df2 and F scaling from A1, A2 and the rank q.
+
+    Kenward & Roger (1997, sect. 4) with ``a = A2 / q``::
+
+        B = (A1 + 6 A2) / (2q),   g = ((q+1) A1 - (q+4) A2) / ((q+2) A2),
+        c1, c2, c3 = g, q - g, q + 2 - g  over  3q + 2(1 - g),
+        rho = (1/q) [(1 - a) / (1 - c2 B)]^2 (1 + c1 B) / (1 - c3 B),
+        df2 = 4 + (q + 2) / (q rho - 1),   F scaling = df2 (1 - a) / (df2 - 2).
+
+    When ``A1 = q A2`` -- always for one contrast (``q = 1``: ``Theta Phi P_i Phi`` has rank
+    one, so the squared trace equals the trace of the square), and for multi-df tests in
+    balanced designs -- ``c2 B = a`` identically, the ratio ``(1 - a) / (1 - c2 B)`` is exactly
+    1 and the formulas reduce to ``df2 = 2 q / A2`` and a scaling of exactly 1. They are used
+    in that case: the general expression is 0/0 at ``a = 1`` (``df2 = 2``, e.g. the whole-plot
+    contrast of a balanced split plot with 3 blocks) and gives rounding noise there (pbkrtest
+    guards the 0/0 only when both parts are below 1e-14 in absolute value).
+    """
+    if not (np.isfinite(A1) and np.isfinite(A2)):
+        return float("nan"), float("nan")
+    if A2 <= 0:  # no variance parameter moves the contrast: the t/F reference is exact
+        return float("inf"), 1.0
+    if q == 1 or abs(A1 - q * A2) <= BALANCED_RTOL * max(abs(A1), q * abs(A2)):
+        return float(2 * q / A2), 1.0
     B = (A1 + 6 * A2) / (2 * q)
-    g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2) if A2 != 0 else 0.0
+    g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
     den = 3 * q + 2 * (1 - g)
     c1, c2, c3 = g / den, (q - g) / den, (q + 2 - g) / den
     V0 = 1 + c1 * B
     V1 = 1 - c2 * B
     V2 = 1 - c3 * B
     V0 = 0.0 if abs(V0) < 1e-10 else V0
-    ratio = (1 - A2 / q) / V1 if V1 != 0 else 0.0
+    num = 1 - A2 / q
+    ratio = 1.0 if (abs(num) < 1e-14 and abs(V1) < 1e-14) else (num / V1 if V1 != 0 else float("inf"))
     rho = (1 / q) * ratio**2 * V0 / V2
     df2 = 4 + (q + 2) / (q * rho - 1)
     scaling = 1.0 if abs(df2 - 4) < 1e-2 else df2 * (1 - A2 / q) / (df2 - 2)

@@ -19,7 +19,7 @@ import pandas as pd
 from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, NewLevelsWarning
 from ..stats.layout import factor_columns
 
-__all__ = ["predict"]
+__all__ = ["predict", "new_design"]
 
 _NONE_FORMS = {"~0", "~-1", "na", "~0+0", "0", "none_re"}
 
@@ -138,8 +138,50 @@ def _group_codes(fac, cols: tuple, newdata: pd.DataFrame) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True) -> pd.Series:
-    """Predicted responses.
+def new_design(model, newdata: pd.DataFrame, sel: list, allow_new_levels: bool) -> tuple:
+    """``(X, terms, new_levels)`` for new data: the fixed-effects rows and, per selected random
+    term, ``(term index, Z rows, level codes)`` (code -1: a level unseen in the fit, or missing)."""
+    d = model.design
+    n = len(newdata)
+    d.ensure_specs()
+    Xf = _model_matrix(d.fixed_spec, newdata, "fixed-effects part")
+    if Xf.shape[0] != n:
+        raise DataError(f"the fixed-effects model matrix has {Xf.shape[0]} rows for {n} rows of new data")
+    X = Xf[:, np.asarray(d.fixed_keep, bool)]
+    new_levels: dict = {}
+    codes_of: dict = {}
+    terms = []
+    for i in sel:
+        td = d.terms[i]
+        fac = d.factors[td.factor]
+        if td.factor not in codes_of:
+            codes = _group_codes(fac, td.term.group, newdata)
+            codes_of[td.factor] = codes
+            nnew = int((codes < 0).sum())
+            if nnew:
+                if not allow_new_levels:
+                    col = " : ".join(td.term.group)
+                    raise DataError(
+                        f"{nnew} rows of new data have levels of {col!r} not seen in the fit "
+                        "(or missing); use allow_new_levels=True for population-level predictions"
+                    )
+                new_levels[fac.name] = nnew
+        Z = _model_matrix(d.term_specs[i], newdata, f"random-effect term {td.term}")
+        terms.append((i, Z, codes_of[td.factor]))
+    return X, terms, new_levels
+
+
+def _as_frame(newdata) -> pd.DataFrame:
+    if isinstance(newdata, dict):
+        newdata = pd.DataFrame(newdata)
+    if not isinstance(newdata, pd.DataFrame):
+        raise ArgumentError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    return newdata
+
+
+def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True, interval=None,
+            level: float = 0.95, method: str = "analytic", n_sims: int = 1000, seed=None):
+    """Predicted responses, optionally with confidence or prediction intervals.
 
     Parameters
     ----------
@@ -155,14 +197,27 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True) ->
     allow_new_levels : bool, default True
         Rows whose grouping level is unseen (or missing) get a random effect of 0 for that
         factor (lme4's ``allow.new.levels = TRUE``); with False they raise :class:`DataError`.
+    interval : {None, "confidence", "prediction"}
+        ``None``: the predictions as a Series. Otherwise a DataFrame ``fit, se, lwr, upr``; see
+        :func:`jaxhlm._src.infer.intervals.predict_interval` for the definitions.
+    level : float
+        Coverage of the intervals.
+    method : {"analytic", "simulate"}
+        Intervals from the exact prediction-error variance (given the variance parameters), or
+        by simulation as merTools' ``predictInterval`` (``n_sims`` draws, ``seed``).
 
     Returns
     -------
-    pandas.Series
+    pandas.Series or pandas.DataFrame
         Indexed like ``newdata`` (or the fitted rows). ``attrs["new_levels"]`` maps each
         grouping factor to the number of rows predicted at an unseen level. Rows with missing
         predictor values give NaN.
     """
+    if interval is not None:
+        from .intervals import predict_interval
+
+        return predict_interval(model, newdata=newdata, re_form=re_form, allow_new_levels=allow_new_levels,
+                                interval=interval, level=level, method=method, n_sims=n_sims, seed=seed)
     d = model.design
     beta = model.fixef.to_numpy()
     sel = _selected_terms(model, re_form)
@@ -180,39 +235,14 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True) ->
         out.attrs["new_levels"] = {}
         return out
 
-    if isinstance(newdata, dict):
-        newdata = pd.DataFrame(newdata)
-    if not isinstance(newdata, pd.DataFrame):
-        raise ArgumentError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
-    n = len(newdata)
-    d.ensure_specs()
-    Xf = _model_matrix(d.fixed_spec, newdata, "fixed-effects part")
-    if Xf.shape[0] != n:
-        raise DataError(f"the fixed-effects model matrix has {Xf.shape[0]} rows for {n} rows of new data")
-    X = Xf[:, np.asarray(d.fixed_keep, bool)]
+    newdata = _as_frame(newdata)
+    X, terms, new_levels = new_design(model, newdata, sel, allow_new_levels)
     pred = X @ beta
-    new_levels: dict = {}
-    if sel:
+    if terms:
         blocks = model.factor_modes
         offs = {i: o for lst in factor_columns(d) for i, o in lst}
-        codes_of: dict = {}
-        for i in sel:
+        for i, Z, codes in terms:
             td = d.terms[i]
-            fac = d.factors[td.factor]
-            if td.factor not in codes_of:
-                codes = _group_codes(fac, td.term.group, newdata)
-                codes_of[td.factor] = codes
-                nnew = int((codes < 0).sum())
-                if nnew:
-                    if not allow_new_levels:
-                        col = " : ".join(td.term.group)
-                        raise DataError(
-                            f"{nnew} rows of new data have levels of {col!r} not seen in the fit "
-                            "(or missing); use allow_new_levels=True for population-level predictions"
-                        )
-                    new_levels[fac.name] = nnew
-            codes = codes_of[td.factor]
-            Z = _model_matrix(d.term_specs[i], newdata, f"random-effect term {td.term}")
             b = blocks[td.factor][:, offs[i]:offs[i] + td.p]
             bb = np.where((codes >= 0)[:, None], b[np.maximum(codes, 0)], 0.0)
             pred = pred + np.einsum("ij,ij->i", Z, bb)

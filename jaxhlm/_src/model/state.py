@@ -69,6 +69,11 @@ class FitState:
         Label in model comparisons.
     cache : dict
         Derived results that later steps keep on the fit (keyed by the step's name).
+    data : DataFrame or None
+        The data the model was fitted to (a reference; lme4's model frame), for ``update``,
+        F tests and marginal means; None for fits out of core or built without :func:`lmer`.
+    design_args : dict
+        The design's keywords (weights, offset, contrasts), so that refits build it the same way.
     """
 
     def __init__(self, design, layout, stats, reml: bool, opt, timings=None, name=None):
@@ -80,6 +85,8 @@ class FitState:
         self.timings = dict(timings or {})
         self.name = name
         self.cache = {}  # results of later steps (e.g. Satterthwaite's derivatives), by their modules
+        self.data = None  # the user's data frame (a reference, never modified), when fitted by lmer()
+        self.design_args = {}  # build_design's keywords (weights, offset, contrasts), for refits
         self.formula = design.formula.formula
         self.optinfo = {
             "iterations": int(opt.iterations),
