@@ -19,9 +19,8 @@ import dataclasses
 import functools
 import re
 
-import formulaic
-
 from ..base.errors import FormulaError
+from .rterms import r_terms
 
 __all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "check_syntax"]
 
@@ -340,13 +339,13 @@ def _parse_group(spec: str, term: str) -> list:
 
 
 def _expand_double_bar(expr: str, term: str) -> list:
-    """``x || g``: one term per formulaic term of ``expr`` (intercept separate), as lme4 does."""
+    """``x || g``: one term per R term of ``expr`` (the intercept first, separate), as lme4's
+    ``expandDoubleVerts`` does with ``terms(~ x)``."""
     try:
-        f = formulaic.Formula(expr)
-    except Exception as exc:  # formulaic's own parse errors
-        raise FormulaError(f"cannot parse {expr!r} in term {term!r}: {_clean(exc)}") from None
-    rhs = f.rhs if hasattr(f, "rhs") else f
-    return ["1" if str(t) == "1" else f"0 + {t}" for t in rhs]
+        t = r_terms(expr)
+    except FormulaError as exc:
+        raise FormulaError(f"cannot parse {expr!r} in term {term!r}: {exc}") from None
+    return (["1"] if t.intercept else []) + [f"0 + {lab}" for lab in t.labels]
 
 
 @functools.lru_cache(maxsize=512)
@@ -445,9 +444,9 @@ def _parse_formula(formula: str) -> ParsedFormula:
     if not fixed:
         fixed = "1"
     try:
-        formulaic.Formula(f"{lhs} ~ {fixed}")
-    except Exception as exc:
-        raise FormulaError(f"cannot parse the fixed-effects part {fixed!r} of {formula!r}: {_clean(exc)}") from None
+        r_terms(fixed, lhs)
+    except FormulaError as exc:
+        raise FormulaError(f"cannot parse the fixed-effects part {fixed!r} of {formula!r}: {exc}") from None
     if not random:
         raise FormulaError(
             f"formula {formula!r} has no random-effect term such as '(1 | group)'; "
