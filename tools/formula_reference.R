@@ -142,7 +142,8 @@ one <- function(cs) {
        X = mat(lf$X), X_kept = I(colnames(lf2$X)),
        y = if (is.matrix(y)) mat(y) else vec(y),
        offset = vec(model.offset(fr)), prior_weights = vec(model.weights(fr)),
-       re = re, cnms = lf$reTrms$cnms)
+       re = re, cnms = lapply(seq_along(lf$reTrms$cnms), function(i)
+         list(group = names(lf$reTrms$cnms)[i], names = I(lf$reTrms$cnms[[i]]))))
 }
 
 out <- list(versions = list(R = R.version.string, lme4 = as.character(packageVersion("lme4"))), cases = list())

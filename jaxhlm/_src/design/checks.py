@@ -68,7 +68,9 @@ def drop_aliased(X: np.ndarray, names, tol: float = 1e-7, y: np.ndarray | None =
     n, p = X.shape
     keep = np.zeros(p, bool)
     R = _r_factor(X, y)
-    norms = _robust_norms(R)  # ||A e_j|| = ||R e_j||
+    norms = np.sqrt(np.einsum("ij,ij->j", R, R))  # ||A e_j|| = ||R e_j||
+    if not np.all((norms > 1e-150) & (norms < 1e150)):  # squares may have under- or overflowed
+        norms = _robust_norms(R)
     R = R / np.where(norms > 0, norms, 1.0)  # the R factor of the column-normalised matrix
     Q = np.zeros((R.shape[0], 0))  # orthonormal basis of the kept columns (in R's coordinates)
 
@@ -107,8 +109,12 @@ def check_response_values(ycol: str, y: np.ndarray, resid: float) -> None:
         )
 
 
-def _within_spread(x: np.ndarray, codes: np.ndarray, cnt: np.ndarray) -> str | None:
+def _within_spread(x: np.ndarray, codes: np.ndarray, nlev: int) -> str | None:
     """``"constant"`` / ``"within"`` when ``x`` is constant overall / within every level."""
+    same = codes[1:] == codes[:-1]
+    if np.any(same & (x[1:] != x[:-1])):  # quick exit: two neighbouring rows of a level differ
+        return None
+    cnt = np.bincount(codes, minlength=nlev)
     xc = x - x[0]
     m = float(np.max(np.abs(xc))) if len(xc) else 0.0
     if m == 0.0:
@@ -141,11 +147,10 @@ def check_random_terms(terms: list, factors: list, stacklevel: int = 4) -> None:
             continue
         intercept = any(nm == "(Intercept)" for td in tds for nm in td.names)
         if intercept:
-            cnt = np.bincount(fac.codes, minlength=fac.nlevels)
             for td, j in cols:
                 if td.names[j] == "(Intercept)":
                     continue
-                how = _within_spread(td.Z[:, j], fac.codes, cnt)
+                how = _within_spread(td.Z[:, j], fac.codes, fac.nlevels)
                 if how is not None:
                     what = ("is constant, so it duplicates the random intercept" if how == "constant" else
                             f"is constant within every level of {fac.name!r}, so it is aliased with the random intercept")
@@ -163,8 +168,9 @@ def check_random_terms(terms: list, factors: list, stacklevel: int = 4) -> None:
         d = np.sqrt(np.diag(G))
         if np.any(d == 0):
             continue  # (an all-zero column: nothing to say here)
-        ev = np.linalg.eigvalsh(G / np.outer(d, d))
-        if ev[0] <= 1e-10:
+        C = G / np.outer(d, d)
+        smallest = 1.0 - abs(C[0, 1]) if len(C) == 2 else np.linalg.eigvalsh(C)[0]
+        if smallest <= 1e-10:
             keep = drop_aliased(Z, None)
             bad = [f"{td.names[j]!r} of {td.term}" for (td, j), k in zip(cols, keep) if not k]
             if bad:

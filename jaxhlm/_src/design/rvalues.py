@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import unicodedata
 import warnings
 
 import numpy as np
@@ -85,17 +86,27 @@ def r_label(v) -> str:
     return str(v)
 
 
+_PUNCT = "\t\n\v\f\r _-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$"
+
+
 def r_sort_key(s: str):
-    """Sort key approximating R's collation of text (ICU / en_US): punctuation before digits
-    before letters, letters compared ignoring case first, lower case first on ties
-    (``"_x" < "1" < "a" < "A" < "a b" < "ab" < "b" < "B"``)."""
-    def cls(ch):
-        if ch.isalpha():
-            return 2
-        if ch.isdigit():
-            return 1
-        return 0
-    return ([(cls(c), c.lower()) for c in s], s.swapcase())
+    """Sort key approximating R's collation of text (ICU root / en_US, as R sorts factor levels):
+    spaces and punctuation (in ICU's order ``_ - , ; : ! ? .`` ...) before digits before letters;
+    letters compared first without accents and case, then by accents, then lower case first
+    (``"_x" < "1" < "a" < "A" < "a b" < "ab" < "b" < "B" < "ete" < "été"``)."""
+    primary, accents = [], []
+    for ch in s:
+        d = unicodedata.normalize("NFD", ch)
+        base, marks = d[0], d[1:]
+        if base.isalpha():
+            primary.append((3, ord(base.lower())))
+        elif base.isdigit():
+            primary.append((2, ord(base)))
+        else:
+            i = _PUNCT.find(base)
+            primary.append((1, i if i >= 0 else 1000 + ord(base)))
+        accents.append(marks)
+    return primary, accents, s.swapcase()
 
 
 def sort_levels(labels) -> list:

@@ -214,8 +214,9 @@ def r_terms(rhs: str, response: str | None = None) -> Terms:
         resp = ex.var(parse_r(response))
     node = parse_r(rhs)
     terms = ex.expand(node)
-    if resp is not None:
+    if resp is not None and frozenset([resp]) in terms:
         terms = [t for t in terms if t != frozenset([resp])]
+        ex.notes.append(f"the response {ex.labels[resp]!r} appeared on the right-hand side and was dropped (as in R)")
     terms = sorted(terms, key=len)  # stable: R's order within an order is the order of expansion
     labels = tuple(":".join(ex.labels[v] for v in sorted(t)) for t in terms)
     return Terms(
