@@ -58,10 +58,10 @@ def as_pandas(data) -> pd.DataFrame:
         out = _narwhals_to_pandas(data) if data is not None and not isinstance(data, (list, tuple, str)) else None
         if out is None:
             mod = type(data).__module__.split(".")[0]
-            hint = "" if mod in ("builtins", "numpy") else "; if it is a dataframe, pass data.to_pandas()"
             raise ArgumentError(
                 f"data must be a pandas DataFrame, a dict of columns or a dataframe narwhals knows (polars, "
-                f"pyarrow, ...), got {type(data).__name__} (from {mod}){hint}"
+                f"pyarrow, ...), got {type(data).__name__} (from {mod}); convert it to pandas first, e.g. "
+                "data.to_pandas() or pd.DataFrame(data)"
             )
     if isinstance(out.columns, pd.MultiIndex):
         eg = out.columns[0]

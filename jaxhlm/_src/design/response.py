@@ -133,17 +133,23 @@ def prior_weights(weights, data: pd.DataFrame, family: str):
                             "(in the data's row order) or a column name")
         col = weights
     else:
-        if np.ndim(weights) == 0 and not hasattr(weights, "__len__"):
+        if np.ndim(weights) == 0:
             raise ArgumentError(f"weights must be a column name or an array with one value per row, got {type(weights).__name__}")
-        try:
-            col = pd.Series(np.asarray(weights) if not hasattr(weights, "dtype") else weights, index=data.index)
-        except (TypeError, ValueError):
-            raise DataError(f"weights has {len(weights)} values for {len(data)} rows of data") from None
+        arr = weights if hasattr(weights, "dtype") and np.ndim(weights) == 1 else np.asarray(weights)
+        if np.ndim(arr) != 1:
+            raise DataError(f"weights must be one value per row (1-d), got an array of shape {np.shape(arr)}")
+        if len(arr) != len(data):
+            raise DataError(f"weights has {len(arr)} values for {len(data)} rows of data")
+        col = pd.Series(arr, index=data.index)
     if len(col) != len(data):
         raise DataError(f"weights has {len(col)} values for {len(data)} rows of data")
     dt = col.dtype
-    if pd.api.types.is_bool_dtype(dt) or not pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_complex_dtype(dt):
-        hint = " ; convert them with pd.to_numeric" if (pd.api.types.is_object_dtype(dt) or pd.api.types.is_string_dtype(dt)) else ""
+    numeric_objects = pd.api.types.is_object_dtype(dt) and pd.api.types.infer_dtype(col, skipna=True) in (
+        "floating", "integer", "mixed-integer-float", "empty")
+    if not numeric_objects and (pd.api.types.is_bool_dtype(dt) or not pd.api.types.is_numeric_dtype(dt)
+                                or pd.api.types.is_complex_dtype(dt)):
+        text = pd.api.types.is_object_dtype(dt) or pd.api.types.is_string_dtype(dt)
+        hint = "; convert them with pd.to_numeric" if text else ""
         raise DataError(f"{what} must be numeric, it has dtype {dt}{hint}")
     w = col.to_numpy(dtype=np.float64, na_value=np.nan)
     ok = ~np.isnan(w)
