@@ -75,9 +75,11 @@ def new_data(c, df) -> pd.DataFrame:
 
 
 IDS = [i for i in REF if i not in ENGINE_PENDING]
+PENDING = [pytest.param(i, marks=pytest.mark.xfail(
+    strict=True, reason=f"the engine does not use the design's {ENGINE_PENDING[i]} yet")) for i in sorted(ENGINE_PENDING)]
 
 
-@pytest.mark.parametrize("case_id", IDS)
+@pytest.mark.parametrize("case_id", IDS + PENDING)
 def test_fit_matches_lme4(case_id):
     c, df, m = fit(case_id)
     assert m.nobs == c["n"]
@@ -93,7 +95,7 @@ def test_fit_matches_lme4(case_id):
                                atol=1e-3 * np.std(m.y.to_numpy()))
 
 
-@pytest.mark.parametrize("case_id", IDS)
+@pytest.mark.parametrize("case_id", IDS + PENDING)
 def test_predict_new_data_matches_lme4(case_id):
     c, df, m = fit(case_id)
     nd = new_data(c, df)

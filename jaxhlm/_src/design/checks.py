@@ -111,9 +111,9 @@ def check_response_values(ycol: str, y: np.ndarray, resid: float) -> None:
 
 def _within_spread(x: np.ndarray, codes: np.ndarray, nlev: int) -> str | None:
     """``"constant"`` / ``"within"`` when ``x`` is constant overall / within every level."""
-    same = codes[1:] == codes[:-1]
-    if np.any(same & (x[1:] != x[:-1])):  # quick exit: two neighbouring rows of a level differ
-        return None
+    for k in (min(len(x), 257), len(x)):  # quick exit: two neighbouring rows of a level differ
+        if np.any((codes[1:k] == codes[:k - 1]) & (x[1:k] != x[:k - 1])):
+            return None
     cnt = np.bincount(codes, minlength=nlev)
     xc = x - x[0]
     m = float(np.max(np.abs(xc))) if len(xc) else 0.0
@@ -159,6 +159,8 @@ def check_random_terms(terms: list, factors: list, stacklevel: int = 4) -> None:
                         "variances and the fit will be singular; remove it from the random part",
                         AliasedRandomEffectsWarning, stacklevel=stacklevel)
                     return
+        if intercept and len(cols) == 2:
+            continue  # intercept and one column: aliased only if constant, checked above
         Z = tds[0].Z if len(tds) == 1 else np.column_stack([td.Z for td in tds])
         G = Z.T @ Z
         if not np.all(np.isfinite(G)):  # huge columns: scale them first

@@ -1,17 +1,21 @@
 """lme4 formula syntax: split ``y ~ fixed + (expr | group)`` into its parts.
 
-The fixed part and each random-effect expression are handed to formulaic unchanged; this module
-only finds the bar terms, expands ``||`` and ``/`` the way lme4's ``findbars`` /
+The fixed part and each random-effect expression are kept as text in R syntax (read by
+:mod:`~jaxhlm._src.formula.rparse` and expanded by :mod:`~jaxhlm._src.formula.rterms`); this
+module finds the bar terms, expands ``||`` and ``/`` the way lme4's ``findbars`` /
 ``expandDoubleVerts`` / ``expandSlash`` do, and names the grouping factors as lme4 does:
 
-* ``(x || g)``          -> ``(1 | g) + (0 + x | g)`` (one term per formula term of ``x``);
+* ``(x || g)``          -> ``(1 | g) + (0 + x | g)`` (one term per R term of ``x``);
 * ``(1 | a/b)``         -> ``(1 | b:a) + (1 | a)``;
 * ``(1 | a/b/c)``       -> ``(1 | c:(b:a)) + (1 | b:a) + (1 | a)``;
 * ``(x || a/b)``        -> ``(1 | b:a) + (1 | a) + (0 + x | b:a) + (0 + x | a)``.
 
 Before any of that, :func:`check_syntax` scans the formula once and reports the first syntax
 error with its position (a caret under the offending character), so that a typo never reaches
-formulaic or JAX as an obscure failure.
+the evaluation or JAX as an obscure failure.
+
+R and Python differ in places; R wins: ``^`` is a power inside ``I()`` (``**`` is its synonym)
+and an interaction power outside it, names may contain dots, ``%in%`` and ``/`` nest terms.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ class RandomTerm:
     Fields
     ------
     expr : str
-        Right-hand side for formulaic giving the term's model matrix (its columns are the
+        Right-hand side (R syntax) giving the term's model matrix (its columns are the
         random effects per level), e.g. ``"1"``, ``"1 + x"``, ``"0 + x"``.
     group : tuple of str
         Data columns whose interaction forms the grouping factor, e.g. ``("cask", "batch")``.
@@ -63,7 +67,7 @@ class ParsedFormula:
     formula : str
         The formula as given.
     response : str
-        Left-hand side (an expression formulaic evaluates).
+        Left-hand side (an R expression: a column, ``log(y)``, ``cbind(s, f)``).
     fixed : str
         Right-hand side of the fixed effects (``"1"`` when only an intercept).
     random : tuple of RandomTerm
@@ -83,14 +87,6 @@ class ParsedFormula:
 # ---------------------------------------------------------------------------------------------
 # syntax check with positions
 # ---------------------------------------------------------------------------------------------
-_ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29db\u29da]")
-
-
-def _clean(msg) -> str:
-    """formulaic's messages carry terminal colour codes and markers; strip them."""
-    return _ANSI.sub("", str(msg)).strip()
-
-
 def _err(formula: str, pos: int, msg: str) -> FormulaError:
     return FormulaError(f"{msg} (position {pos})", formula=formula, position=pos)
 
@@ -136,7 +132,7 @@ def check_syntax(formula: str) -> None:
     """Raise :class:`FormulaError` with the position of the first syntax error in ``formula``.
 
     Checks brackets, quotes and backticks, and at the level of the formula (outside function
-    calls such as ``np.log(x)`` or ``I(x**2)``, whose Python code formulaic checks) that every
+    calls such as ``np.log(x)`` or ``I(x^2)``, whose insides the R parser checks) that every
     binary operator has two operands, that two operands are joined by an operator, that there
     is exactly one ``~``, and that ``|`` appears only inside a parenthesised random-effect term.
     """

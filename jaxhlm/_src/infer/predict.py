@@ -169,6 +169,8 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True) ->
     if newdata is None:
         X, index = d.X, d.index
         pred = X @ beta
+        if getattr(d, "offset", None) is not None:  # lme4 predicts with the formula's offset
+            pred = pred + d.offset
         if sel:
             blocks = model._factor_blocks()
             offs = term_offsets(d)
@@ -191,6 +193,9 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True) ->
         raise DataError(f"the fixed-effects model matrix has {Xf.shape[0]} rows for {n} rows of new data")
     X = Xf[:, np.asarray(d.fixed_keep, bool)]
     pred = X @ beta
+    off = d.fixed_spec.offset(newdata) if hasattr(d.fixed_spec, "offset") else None
+    if off is not None:  # lme4 predicts with the formula's offset
+        pred = pred + off
     new_levels: dict = {}
     if sel:
         blocks = model._factor_blocks()
