@@ -170,9 +170,10 @@ def plain_cases(draw):
         df.loc[rng.random(n) < 0.05, "g"] = np.nan
     fixed = draw(st.lists(st.sampled_from(names), min_size=0, max_size=3, unique=True))
     intercept = draw(st.sampled_from(["", "1 + ", "0 + ", "-1"]))
-    if not fixed and intercept in ("0 + ", "-1"):
-        intercept = ""
-    rhs = (intercept if intercept != "-1" else "") + (" + ".join(fixed) if fixed else "1") + (" - 1" if intercept == "-1" else "")
+    if not fixed:
+        rhs = draw(st.sampled_from(["1", "0"]))
+    else:
+        rhs = (intercept if intercept != "-1" else "") + " + ".join(fixed) + (" - 1" if intercept == "-1" else "")
     slope = draw(st.sampled_from(["1", "x1", "0 + x2", "x1 + x3"]))
     bar = draw(st.sampled_from(["|", "||"]))
     grp = draw(st.sampled_from(["g", "h", "g:h"]))

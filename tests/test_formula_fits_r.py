@@ -119,3 +119,27 @@ def test_offset_and_weights_reach_the_design(case_id):
         np.testing.assert_allclose(d.fixed_spec.offset(new_data(c, df)), 2 * np.asarray(c["newdata"]["Days"]))
     else:
         assert d.weights is not None and d.offset is None
+
+
+def test_oats_contr_sum_matches_the_shared_reference():
+    """lmer(yield ~ Variety * nitro + (1 | Block/Variety), contrasts = contr.sum for both factors):
+    the shared lme4 reference (its README: coefficient names Variety1, Variety2, ...)."""
+    with open(os.path.join(HERE, "data", "rformula", "oats_contrsum_shared.json")) as fh:
+        ref = json.load(fh)
+    df = pd.read_csv(os.path.join(HERE, "data", "rformula", "Oats.csv"))
+    df["nitro"] = pd.Categorical(df["nitro"])
+    contrasts = {k: v for k, v in ref["contrasts"].items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = lmer(ref["formula"], df, True, contrasts=contrasts)
+    assert list(m.fixef.index) == list(ref["beta"])
+    assert m.objective <= ref["objective"] + 1e-3 and m.objective >= ref["objective"] - 0.05
+    for k, v in ref["beta"].items():
+        assert abs(m.fixef[k] - v) <= 2e-3 * ref["se"][k], k
+        assert m.se[k] == pytest.approx(ref["se"][k], rel=2e-3), k
+    th = np.asarray(list(ref["theta"].values()))
+    assert list(m.theta.index) == list(ref["theta"])
+    assert np.max(np.abs(m.theta.to_numpy() - th)) <= 5e-3 * np.max(th)
+    rows = df.iloc[np.asarray(ref["predict_newdata_rows"]) - 1]
+    np.testing.assert_allclose(m.predict(rows, re_form="~0").to_numpy(), ref["predict_re_form_NA"], atol=1e-2)
+    np.testing.assert_allclose(m.predict(rows).to_numpy(), ref["predict_re_form_NULL"], atol=1e-2)

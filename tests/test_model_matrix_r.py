@@ -82,6 +82,10 @@ def test_fixed_effects_matrix(case):
     same_matrix(parts["X_full"], parts["names_full"], c["X"], "X")
     assert design.fixef_names == c["X_kept"]
     np.testing.assert_array_equal(design.X, parts["X_full"][:, design.fixed_keep])
+    assert list(parts["fixed_spec"].assign) == c["X_assign"]
+    labels = [lab for lab in c["term_labels"] if not lab.startswith("offset(")]
+    assert list(design.fixef_terms) == labels
+    assert list(design.fixef_assign) == [a for a, k in zip(c["X_assign"], design.fixed_keep) if k]
 
 
 def test_new_data_encoded_like_the_fit(case):

@@ -23,6 +23,17 @@ read_data <- function(file) {
   read.csv(p, stringsAsFactors = FALSE)
 }
 
+## sleepstudy with a missing response in some rows (predictors complete), a factor with missing
+## values and a logical column: R evaluates poly() / scale() on every row, then drops rows
+if (!file.exists(file.path(DATA, "sleep_yna.csv"))) {
+  s <- read.csv("tests/data/sleepstudy.csv")
+  s$Reaction[c(5, 17, 40, 41, 99, 150)] <- NA
+  s$grp <- c("b", "a", "c")[(s$Subject %% 3) + 1]
+  s$grp[c(7, 60)] <- NA
+  s$lg <- s$Days > 4
+  write.csv(s, file.path(DATA, "sleep_yna.csv"), row.names = FALSE)
+}
+
 cases <- list(
   list(id = "sleep_powers", data = "sleepstudy.csv", factors = list("Subject"),
        formula = "Reaction ~ Days + I(Days^2) + I(Days^3) + (Days | Subject)"),
@@ -81,7 +92,24 @@ cases <- list(
   list(id = "nels_weights", data = "nels_like_weighted.csv", factors = list("sch_id"), weights = "w",
        formula = "mathscore ~ family_inc + ses + (1 | sch_id)"),
   list(id = "nels_double_bar", data = "nels_like.csv", factors = list(),
-       formula = "mathscore ~ ses + (ses * family_inc || sch_id)")
+       formula = "mathscore ~ ses + (ses * family_inc || sch_id)"),
+  list(id = "sleepyna_poly", data = "sleep_yna.csv", factors = list("Subject"),
+       formula = "Reaction ~ poly(Days, 2) + scale(Days) + (0 + poly(Days, 2) | Subject)"),
+  list(id = "sleepyna_factor_na", data = "sleep_yna.csv", factors = list(),
+       formula = "Reaction ~ grp * Days + lg + (1 | Subject)"),
+  list(id = "sleep_logical_noint", data = "sleep_yna.csv", factors = list(),
+       formula = "Reaction ~ 0 + lg + Days:lg + (1 | Subject)"),
+  list(id = "oats_relevel_levels", data = "Oats.csv", factors = list(),
+       formula = "yield ~ relevel(factor(Variety), ref = \"Victory\") + factor(nitro, levels = c(0.6, 0, 0.2, 0.4)) + (1 | Block)"),
+  list(id = "oats_functions", data = "Oats.csv", factors = list(),
+       formula = "yield ~ I(Variety %in% c(\"Victory\", \"Marvellous\")) + ifelse(nitro > 0.3, 1, 0) + pmin(nitro, 0.4) + log(nitro + 1, base = 10) + sqrt(abs(nitro - 0.3)) + (1 | Block)"),
+  list(id = "oats_cbind_pred", data = "Oats.csv", factors = list(),
+       formula = "yield ~ cbind(nitro, nitro^2) + poly(nitro, 2):scale(yield > 100) + (1 | Block)"),
+  list(id = "oats_ordered_treatment", data = "Oats.csv", factors = list(), ordered = list("nitro"),
+       contrasts = list(nitro = "contr.treatment", Variety = "contr.SAS"),
+       formula = "yield ~ nitro + Variety + (1 | Block)"),
+  list(id = "cake_char_inter", data = "cake.csv", factors = list(),
+       formula = "angle ~ recipe:temp + recipe + (1 | replicate)")
 )
 
 prep <- function(cs) {
@@ -139,7 +167,8 @@ one <- function(cs) {
   list(id = cs$id, data = cs$data, formula = cs$formula, factors = strs(cs$factors),
        ordered = strs(cs$ordered), contrasts = ctr, weights = cs$weights, family = fam,
        n = nrow(fr), rows = I(as.integer(rownames(fr))),
-       X = mat(lf$X), X_kept = I(colnames(lf2$X)),
+       X = mat(lf$X), X_kept = I(colnames(lf2$X)), X_assign = I(attr(lf$X, "assign")),
+       term_labels = I(attr(terms(nobars(f)), "term.labels")),
        y = if (is.matrix(y)) mat(y) else vec(y),
        offset = vec(model.offset(fr)), prior_weights = vec(model.weights(fr)),
        re = re, cnms = lapply(seq_along(lf$reTrms$cnms), function(i)

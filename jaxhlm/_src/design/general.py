@@ -195,19 +195,20 @@ def general_parts(parsed: ParsedFormula, data, contrasts=None, weights=None, fam
             raise DataError(f"{where} column {label!r} has infinite or undefined values ({k} rows)")
     y, trials = response_values(values[deparse(plan.response_node)], parsed.response, family)
     fixed_vals = {i: values[fx.variables[i]] for i in fixed_used}
-    X_full, names_full, infos, codes = encode_side(fx, fixed_vals, contr, "fixed-effects part", len(y))
+    X_full, names_full, infos, codes, assign = encode_side(fx, fixed_vals, contr, "fixed-effects part", len(y))
     state = ev.state
     fixed_spec = SideSpec(fx, "fixed-effects part", state, infos, codes, names_full,
-                          set(c for c in referenced_names(sides[1][0]) if c in data.columns))
+                          set(c for c in referenced_names(sides[1][0]) if c in data.columns), assign)
     zmats, specs = [], []
     for t, terms, (nodes, where) in zip(parsed.random, plan.random, sides[2:]):
         used = sorted({v for tt in terms.terms for v in tt})
-        Z, znames, zinfos, zcodes = encode_side(terms, {i: values[terms.variables[i]] for i in used}, {}, where, len(y))
+        Z, znames, zinfos, zcodes, zassign = encode_side(terms, {i: values[terms.variables[i]] for i in used}, {},
+                                                         where, len(y))
         if Z.shape[1] == 0:
             raise FormulaError(f"random-effect term {t} has no columns")
         zmats.append((Z, znames))
         specs.append(SideSpec(terms, where, state, zinfos, zcodes, znames,
-                              set(c for c in referenced_names(nodes) if c in data.columns)))
+                              set(c for c in referenced_names(nodes) if c in data.columns), zassign))
     offset = None
     if offsets:
         offset = np.zeros(int(keep.sum()))

@@ -124,7 +124,8 @@ def encode_side(terms: Terms, values: dict, contrasts: dict, where: str, n: int)
 
     Returns
     -------
-    X : ndarray (n, p), names : list of str, infos : dict of _VarInfo, codes : tuple
+    X : ndarray (n, p), names : list of str, infos : dict of _VarInfo, codes : tuple,
+    assign : tuple of int (R's ``attr(X, "assign")``: 0 for the intercept, j for term j)
     """
     used = sorted({v for t in terms.terms for v in t})
     infos: dict = {}
@@ -165,20 +166,25 @@ def encode_side(terms: Terms, values: dict, contrasts: dict, where: str, n: int)
             if done:
                 break
     codes = tuple(tuple(c) for c in codes)
-    X, names = _assemble(terms, infos, codes, values, n)
-    return X, names, infos, codes
+    assign: list = []
+    X, names = _assemble(terms, infos, codes, values, n, assign)
+    return X, names, infos, codes, tuple(assign)
 
 
-def _assemble(terms: Terms, infos: dict, codes: tuple, values: dict, n: int) -> tuple:
+def _assemble(terms: Terms, infos: dict, codes: tuple, values: dict, n: int, assign: list | None = None) -> tuple:
     mats, names = [], []
     if terms.intercept:
         mats.append(np.ones((n, 1)))
         names.append("(Intercept)")
-    for t, c in zip(terms.terms, codes):
+        if assign is not None:
+            assign.append(0)
+    for j, (t, c) in enumerate(zip(terms.terms, codes)):
         blocks = [_block(infos[i], values[i], ci, n) for i, ci in zip(t, c)]
         B, nm = _product(blocks, n)
         mats.append(B)
         names.extend(nm)
+        if assign is not None:
+            assign.extend([j + 1] * B.shape[1])
     X = np.concatenate(mats, axis=1) if mats else np.zeros((n, 0))
     return np.asfortranarray(X, dtype=np.float64), names
 
@@ -201,6 +207,8 @@ class SideSpec:
     column_names : list of str
     required_variables : set of str
         Data columns the side reads.
+    assign : tuple of int
+        R's ``attr(X, "assign")``: per column, 0 for the intercept, ``j`` for ``terms.labels[j - 1]``.
     """
 
     terms: Terms
@@ -210,6 +218,11 @@ class SideSpec:
     codes: tuple
     column_names: list
     required_variables: set
+    assign: tuple = ()
+
+    @property
+    def term_labels(self) -> tuple:
+        return self.terms.labels
 
     def _values(self, data: pd.DataFrame) -> tuple:
         for c in sorted(self.required_variables):
@@ -269,5 +282,6 @@ def plain_spec(terms: Terms, where: str) -> SideSpec:
     infos = {i: _VarInfo("num", terms.variables[i]) for i in used}
     names = (["(Intercept)"] if terms.intercept else []) + list(terms.labels)
     nodes = [terms.nodes[i] for i in used] + [terms.nodes[i] for i in terms.offsets]
+    assign = tuple(([0] if terms.intercept else []) + list(range(1, len(terms.terms) + 1)))
     return SideSpec(terms=terms, where=where, state={}, infos=infos, codes=terms.codes, column_names=names,
-                    required_variables=set(referenced_names(nodes)))
+                    required_variables=set(referenced_names(nodes)), assign=assign)

@@ -107,6 +107,19 @@ class Design:
                            for td in self.terms]
 
     @property
+    def fixef_assign(self) -> np.ndarray:
+        """R's ``attr(X, "assign")`` for the columns of :attr:`X`: 0 for the intercept, ``j`` for the
+        fixed-effects term :attr:`fixef_terms` ``[j - 1]`` (for tests of terms: anova, drop1)."""
+        self.ensure_specs()
+        return np.asarray(self.fixed_spec.assign, dtype=np.int64)[np.asarray(self.fixed_keep, bool)]
+
+    @property
+    def fixef_terms(self) -> tuple:
+        """R's term labels of the fixed part, in R's order (``a``, ``b``, ``a:b``, ``poly(x, 2)``)."""
+        self.ensure_specs()
+        return tuple(self.fixed_spec.term_labels)
+
+    @property
     def n(self) -> int:
         return len(self.y)
 
