@@ -373,3 +373,12 @@ def test_contrasts_argument_errors():
     des = build_design("yield ~ C(Variety, Treatment('Victory')) + (1 | Block)", o)
     assert des.fixef_names == ["(Intercept)", "C(Variety, Treatment(\"Victory\"))Golden Rain",
                                "C(Variety, Treatment(\"Victory\"))Marvellous"]
+
+
+def test_out_of_core_path_refuses_a_power_it_would_misread(tmp_path):
+    """The out-of-core path still encodes chunks with formulaic, which reads ^ in I() as XOR."""
+    pytest.importorskip("pyarrow")
+    path = tmp_path / "sleep.parquet"
+    sleep().to_parquet(path)
+    with pytest.raises(FormulaError, match="exclusive or"):
+        jaxhlm.lmer("Reaction ~ I(Days^2) + (1 | Subject)", str(path))

@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 
 from ..base.errors import ArgumentError, DataError, FormulaError
+from ..formula.rparse import _tokenize
 from ..formula.terms import ParsedFormula, parse_formula
 from .checks import RankDeficiencyWarning, check_random_terms, check_response_values, drop_aliased
 from .checks import _r_factor  # noqa: F401 - re-exported
@@ -43,7 +44,28 @@ _single_factor = single_factor
 _drop_aliased = drop_aliased
 
 
+def _caret_in_call(text: str) -> bool:
+    """Whether ``^`` (not ``**``) appears inside a function call's parentheses in R code ``text``."""
+    stack, prev = [], None
+    for kind, val, _ in _tokenize(text):
+        if kind == "op" and val == "(":
+            stack.append(prev is not None and prev[0] == "name")
+        elif kind == "op" and val == ")" and stack:
+            stack.pop()
+        elif kind == "op" and val == "^" and any(stack):
+            return True
+        prev = (kind, val)
+    return False
+
+
 def _required_columns(parsed: ParsedFormula, data) -> list:
+    """The columns the out-of-core path reads. That path still encodes chunks with formulaic, which
+    reads ``^`` inside a call as Python's exclusive or: refused there rather than computed wrongly."""
+    for text in (parsed.response, parsed.fixed) + tuple(t.expr for t in parsed.random):
+        if _caret_in_call(text):
+            raise FormulaError(
+                f"{text!r}: out-of-core fits do not read '^' inside a function as R does (formulaic reads it as "
+                "exclusive or); write the power with ** (e.g. I(x**2)) or add the transformed column to the data")
     return required_columns(parsed, data)
 
 
