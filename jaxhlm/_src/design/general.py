@@ -129,7 +129,7 @@ def general_parts(parsed: ParsedFormula, data, contrasts=None, weights=None, fam
         return values[label]
 
     fx = plan.fixed
-    resp = var(plan.response_node, "response")
+    var(plan.response_node, "response")
     fixed_used = sorted({v for t in fx.terms for v in t})
     fixed_vals = {i: var(fx.nodes[i], "fixed-effects part") for i in fixed_used}
     offsets = [var(fx.nodes[i], "fixed-effects part") for i in fx.offsets]
