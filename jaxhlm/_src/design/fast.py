@@ -110,7 +110,9 @@ def fast_columns(parsed, data: pd.DataFrame):
     # rows with a missing value in any used column (numeric NaN, or NA in a grouping column)
     bad = None
     for c, a in arrays.items():
-        if a.dtype.kind == "f":
+        if a.dtype.kind == "f":  # (integer columns are always finite)
+            if np.isinf(a).any():
+                return None  # the general path names the column in its error (or drops the row)
             m = np.isnan(a)
             bad = m if bad is None else (bad | m)
     for g in gcols:
@@ -140,8 +142,5 @@ def fast_columns(parsed, data: pd.DataFrame):
     n = len(y)
     X_full, names_full = matrix(fixed[0], fixed[1], n)
     zs = [matrix(i, nm, n) for i, nm in terms]
-    for a, _ in [(y, None), (X_full, None)] + zs:
-        if a.size and not np.isfinite(a).all():
-            return None  # the general path names the column in its error
     return {"complete": complete, "y": y, "X_full": X_full, "names_full": names_full, "Z": zs,
             "columns": [ycol] + sorted(numeric) + sorted(gcols), "series": series}
