@@ -112,6 +112,25 @@ cases <- list(
        formula = "angle ~ recipe:temp + recipe + (1 | replicate)")
 )
 
+## a grid of fixed parts on Contraception (livch: 4 levels, urban / use: 2, age numeric)
+grid <- list(
+  list("age * livch"), list("livch:age"), list("0 + livch:age"), list("livch/age"), list("age %in% livch"),
+  list("(livch + urban + age)^2"), list("livch * urban - urban"), list("0 + urban:livch"),
+  list("urban:livch + age:urban"), list("I(age^2):urban + livch"), list("poly(age, 3):livch"),
+  list("livch:urban:age"), list("age + I(age^2) + I(age^3) + urban * livch"), list("-1 + livch + urban"),
+  list("livch + urban + livch:urban + age:livch:urban"), list("urban * (livch + age) - urban:age"),
+  list("(urban + use)^2 + livch %in% urban"), list("livch * age", list(livch = "contr.sum")),
+  list("urban * livch", list(livch = "contr.helmert", urban = "contr.sum")),
+  list("age:livch + livch", list(livch = "contr.poly")), list("0 + livch + age:livch", list(livch = "contr.sum")),
+  list("use:urban:livch", list(urban = "contr.sum")), list("age * scale(age) + log(age + 20) * urban"),
+  list("exp(age / 10) + sqrt(age + 20):livch"), list("urban + I(urban == \"Y\") + livch")
+)
+for (k in seq_along(grid)) {
+  cases[[length(cases) + 1]] <- list(id = sprintf("contra_grid_%02d", k), data = "Contraception.csv",
+                                     factors = list("district"), contrasts = if (length(grid[[k]]) > 1) grid[[k]][[2]] else NULL,
+                                     formula = paste("woman ~", grid[[k]][[1]], "+ (1 | district)"))
+}
+
 prep <- function(cs) {
   d <- read_data(cs$data)
   for (f in cs$factors) d[[f]] <- factor(d[[f]])
