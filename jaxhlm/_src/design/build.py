@@ -1,9 +1,12 @@
 """From an lme4 formula and a dataframe to model matrices: X, y, and the random-effects terms.
 
-The formula is read as R reads it (R wins where R and Python differ: ``^`` in ``I()`` is a power,
-``(a + b)^2`` expands interactions, ``a/b`` is ``a + a:b``, names and column order are R's
-``model.matrix``'s, ``scale()`` divides by the n-1 standard deviation, ``poly()`` is R's orthogonal
-polynomial), see :mod:`~jaxhlm._src.design.general`. Plain numeric formulas take a fast path
+Where R and Python differ, R wins: ``^`` inside ``I()`` is a power (``**`` too) and outside it an
+interaction power (``(a + b)^2``), ``a/b`` and ``%in%`` nest as in R, columns are named and ordered
+as R's ``model.matrix`` (``fb``, ``a1`` for contr.sum, ``b:c`` in order of first appearance),
+``scale()`` divides by the n-1 standard deviation and ``poly()`` is R's orthogonal polynomial, both
+learning on all rows before rows with missing values are dropped.
+
+The evaluation is :mod:`~jaxhlm._src.design.general`'s; plain numeric formulas take a fast path
 (:mod:`~jaxhlm._src.design.fast`) that gives the same design. Each random-effects term keeps its
 own dense ``n x p_i`` matrix of per-row values and the integer codes of its grouping factor: the
 sparse ``Z`` of lme4 is never formed.
