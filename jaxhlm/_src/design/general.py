@@ -107,7 +107,7 @@ def general_parts(parsed: ParsedFormula, data, contrasts=None, weights=None, fam
     """Evaluate the formula on ``data``: the pieces of a :class:`~jaxhlm._src.design.Design`."""
     plan, sides = _sides(parsed)
     needed = required_columns(parsed, data)
-    dup = [c for c in needed if int(np.sum(data.columns == c)) > 1]
+    dup = [] if data.columns.is_unique else [c for c in needed if int(np.sum(data.columns == c)) > 1]
     if dup:
         raise DataError(f"column {dup[0]!r} appears more than once in the data")
     if family == "gaussian":

@@ -117,27 +117,30 @@ def _is_text_dtype(dt) -> bool:
     return pd.api.types.is_object_dtype(dt) or pd.api.types.is_string_dtype(dt)
 
 
-def _factor_from_labels(labels: np.ndarray, missing: np.ndarray, levels=None) -> Factor:
-    """Codes of string labels (``missing`` rows get -1); levels sorted as R unless given."""
-    present = labels[~missing]
-    uniq = pd.unique(present)
-    levs = tuple(sort_levels(uniq)) if levels is None else tuple(levels)
-    index = pd.Index(levs)
-    codes = np.full(len(labels), -1, np.int64)
-    if len(present):
-        codes[~missing] = index.get_indexer(present)
-    return Factor(codes=codes, levels=levs)
+def _factor_of_text(values) -> Factor:
+    """Factor of text values (a Series or an object array; missing values get code -1), levels
+    sorted as R sorts text; records whether the text looks like numbers."""
+    codes_u, uniq = pd.factorize(values)  # hashing, levels in order of appearance
+    uniq = [str(u) for u in uniq]
+    levs = sort_levels(uniq)
+    pos = {lab: i for i, lab in enumerate(levs)}
+    remap = np.asarray([pos[u] for u in uniq] + [-1], dtype=np.int64)
+    codes = remap[np.asarray(codes_u, dtype=np.int64)]
+    f = Factor(codes=codes, levels=tuple(levs))
+    f.numbers_as_text = _numbers_as_text(levs, np.bincount(codes[codes >= 0], minlength=len(levs)))
+    return f
 
 
-def _numbers_as_text(strings: pd.Series):
-    """``(numeric count, count)`` when most non-missing values of a text column read as numbers."""
-    vals = strings
-    if len(vals) < 3:
+def _numbers_as_text(levels: list, counts: np.ndarray):
+    """``(numeric count, count)`` when most non-missing values of a text column read as numbers
+    (judged on the distinct labels, weighted by their counts)."""
+    total = int(counts.sum())
+    if total < 3 or len(levels) <= 2:
         return None
-    conv = pd.to_numeric(vals, errors="coerce")
-    nnum = int(conv.notna().sum())
-    if nnum >= 0.9 * len(vals) and vals.nunique() > 2:
-        return nnum, len(vals)
+    numeric = pd.to_numeric(pd.Series(levels, dtype=object), errors="coerce").notna().to_numpy()
+    nnum = int(counts[numeric].sum())
+    if nnum >= 0.9 * total:
+        return nnum, total
     return None
 
 
@@ -183,12 +186,16 @@ def column_value(col: pd.Series, name: str):
 
 
 def _object_value(col: pd.Series, name: str):
+    if pd.api.types.is_string_dtype(col.dtype) and not pd.api.types.is_object_dtype(col.dtype):
+        return _factor_of_text(col)  # pandas' string dtypes hold text (or missing values) only
     missing = col.isna().to_numpy()
     vals = col.to_numpy(dtype=object)
     present = vals[~missing]
     if len(present) == 0:
         return Numeric(np.full(len(col), np.nan))
     inferred = pd.api.types.infer_dtype(present, skipna=False)
+    if inferred == "string":
+        return _factor_of_text(col)
     fast = {"string": {"str"}, "boolean": {"bool"}, "integer": {"num"}, "floating": {"num"},
             "mixed-integer-float": {"num"}}
     kinds = set(fast.get(inferred, ()))
@@ -222,6 +229,4 @@ def _object_value(col: pd.Series, name: str):
             MixedTypesWarning,
             stacklevel=6,
         )
-    f = _factor_from_labels(labels, missing)
-    f.numbers_as_text = _numbers_as_text(pd.Series(labels[~missing]))
-    return f
+    return _factor_of_text(labels)
