@@ -1,11 +1,15 @@
-"""The formulaic-free design path gives exactly the design formulaic gives, or steps aside."""
+"""The fast design path gives exactly the design the general path gives, or steps aside."""
 from __future__ import annotations
 
 import os
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxhlm
 from jaxhlm._src.design import build as D
@@ -35,7 +39,7 @@ def test_simple_rhs_is_recognised(rhs, expected):
 @pytest.mark.parametrize(
     "rhs",
     ["x*z", "x:z", "I(x**2)", "np.log(x)", "C(x)", "x + x", "x - z", "0 + 1 + x", "Sepal.Length",
-     "poly(x, 2)", "center(x)", "x + -1 + 1", "C", "`a b`", "", "x - 0"],
+     "poly(x, 2)", "center(x)", "x + -1 + 1", "C", "`a b`", "", "x - 0", "_x", "x^2", "offset(x)", "x %in% z"],
 )
 def test_anything_else_goes_to_formulaic(rhs):
     assert parse_simple_rhs(rhs) is None
@@ -51,16 +55,31 @@ def _general(formula, data):
 
 
 def _same(a, b):
-    assert np.array_equal(a.y, b.y)
-    assert np.array_equal(a.X, b.X)
+    assert np.array_equal(a.y, b.y) and a.y.dtype == b.y.dtype
+    assert np.array_equal(a.X, b.X) and a.X.flags.f_contiguous == b.X.flags.f_contiguous
     assert a.fixef_names == b.fixef_names and a.dropped_fixef == b.dropped_fixef
+    assert np.array_equal(a.fixed_keep, b.fixed_keep)
     assert a.n_dropped == b.n_dropped and a.index.equals(b.index)
+    assert a.response_name == b.response_name
+    assert a.offset is None and b.offset is None and a.weights is None and b.weights is None
+    assert a.trials is None and b.trials is None
     assert [t.names for t in a.terms] == [t.names for t in b.terms]
     assert [t.factor for t in a.terms] == [t.factor for t in b.terms]
+    assert [t.term for t in a.terms] == [t.term for t in b.terms]
     for ta, tb in zip(a.terms, b.terms):
         assert np.array_equal(ta.Z, tb.Z)
     for fa, fb in zip(a.factors, b.factors):
         assert fa.name == fb.name and np.array_equal(fa.codes, fb.codes) and fa.levels.equals(fb.levels)
+
+
+def _same_specs(a, b, newdata):
+    """The lazily built specs of the fast path encode new data as the general path's do."""
+    a.ensure_specs()
+    b.ensure_specs()
+    np.testing.assert_array_equal(a.fixed_spec.get_model_matrix(newdata), b.fixed_spec.get_model_matrix(newdata))
+    assert a.fixed_spec.column_names == b.fixed_spec.column_names
+    for sa, sb in zip(a.term_specs, b.term_specs):
+        np.testing.assert_array_equal(sa.get_model_matrix(newdata), sb.get_model_matrix(newdata))
 
 
 def _with_missing(df, cols):
@@ -92,7 +111,9 @@ def test_fast_design_equals_formulaic(fname, formula, na_cols, missing):
     before = df.copy()
     assert fast_columns(parse_formula(formula), df) is not None
     fast = D.build_design(formula, df)
-    _same(fast, _general(formula, df))
+    general = _general(formula, df)
+    _same(fast, general)
+    _same_specs(fast, general, df.head(20))
     pd.testing.assert_frame_equal(df, before)  # never modified
 
 
@@ -120,3 +141,63 @@ def test_ineligible_columns_use_formulaic(formula, frame):
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"y": rng.normal(size=40), "g": np.repeat(np.arange(8), 5), **frame})
     assert fast_columns(parse_formula(formula), df) is None
+
+
+# ------------------------------------------------------------------------------ generated cases
+NUMERIC_DTYPES = ["float64", "float32", "int64", "int32", "int8", "uint8", "uint16"]
+
+
+@st.composite
+def plain_cases(draw):
+    """A plain numeric formula (what the fast path takes) on columns of assorted NumPy dtypes,
+    with missing values in some float columns and in the grouping column."""
+    rng = np.random.default_rng(draw(st.integers(0, 10_000)))
+    n = draw(st.integers(30, 80))
+    names = ["x1", "x2", "x3", "Z"]
+    dtypes = {c: draw(st.sampled_from(NUMERIC_DTYPES)) for c in names + ["y"]}
+    df = pd.DataFrame({"g": rng.integers(0, 6, n), "h": rng.choice(["a", "b", "c", "d"], n)})
+    for c, dt in dtypes.items():
+        v = rng.normal(size=n) * 3
+        if np.dtype(dt).kind in "iu":
+            v = np.abs(v * 10) if np.dtype(dt).kind == "u" else v * 10
+            v = np.clip(np.round(v), np.iinfo(dt).min, np.iinfo(dt).max)
+        col = v.astype(dt)
+        df[c] = col
+        if np.dtype(dt).kind == "f" and draw(st.booleans()):
+            df.loc[rng.random(n) < 0.1, c] = np.nan
+    if draw(st.booleans()):
+        df["g"] = df["g"].astype(float)
+        df.loc[rng.random(n) < 0.05, "g"] = np.nan
+    fixed = draw(st.lists(st.sampled_from(names), min_size=0, max_size=3, unique=True))
+    intercept = draw(st.sampled_from(["", "1 + ", "0 + ", "-1"]))
+    if not fixed:
+        rhs = draw(st.sampled_from(["1", "0"]))
+    else:
+        rhs = (intercept if intercept != "-1" else "") + " + ".join(fixed) + (" - 1" if intercept == "-1" else "")
+    slope = draw(st.sampled_from(["1", "x1", "0 + x2", "x1 + x3"]))
+    bar = draw(st.sampled_from(["|", "||"]))
+    grp = draw(st.sampled_from(["g", "h", "g:h"]))
+    extra = draw(st.sampled_from(["", " + (1 | h)"]))
+    return f"y ~ {rhs} + ({slope} {bar} {grp}){extra}", df
+
+
+@settings(max_examples=60, deadline=None)
+@given(plain_cases())
+def test_fast_path_equals_general_path_on_generated_cases(case):
+    formula, df = case
+    assert fast_columns(parse_formula(formula), df) is not None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            general = _general(formula, df)
+    except jaxhlm.JaxhlmError as exc:  # too few rows for the term, ...: both paths refuse alike
+        with pytest.raises(type(exc)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                D.build_design(formula, df)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = D.build_design(formula, df)
+    _same(fast, general)
+    _same_specs(fast, general, df.head(10))

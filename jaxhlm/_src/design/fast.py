@@ -1,19 +1,18 @@
-"""A formulaic-free path from formula to model matrices for the commonest formulas.
+"""A fast path from formula to model matrices for the commonest formulas.
 
 Most mixed models in practice use plain numeric columns: ``y ~ x1 + x2 + (1 + x1 | g)``. For
-those, building the matrices through formulaic costs more than fitting the model (about 8 ms of a
-15 ms fit at 8k rows; 0.3-0.7 s at 1M rows, mostly pandas frames formulaic builds). This module
-recognises such formulas and builds the same :class:`~jaxhlm._src.design.Design` directly from
-the columns' NumPy arrays.
+those, evaluating the formula in general (:mod:`~jaxhlm._src.design.general`) costs more than
+needed; this module recognises such formulas and builds the same
+:class:`~jaxhlm._src.design.Design` directly from the columns' NumPy arrays.
 
 Eligible: a response and predictors that are each a bare column name (letters, digits, ``_``)
 of a real numeric dtype (not bool, not pandas' nullable dtypes), an intercept given or removed
 with ``1``, ``0`` or ``- 1``, and grouping factors that are columns. Anything else (categorical
 predictors, interactions, transforms, ``I()``, ``C()``, ...) returns ``None`` and the caller uses
-formulaic. The result is identical to formulaic's: same column names and order (intercept first,
-then terms in formula order), same rows dropped for missing values. The formulaic ``ModelSpec``\\ s
-that :func:`~jaxhlm._src.predict.predict` needs are built lazily from a few rows (for numeric
-columns a spec holds no data-dependent state).
+the general path. The result is identical to the general path's: same column names and order
+(intercept first, then terms in formula order), same rows dropped for missing values. The specs
+that :func:`~jaxhlm._src.infer.predict.predict` needs are built lazily from the formula (for
+numeric columns a spec holds no data-dependent state).
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ import pandas as pd
 
 __all__ = ["parse_simple_rhs", "fast_columns"]
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")  # R-syntactic names only (R backticks `_x`)
 _TOKEN = re.compile(r"\s*([+-]?)\s*([^+\-\s]+)\s*")
 # names that formulaic treats as functions or constants when they stand alone
 _RESERVED = {"C", "I", "Q", "np", "center", "scale", "poly", "bs", "lag", "log", "exp", "True", "False", "None"}
@@ -111,7 +110,9 @@ def fast_columns(parsed, data: pd.DataFrame):
     # rows with a missing value in any used column (numeric NaN, or NA in a grouping column)
     bad = None
     for c, a in arrays.items():
-        if a.dtype.kind == "f":
+        if a.dtype.kind == "f":  # (integer columns are always finite)
+            if np.isinf(a).any():
+                return None  # the general path names the column in its error (or drops the row)
             m = np.isnan(a)
             bad = m if bad is None else (bad | m)
     for g in gcols:
@@ -141,8 +142,5 @@ def fast_columns(parsed, data: pd.DataFrame):
     n = len(y)
     X_full, names_full = matrix(fixed[0], fixed[1], n)
     zs = [matrix(i, nm, n) for i, nm in terms]
-    for a, _ in [(y, None), (X_full, None)] + zs:
-        if a.size and not np.isfinite(a).all():
-            return None  # the general path names the column in its error
     return {"complete": complete, "y": y, "X_full": X_full, "names_full": names_full, "Z": zs,
             "columns": [ycol] + sorted(numeric) + sorted(gcols), "series": series}

@@ -1,17 +1,21 @@
 """lme4 formula syntax: split ``y ~ fixed + (expr | group)`` into its parts.
 
-The fixed part and each random-effect expression are handed to formulaic unchanged; this module
-only finds the bar terms, expands ``||`` and ``/`` the way lme4's ``findbars`` /
+The fixed part and each random-effect expression are kept as text in R syntax (read by
+:mod:`~jaxhlm._src.formula.rparse` and expanded by :mod:`~jaxhlm._src.formula.rterms`); this
+module finds the bar terms, expands ``||`` and ``/`` the way lme4's ``findbars`` /
 ``expandDoubleVerts`` / ``expandSlash`` do, and names the grouping factors as lme4 does:
 
-* ``(x || g)``          -> ``(1 | g) + (0 + x | g)`` (one term per formula term of ``x``);
+* ``(x || g)``          -> ``(1 | g) + (0 + x | g)`` (one term per R term of ``x``);
 * ``(1 | a/b)``         -> ``(1 | b:a) + (1 | a)``;
 * ``(1 | a/b/c)``       -> ``(1 | c:(b:a)) + (1 | b:a) + (1 | a)``;
 * ``(x || a/b)``        -> ``(1 | b:a) + (1 | a) + (0 + x | b:a) + (0 + x | a)``.
 
 Before any of that, :func:`check_syntax` scans the formula once and reports the first syntax
 error with its position (a caret under the offending character), so that a typo never reaches
-formulaic or JAX as an obscure failure.
+the evaluation or JAX as an obscure failure.
+
+R and Python differ in places; R wins: ``^`` is a power inside ``I()`` (``**`` is its synonym)
+and an interaction power outside it, names may contain dots, ``%in%`` and ``/`` nest terms.
 """
 from __future__ import annotations
 
@@ -19,9 +23,8 @@ import dataclasses
 import functools
 import re
 
-import formulaic
-
 from ..base.errors import FormulaError
+from .rterms import r_terms
 
 __all__ = ["RandomTerm", "ParsedFormula", "parse_formula", "check_syntax"]
 
@@ -33,7 +36,7 @@ class RandomTerm:
     Fields
     ------
     expr : str
-        Right-hand side for formulaic giving the term's model matrix (its columns are the
+        Right-hand side (R syntax) giving the term's model matrix (its columns are the
         random effects per level), e.g. ``"1"``, ``"1 + x"``, ``"0 + x"``.
     group : tuple of str
         Data columns whose interaction forms the grouping factor, e.g. ``("cask", "batch")``.
@@ -64,7 +67,7 @@ class ParsedFormula:
     formula : str
         The formula as given.
     response : str
-        Left-hand side (an expression formulaic evaluates).
+        Left-hand side (an R expression: a column, ``log(y)``, ``cbind(s, f)``).
     fixed : str
         Right-hand side of the fixed effects (``"1"`` when only an intercept).
     random : tuple of RandomTerm
@@ -84,14 +87,6 @@ class ParsedFormula:
 # ---------------------------------------------------------------------------------------------
 # syntax check with positions
 # ---------------------------------------------------------------------------------------------
-_ANSI = re.compile(r"\x1b\[[0-9;]*m|[\u29db\u29da]")
-
-
-def _clean(msg) -> str:
-    """formulaic's messages carry terminal colour codes and markers; strip them."""
-    return _ANSI.sub("", str(msg)).strip()
-
-
 def _err(formula: str, pos: int, msg: str) -> FormulaError:
     return FormulaError(f"{msg} (position {pos})", formula=formula, position=pos)
 
@@ -137,7 +132,7 @@ def check_syntax(formula: str) -> None:
     """Raise :class:`FormulaError` with the position of the first syntax error in ``formula``.
 
     Checks brackets, quotes and backticks, and at the level of the formula (outside function
-    calls such as ``np.log(x)`` or ``I(x**2)``, whose Python code formulaic checks) that every
+    calls such as ``np.log(x)`` or ``I(x^2)``, whose insides the R parser checks) that every
     binary operator has two operands, that two operands are joined by an operator, that there
     is exactly one ``~``, and that ``|`` appears only inside a parenthesised random-effect term.
     """
@@ -340,13 +335,13 @@ def _parse_group(spec: str, term: str) -> list:
 
 
 def _expand_double_bar(expr: str, term: str) -> list:
-    """``x || g``: one term per formulaic term of ``expr`` (intercept separate), as lme4 does."""
+    """``x || g``: one term per R term of ``expr`` (the intercept first, separate), as lme4's
+    ``expandDoubleVerts`` does with ``terms(~ x)``."""
     try:
-        f = formulaic.Formula(expr)
-    except Exception as exc:  # formulaic's own parse errors
-        raise FormulaError(f"cannot parse {expr!r} in term {term!r}: {_clean(exc)}") from None
-    rhs = f.rhs if hasattr(f, "rhs") else f
-    return ["1" if str(t) == "1" else f"0 + {t}" for t in rhs]
+        t = r_terms(expr)
+    except FormulaError as exc:
+        raise FormulaError(f"cannot parse {expr!r} in term {term!r}: {exc}") from None
+    return (["1"] if t.intercept else []) + [f"0 + {lab}" for lab in t.labels]
 
 
 @functools.lru_cache(maxsize=512)
@@ -445,9 +440,9 @@ def _parse_formula(formula: str) -> ParsedFormula:
     if not fixed:
         fixed = "1"
     try:
-        formulaic.Formula(f"{lhs} ~ {fixed}")
-    except Exception as exc:
-        raise FormulaError(f"cannot parse the fixed-effects part {fixed!r} of {formula!r}: {_clean(exc)}") from None
+        r_terms(fixed, lhs)
+    except FormulaError as exc:
+        raise FormulaError(f"cannot parse the fixed-effects part {fixed!r} of {formula!r}: {exc}") from None
     if not random:
         raise FormulaError(
             f"formula {formula!r} has no random-effect term such as '(1 | group)'; "

@@ -371,17 +371,11 @@ def kr_test(model, L, rhs=None) -> dict:
             "p": float(scipy.stats.f.sf(F, q, df2))}
 
 
-_CACHE_ATTR = "_jaxhlm_kr_parts"
-
-
 def _cached_parts(model, max_q: int | None = None) -> dict:
-    parts = getattr(model, _CACHE_ATTR, None)
+    parts = model.cache.get("kenward_roger")
     if parts is None:
         parts = kr_parts(model, MAX_Q if max_q is None else max_q)
-        try:
-            setattr(model, _CACHE_ATTR, parts)
-        except AttributeError:  # pragma: no cover
-            pass
+        model.cache["kenward_roger"] = parts
     return parts
 
 

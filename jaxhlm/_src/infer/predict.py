@@ -224,6 +224,8 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True, in
     if newdata is None:
         X, index = d.X, d.index
         pred = X @ beta
+        if getattr(d, "offset", None) is not None:  # lme4 predicts with the formula's offset
+            pred = pred + d.offset
         if sel:
             blocks = model.factor_modes
             offs = {i: o for lst in factor_columns(d) for i, o in lst}
@@ -238,6 +240,9 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True, in
     newdata = _as_frame(newdata)
     X, terms, new_levels = new_design(model, newdata, sel, allow_new_levels)
     pred = X @ beta
+    off = d.fixed_spec.offset(newdata) if hasattr(d.fixed_spec, "offset") else None
+    if off is not None:  # lme4 predicts with the formula's offset
+        pred = pred + off
     if terms:
         blocks = model.factor_modes
         offs = {i: o for lst in factor_columns(d) for i, o in lst}
