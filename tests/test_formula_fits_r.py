@@ -7,7 +7,6 @@ scale centre and spread, contrasts, levels). Tolerances as tests/test_reference_
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import os
 import warnings
@@ -17,15 +16,12 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-import jaxhlm._src.model.lmm as lmm_mod
 from jaxhlm import build_design
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(HERE, "data", "rformula", "fits.json")) as fh:
     REF = {c["id"]: c for c in json.load(fh)["cases"]}
 
-# the engine does not use offsets and prior weights yet: those cases wait for it
-ENGINE_PENDING = {"sleep_offset": "offset", "nels_weights": "weights"}
 
 
 def r_data(case) -> pd.DataFrame:
@@ -43,16 +39,8 @@ def r_data(case) -> pd.DataFrame:
 
 
 def lmer(formula, data, reml, **design_kw):
-    """jaxhlm.lmer, passing contrasts / weights to the design (natively once lmer takes them)."""
-    params = inspect.signature(jaxhlm.lmer).parameters
-    if all(k in params for k in design_kw):
-        return jaxhlm.lmer(formula, data, reml=reml, **design_kw)
-    orig = lmm_mod.build_design
-    lmm_mod.build_design = functools.partial(build_design, **design_kw)
-    try:
-        return jaxhlm.lmer(formula, data, reml=reml)
-    finally:
-        lmm_mod.build_design = orig
+    """jaxhlm.lmer with contrasts / weights as lmer takes them."""
+    return jaxhlm.lmer(formula, data, reml=reml, **design_kw)
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,12 +62,10 @@ def new_data(c, df) -> pd.DataFrame:
     return pd.DataFrame(c["newdata"])
 
 
-IDS = [i for i in REF if i not in ENGINE_PENDING]
-PENDING = [pytest.param(i, marks=pytest.mark.xfail(
-    strict=True, reason=f"the engine does not use the design's {ENGINE_PENDING[i]} yet")) for i in sorted(ENGINE_PENDING)]
+IDS = list(REF)
 
 
-@pytest.mark.parametrize("case_id", IDS + PENDING)
+@pytest.mark.parametrize("case_id", IDS)
 def test_fit_matches_lme4(case_id):
     c, df, m = fit(case_id)
     assert m.nobs == c["n"]
@@ -95,7 +81,7 @@ def test_fit_matches_lme4(case_id):
                                atol=1e-3 * np.std(m.y.to_numpy()))
 
 
-@pytest.mark.parametrize("case_id", IDS + PENDING)
+@pytest.mark.parametrize("case_id", IDS)
 def test_predict_new_data_matches_lme4(case_id):
     c, df, m = fit(case_id)
     nd = new_data(c, df)
@@ -104,21 +90,6 @@ def test_predict_new_data_matches_lme4(case_id):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", jaxhlm.NewLevelsWarning)
         np.testing.assert_allclose(m.predict(nd).to_numpy(), c["predict_NULL"], atol=tol)
-
-
-@pytest.mark.parametrize("case_id", sorted(ENGINE_PENDING))
-def test_offset_and_weights_reach_the_design(case_id):
-    """Until the engine uses them: the design carries lme4's offset / weights (see
-    test_model_matrix_r for their values) and the fixed-effects names are lme4's."""
-    c = REF[case_id]
-    df = r_data(c)
-    d = build_design(c["formula"], df, weights=c.get("weights"))
-    assert d.fixef_names == list(c["beta"])
-    if ENGINE_PENDING[case_id] == "offset":
-        assert d.offset is not None and d.weights is None
-        np.testing.assert_allclose(d.fixed_spec.offset(new_data(c, df)), 2 * np.asarray(c["newdata"]["Days"]))
-    else:
-        assert d.weights is not None and d.offset is None
 
 
 def test_oats_contr_sum_matches_the_shared_reference():
