@@ -42,3 +42,8 @@ def test_layout_helpers():
     assert rprint.cat_fill(["Number of obs: 3, groups: ", "g, 2"]) == ["Number of obs: 3, groups:  g, 2"]
     assert rprint.signif_stars(0.0005) == "***" and rprint.signif_stars(0.2) == "" and rprint.signif_stars(float("nan")) == ""
     assert list(rprint.zapsmall([4.0119, -0.000338], 5)) == [4.0119, -0.0003]
+
+
+@pytest.mark.parametrize("case", REF["zapsmall"], ids=lambda c: str(c["x"])[:40])
+def test_zapsmall(case):
+    assert list(rprint.zapsmall(case["x"], case["digits"][0])) == case["out"]

@@ -54,6 +54,9 @@ texts <- list(
 )
 wrap_out <- lapply(texts, function(t) list(text = t[[1]], width = t[[2]], exdent = t[[3]],
                                           out = strwrap(t[[1]], width = t[[2]], exdent = t[[3]])))
-out <- list(R = R.version.string, format = format_out, format_pval = pval_out, abbreviate = abbrev_out,
+zap_cases <- list(c(-2.079228, -0.671401, 0.062917, 0.583771, 2.979591), c(-3.89396, -0.657871, -0.000338, 0.66531, 4.01188),
+                  c(1e-9, 1, 12.5), c(-0.5, 1234.5678, 0.00071), c(0.000123, 0.000456))
+zap_out <- lapply(zap_cases, function(x) list(x = x, digits = 5L, out = zapsmall(x, 5L)))
+out <- list(R = R.version.string, zapsmall = zap_out, format = format_out, format_pval = pval_out, abbreviate = abbrev_out,
             deparse = deparse_out, strwrap = wrap_out)
 writeLines(toJSON(out, digits = NA, auto_unbox = FALSE), "tests/data/rformat_reference.json")

@@ -88,7 +88,7 @@ def format_real(values, digits: int = 7, nsmall: int = 0, pad: bool = True, na: 
     pad : bool
         Right-justify all to a common width (as R's ``format``); else no padding.
     na : str
-        Text of missing values (None and NaN).
+        Text of missing values (None); NaN is written ``NaN``, infinities ``Inf``/``-Inf``.
 
     Returns
     -------
@@ -98,10 +98,7 @@ def format_real(values, digits: int = 7, nsmall: int = 0, pad: bool = True, na: 
     fixed, dec = _layout(vals, digits, nsmall)
     out = []
     for v in vals:
-        if v is None or math.isnan(v):
-            out.append(na)
-        else:
-            out.append(format_number(v, fixed, dec))
+        out.append(na if v is None else format_number(v, fixed, dec))
     if pad and out:
         w = max(len(s) for s in out)
         out = [s.rjust(w) for s in out]
@@ -109,11 +106,12 @@ def format_real(values, digits: int = 7, nsmall: int = 0, pad: bool = True, na: 
 
 
 def zapsmall(values, digits: int) -> np.ndarray:
-    """R's ``zapsmall``: round to ``digits`` significant digits of the largest magnitude."""
+    """R's ``zapsmall``: round to ``digits - log10(max |x|)`` decimals (R 4.2: that number
+    itself rounded to the nearest integer), so values tiny next to the largest become 0."""
     x = np.asarray(values, dtype=float)
     fin = x[np.isfinite(x)]
     mx = float(np.max(np.abs(fin))) if fin.size else 0.0
-    d = max(0, digits - int(math.ceil(math.log10(mx)))) if mx > 0 else digits
+    d = int(math.floor(max(0.0, digits - math.log10(mx)) + 0.5)) if mx > 0 else digits
     return np.array([round(float(v), d) if math.isfinite(v) else v for v in x])
 
 
