@@ -430,10 +430,20 @@ class LinearMixedModel:
         return coef_table(self)
 
     def summary(self, **kwargs):
-        """An lme4/lmerTest-style summary; ``print()`` it, or display it in Jupyter."""
+        """An lme4/lmerTest-style summary; ``print()`` it, or display it in Jupyter.
+
+        Keywords (``ddf``, ``correlation``, ``data_name``, ``digits``) go to
+        :class:`jaxhlm._src.infer.summary.Summary`.
+        """
         from ..infer.summary import Summary
 
         return Summary(self, **kwargs)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display of the model (R's ``print(m)``); see ``Summary.short_html``."""
+        from ..infer.summary import Summary
+
+        return Summary(self).short_html()
 
     # ------------------------------------------------------------------ delegated methods
     # Each delegates to the module that implements it; the module's function holds the docs.

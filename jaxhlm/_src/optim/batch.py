@@ -49,7 +49,8 @@ from ..engine.pls import LOG2PI, pls
 from ..base.errors import ArgumentError, ConvergenceWarning, DataError
 from ..stats.suffstats import bucket
 
-__all__ = ["y_operator", "y_stats", "RefitSpec", "spec_of", "refit_design_many", "fd_steps"]
+__all__ = ["y_operator", "y_stats", "RefitSpec", "spec_of", "refit_design_many", "fd_steps", "progress_bar",
+           "chunk_count"]
 
 SINGULAR_TOL = 1e-4
 PH_INIT, PH_LS, PH_FD, PH_DONE = 0, 1, 2, 3
@@ -548,12 +549,85 @@ def ensure_seed(spec: RefitSpec, base, padded: int, bs: int) -> dict:
     return res
 
 
+# --------------------------------------------------------------------------------------------
+# progress bars (tqdm)
+# --------------------------------------------------------------------------------------------
+def _in_notebook() -> bool:
+    """Running in a Jupyter kernel (output goes to a notebook, not a terminal)."""
+    ipy = sys.modules.get("IPython")
+    try:
+        shell = ipy.get_ipython() if ipy is not None else None
+    except Exception:  # pragma: no cover
+        return False
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _tqdm_class():
+    """tqdm's notebook widget in Jupyter when ipywidgets is installed, else the text bar
+    (``tqdm.auto`` without ipywidgets warns and falls back to the text bar anyway)."""
+    if _in_notebook():
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm
+
+            return tqdm
+        except ImportError:
+            pass
+    from tqdm.std import tqdm
+
+    return tqdm
+
+
+def chunk_count(n: int, nrep: int, chunk_size=None) -> int:
+    """Number of compiled calls :func:`refit_design_many` makes for ``nrep`` refits of ``n`` rows."""
+    cs = _default_chunk(n) if chunk_size is None else chunk_size
+    try:
+        return -(-int(nrep) // max(1, int(min(cs, nrep))))
+    except (TypeError, ValueError):  # a bad chunk_size: refit_design_many will say so
+        return 1
+
+
+def progress_bar(progress, total: int, label: str, chunks: int = 4):
+    """A tqdm bar for ``total`` refits labelled ``label``, or None.
+
+    Parameters
+    ----------
+    progress : bool, str or None
+        None (default): a bar when the work takes 4 or more compiled calls (``chunks``) and
+        the output is a terminal or a Jupyter notebook. True / False: always / never. A
+        string: always, with that label instead of ``label``.
+    total : int
+        Number of refits the bar counts.
+    label : str
+        The task, e.g. ``"bootstrap"``, ``"power"``, ``"refit m0"``.
+    chunks : int
+        Number of compiled calls the work takes.
+
+    Returns
+    -------
+    tqdm.tqdm or None
+        The bar is opened at once (before anything is compiled) and shows "compiling" until
+        the first refits are done; the caller closes it.
+    """
+    if isinstance(progress, str):
+        show, label = True, progress
+    elif progress is None:
+        show = chunks >= 4 and (sys.stderr.isatty() or _in_notebook())
+    else:
+        show = bool(progress)
+    if not show:
+        return None
+    return _tqdm_class()(total=int(total), desc=label, unit="fit", dynamic_ncols=True)
+
+
 def refit_design_many(spec: RefitSpec, Y_chunks, nrep: int, *, satterthwaite: bool = True, batch_size=None,
-                      chunk_size=None, progress=None) -> pd.DataFrame:
+                      chunk_size=None, progress=None, label: str = "refit", bar=None) -> pd.DataFrame:
     """Refit ``spec`` to ``nrep`` responses yielded by ``Y_chunks(size)`` (arrays ``(n, k)``, ``k <= size``).
 
     Responses can thus be produced chunk by chunk, never all at once. Returns the tidy
-    per-replicate table described in :func:`jaxhlm._src.simulate.refit_many`.
+    per-replicate table described in :func:`jaxhlm._src.simulate.refit_many`. ``progress`` and
+    ``label`` are those of :func:`progress_bar`; ``bar``, a bar opened by the caller for
+    several runs, is advanced and left open instead.
     """
     struct = spec.struct
     bs = _default_batch_size() if batch_size is None else batch_size
@@ -567,18 +641,16 @@ def refit_design_many(spec: RefitSpec, Y_chunks, nrep: int, *, satterthwaite: bo
     padded = _padded(cs, bs)
     if spec.G is None:
         spec.G = y_operator(spec.design, struct)
-    base = jax.device_put(spec.stats)
-    ensure_seed(spec, base, padded, bs)
-    nchunks = -(-nrep // cs)
-    show = (nchunks >= 4 and sys.stderr.isatty()) if progress is None else bool(progress)
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=nrep, desc="refit", unit="fit")
+    own = bar is None  # (the bar is opened before the first compiled call: compiling shows)
+    if own:
+        bar = progress_bar(progress, nrep, label, chunks=-(-nrep // cs))
     parts = []
     done = 0
     try:
+        if bar is not None:
+            bar.set_postfix_str("compiling" if spec.Hi0 is None else "", refresh=True)
+        base = jax.device_put(spec.stats)
+        ensure_seed(spec, base, padded, bs)
         for Y in Y_chunks(cs):
             Y = np.asarray(Y, dtype=np.float64)
             k = Y.shape[1]
@@ -587,9 +659,10 @@ def refit_design_many(spec: RefitSpec, Y_chunks, nrep: int, *, satterthwaite: bo
             parts.append(_run_chunk(spec, base, y_stats(spec.G, Y, struct), flags, padded, bs))
             done += k
             if bar is not None:
+                bar.set_postfix_str("", refresh=False)
                 bar.update(k)
     finally:
-        if bar is not None:
+        if bar is not None and own:
             bar.close()
     if done != nrep:
         raise DataError(f"expected {nrep} responses, got {done}")
