@@ -48,6 +48,13 @@ _HEADERS = {"Pr(>Chisq) boundary": "Pr(>Chibar2)"}  # printed header of a column
 _BOUNDARY_NOTE = "Pr(>Chibar2): p-value of the 50:50 mixture of chi2(Df-1) and chi2(Df)"
 
 
+def _model_line(label, formula) -> str:
+    """``label: formula`` of the "Models:" block; just the formula when it is the label."""
+    f = rprint.deparse_formula(formula)
+    same = "".join(str(label).split()) == "".join(str(formula).split())
+    return f if same else f"{label}: {f}"
+
+
 class AnovaTable(pd.DataFrame):
     """The comparison table (a DataFrame); ``print()`` gives R's layout, Jupyter an HTML table.
 
@@ -100,8 +107,7 @@ class AnovaTable(pd.DataFrame):
         if self.attrs.get("data_name"):
             out.append(f"Data: {self.attrs['data_name']}")
         out.append("Models:")
-        for lab, f in self.attrs.get("formulas", {}).items():
-            out.append(f"{lab}: {rprint.deparse_formula(f)}")
+        out += [_model_line(lab, f) for lab, f in self.attrs.get("formulas", {}).items()]
         cols, header, rows, stars = self._cells()
         out += rprint.print_matrix(rows, header, rownames=[str(i) for i in self.index], right=True)
         if stars:
@@ -121,14 +127,16 @@ class AnovaTable(pd.DataFrame):
         above it and the significance legend below it when there are stars."""
         esc = html.escape
         cols, header, rows, stars = self._cells()
-        parts = ['<div class="jaxhlm-anova"><style>.jaxhlm-anova td.r, .jaxhlm-anova th.r {text-align: right;'
+        parts = ['<div class="jaxhlm-anova"><style>.jaxhlm-anova {font-family: var(--jp-ui-font-family,'
+                 ' sans-serif); font-size: 13px;} .jaxhlm-anova td.r, .jaxhlm-anova th.r {text-align: right;'
                  ' font-family: var(--jp-code-font-family, monospace);} .jaxhlm-anova table {border-collapse:'
-                 ' collapse;} .jaxhlm-anova td, .jaxhlm-anova th {padding: 2px 8px; border: none;}'
-                 ' .jaxhlm-anova thead th {border-bottom: 1px solid #999;}</style>']
+                 ' collapse;} .jaxhlm-anova td, .jaxhlm-anova th {padding: 2px 8px; border: none; text-align:'
+                 ' left;} .jaxhlm-anova thead th {border-bottom: 1px solid #999;}</style>']
         forms = self.attrs.get("formulas", {})
         if forms:
             parts.append("<p><b>Models</b><br>" + "<br>".join(
-                f"{esc(str(k))}: <code>{esc(rprint.deparse_formula(f))}</code>" for k, f in forms.items()) + "</p>")
+                (f"{esc(str(k))}: " if _model_line(k, f) != rprint.deparse_formula(f) else "")
+                + f"<code>{esc(rprint.deparse_formula(f))}</code>" for k, f in forms.items()) + "</p>")
         head = "<th></th>" + "".join(f"<th class='r'>{esc(h)}</th>" for h in header)
         nnum = len(cols)  # the stars column (last, when shown) is left-aligned
         body = "".join("<tr><th>" + esc(str(lab)) + "</th>" + "".join(
