@@ -25,7 +25,12 @@ _DONE = False
 
 
 def ensure_configured() -> None:
-    """Enable float64 (``jax_enable_x64``); nothing else. Idempotent."""
+    """Enable float64 (``jax_enable_x64``); nothing else. Idempotent; run on import.
+
+    Returns
+    -------
+    None
+    """
     global _DONE
     if _DONE:
         return

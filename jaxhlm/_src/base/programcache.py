@@ -104,10 +104,15 @@ def compiler_options(backend: str | None = None) -> dict | None:
 
 
 def cache_directory() -> str | None:
-    """The folder of the executables, created if needed; None when the disk cache is off.
+    """The folder of the executables, created if needed.
 
-    Off with ``JAXHLM_NO_CACHE`` set (to anything but ``""``/``"0"``) or when the folder cannot be
-    created. The first call per folder and process removes stale temporary files there.
+    The first call per folder and process removes stale temporary files there.
+
+    Returns
+    -------
+    str or None
+        ``<cache_base()>/programs``; None when the disk cache is off (``JAXHLM_NO_CACHE`` set
+        to anything but ``""``/``"0"``) or the folder cannot be created.
     """
     if os.environ.get("JAXHLM_NO_CACHE", "") not in ("", "0"):
         return None
@@ -374,6 +379,10 @@ def call(jitted, name: str, args: tuple, static_kwargs: dict):
         The array arguments (pytrees).
     static_kwargs : dict
         The static arguments, by name (hashable).
+
+    Returns
+    -------
+    The program's outputs (JAX arrays, in its output tree).
     """
     if isinstance(jitted, CachedJit):
         return jitted(*args, **static_kwargs)
@@ -399,7 +408,17 @@ class CachedJit:
         functools.update_wrapper(self, fun)
 
     def jitted(self, backend: str | None = None):
-        """The ``jax.jit`` object for ``backend`` (default: the current default backend)."""
+        """The ``jax.jit`` object with jaxhlm's XLA options of a backend.
+
+        Parameters
+        ----------
+        backend : str, optional
+            Default: JAX's current default backend.
+
+        Returns
+        -------
+        jax.stages.Wrapped
+        """
         backend = backend or jax.default_backend()
         j = self._by_backend.get(backend)
         if j is None:
@@ -416,7 +435,17 @@ class CachedJit:
         return _cached_call(j, self._nested, self._name, args, dyn, static)
 
     def lower(self, *args, **kwargs):
-        """``jax.jit(...).lower``: the lowered program (not cached)."""
+        """The lowered program (``jax.jit(...).lower``; not cached).
+
+        Parameters
+        ----------
+        *args, **kwargs
+            The function's arguments, as for a call.
+
+        Returns
+        -------
+        jax.stages.Lowered
+        """
         return self.jitted().lower(*args, **kwargs)
 
 

@@ -102,7 +102,14 @@ class AnovaTable(pd.DataFrame):
         return cols, header, rows, stars
 
     def lines(self) -> list:
-        """The table as R prints it, as a list of lines."""
+        """The table as R's ``print.anova`` writes it.
+
+        Returns
+        -------
+        list of str
+            ``Models:`` and each row's formula, the table, the significance legend when
+            there are stars, and the note on ``Pr(>Chibar2)`` when that column is there.
+        """
         out = []
         if self.attrs.get("data_name"):
             out.append(f"Data: {self.attrs['data_name']}")

@@ -63,7 +63,21 @@ def _layout(values, digits: int, nsmall: int = 0) -> tuple:
 
 
 def format_number(v, fixed: bool, dec: int) -> str:
-    """One number in a layout of :func:`format_real` (no padding)."""
+    """One number in a layout of :func:`format_real` (no padding).
+
+    Parameters
+    ----------
+    v : float or None
+    fixed : bool
+        Fixed notation (else scientific, R's two-digit exponents ``e+05``).
+    dec : int
+        Decimals (of the mantissa in scientific notation).
+
+    Returns
+    -------
+    str
+        ``"NA"`` for None, ``"NaN"``, ``"Inf"``, ``"-Inf"`` for those values.
+    """
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "NaN" if v is not None else "NA"
     if math.isinf(v):
@@ -106,8 +120,19 @@ def format_real(values, digits: int = 7, nsmall: int = 0, pad: bool = True, na: 
 
 
 def zapsmall(values, digits: int) -> np.ndarray:
-    """R's ``zapsmall``: round to ``digits - log10(max |x|)`` decimals (R 4.2: that number
-    itself rounded to the nearest integer), so values tiny next to the largest become 0."""
+    """R's ``zapsmall``: values tiny next to the largest become 0.
+
+    Parameters
+    ----------
+    values : sequence of float
+    digits : int
+
+    Returns
+    -------
+    numpy.ndarray
+        ``values`` rounded to ``round(digits - log10(max |x|))`` decimals (at least 0; R 4.2
+        rounds that number of decimals to the nearest integer); non-finite values unchanged.
+    """
     x = np.asarray(values, dtype=float)
     fin = x[np.isfinite(x)]
     mx = float(np.max(np.abs(fin))) if fin.size else 0.0
@@ -116,7 +141,19 @@ def zapsmall(values, digits: int) -> np.ndarray:
 
 
 def signif_stars(p) -> str:
-    """``***`` (p < 0.001), ``**`` (< 0.01), ``*`` (< 0.05), ``.`` (< 0.1), else ``""``."""
+    """R's significance stars (``symnum`` with the cut points of ``printCoefmat``).
+
+    Parameters
+    ----------
+    p : float or None
+        A p-value.
+
+    Returns
+    -------
+    str
+        ``"***"`` (p < 0.001), ``"**"`` (< 0.01), ``"*"`` (< 0.05), ``"."`` (< 0.1), else
+        ``""`` (also for a missing p-value).
+    """
     if p is None or not math.isfinite(p):
         return ""
     for cut, s in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
@@ -126,9 +163,25 @@ def signif_stars(p) -> str:
 
 
 def format_pval(pvalues, digits: int = 3, eps: float = 2.220446049250313e-16, na: str = "NA") -> list:
-    """R's ``format.pval(pv, digits, eps)``: values below ``eps`` as ``<2e-16`` (``< 2e-16``
-    when the other entries are wider than 6 characters); the others formatted together
-    (fixed-point ones and small ones separately) with ``digits`` significant digits."""
+    """R's ``format.pval(pv, digits, eps)``.
+
+    Parameters
+    ----------
+    pvalues : sequence of float
+    digits : int
+        Significant digits (``printCoefmat`` uses 3).
+    eps : float
+        Values below it are written ``<2e-16`` (``< 2e-16`` when the other entries are wider
+        than 6 characters), R's ``.Machine$double.eps``.
+    na : str
+        Text of missing values.
+
+    Returns
+    -------
+    list of str
+        The other values formatted together with :func:`format_real` (those from 1e-4 up and
+        the smaller ones separately, as R).
+    """
     pv = [None if p is None or not math.isfinite(p) else float(p) for p in pvalues]
     out = [na] * len(pv)
     idx = [i for i, p in enumerate(pv) if p is not None and p >= eps]
@@ -202,8 +255,21 @@ def _abbrev1(name: str, minlength: int) -> str:
 
 
 def abbreviate(names, minlength: int = 4) -> list:
-    """R's ``abbreviate(names, minlength)``: unique abbreviations of at least ``minlength``
-    characters (abbreviations that clash are made one character longer, repeatedly)."""
+    """R's ``abbreviate(names, minlength)`` (``use.classes = TRUE``, ``method = "left.kept"``).
+
+    Parameters
+    ----------
+    names : sequence of str
+    minlength : int
+        Abbreviations are shortened to this many characters where the rules allow.
+
+    Returns
+    -------
+    list of str
+        One abbreviation per name, unique: names whose abbreviations clash are abbreviated
+        again with one more character, repeatedly. lme4 labels the correlation of fixed
+        effects with ``minlength`` 11 (rows) and 6 (columns).
+    """
     names = [str(n).strip() for n in names]
     uniq = list(dict.fromkeys(names))
     out = {n: _abbrev1(n, minlength) for n in uniq}
@@ -226,9 +292,21 @@ def abbreviate(names, minlength: int = 4) -> list:
 def print_matrix(cells, colnames, rownames=None, right: bool = False) -> list:
     """R's ``print(m, quote = FALSE, right = right)`` of a character matrix, as lines.
 
-    Row names are left-justified; each column is as wide as its widest entry or name and
-    preceded by one space; entries and column names are left-justified (``right=False``) or
-    right-justified. Trailing blanks are removed.
+    Parameters
+    ----------
+    cells : sequence of sequences of str
+        The rows.
+    colnames : sequence of str
+    rownames : sequence of str, optional
+        Default: empty names (each line then starts with one space, as R's).
+    right : bool
+        Right-justify entries and column names (else left-justify, R's default for text).
+
+    Returns
+    -------
+    list of str
+        The header line, then one line per row: row names left-justified, each column as
+        wide as its widest entry or name and preceded by one space; trailing blanks removed.
     """
     rows = [list(map(str, r)) for r in cells]
     rn = [str(r) for r in (rownames if rownames is not None else [""] * len(rows))]
@@ -242,8 +320,20 @@ def print_matrix(cells, colnames, rownames=None, right: bool = False) -> list:
 
 
 def print_named(values, names, width: int = WIDTH) -> list:
-    """R's ``print()`` of a named vector whose entries are already formatted: names above
-    entries, all right-justified to one common width, wrapped at ``width`` characters."""
+    """R's ``print()`` of a named vector whose entries are already formatted.
+
+    Parameters
+    ----------
+    values, names : sequence of str
+    width : int
+        Line width (R's ``getOption("width")``).
+
+    Returns
+    -------
+    list of str
+        Pairs of lines, names above entries, all right-justified to one common width and
+        separated by a space, as many per line as fit in ``width``.
+    """
     values, names = [str(v) for v in values], [str(n) for n in names]
     w = max(len(s) for s in values + names)
     per = max(1, width // (w + 1))
@@ -255,8 +345,20 @@ def print_named(values, names, width: int = WIDTH) -> list:
 
 
 def cat_fill(items, width: int = WIDTH, sep: str = " ") -> list:
-    """R's ``cat(..., sep = sep, fill = TRUE)``: items joined by ``sep``, a new line started
-    before an item that would pass ``width`` characters."""
+    """R's ``cat(..., sep = sep, fill = TRUE)``.
+
+    Parameters
+    ----------
+    items : sequence of str
+    width : int
+    sep : str
+
+    Returns
+    -------
+    list of str
+        The items joined by ``sep``; a new line starts before an item that would make the
+        line longer than ``width``.
+    """
     lines, cur = [], None
     for it in items:
         it = str(it)
@@ -273,7 +375,21 @@ def cat_fill(items, width: int = WIDTH, sep: str = " ") -> list:
 
 
 def strwrap(text: str, width: int, exdent: int = 0) -> list:
-    """R's ``strwrap(text, width, exdent)``: words filled into lines shorter than ``width``."""
+    """R's ``strwrap(text, width, exdent)``.
+
+    Parameters
+    ----------
+    text : str
+    width : int
+        Lines are shorter than this.
+    exdent : int
+        Indentation of the lines after the first.
+
+    Returns
+    -------
+    list of str
+        The words of ``text`` filled into lines.
+    """
     words = text.split()
     lines, cur = [], ""
     for w in words:
@@ -300,9 +416,20 @@ _TIGHT = {":", "/", "^", "**"}
 
 
 def deparse_formula(formula: str) -> str:
-    """A formula as R's ``deparse`` writes it: ``y ~ x * z + (1 | g)``, ``a:b``, ``a/b``,
-    ``I(x^2)``, ``f(x, 2)``; unary signs stay attached (``-1``). Text that cannot be read
-    is returned unchanged."""
+    """A formula as R's ``deparse`` writes it.
+
+    Parameters
+    ----------
+    formula : str
+        As typed, e.g. ``"y~x*z+(1|g)"``.
+
+    Returns
+    -------
+    str
+        One space around ``~ + - * | || %in% ==``, none around ``: / ^``, ``", "`` between
+        arguments, unary signs attached: ``"y ~ x * z + (1 | g)"``, ``"I(x^2)"``,
+        ``"(1 | a/b)"``, ``"-1 + x"``. Text that cannot be read is returned unchanged.
+    """
     pos, toks = 0, []
     text = formula.strip()
     while pos < len(text):

@@ -30,7 +30,19 @@ _KR = ("kenward-roger", "kr", "kenward_roger")
 
 
 def format_pvalue(p: float, digits: int = 3) -> str:
-    """One p-value as R's ``format.pval(p, digits, eps = 2.2e-16)`` writes it (``<2e-16``)."""
+    """One p-value as R's ``format.pval(p, digits, eps = 2.2e-16)`` writes it.
+
+    Parameters
+    ----------
+    p : float
+    digits : int
+        Significant digits.
+
+    Returns
+    -------
+    str
+        E.g. ``"0.123"``, ``"1.65e-06"``, ``"<2e-16"``; ``"NA"`` for a missing value.
+    """
     return rprint.format_pval([p], digits)[0]
 
 
@@ -219,7 +231,13 @@ class Summary:
 
     # ------------------------------------------------------------------ text
     def lines(self) -> list:
-        """The summary as a list of text lines (no trailing blanks)."""
+        """The summary as text.
+
+        Returns
+        -------
+        list of str
+            The lines (no trailing blanks), as ``str(summary)`` joins them.
+        """
         m = self.model
         out = self._title()
         out += rprint.cat_fill(["Formula:", rprint.deparse_formula(m.formula)])
@@ -309,8 +327,14 @@ class Summary:
         return "\n".join(parts)
 
     def short_html(self) -> str:
-        """The short display of a fitted model (R's ``print(m)``): criterion, random-effect
-        standard deviations, numbers of observations and groups, fixed-effect estimates."""
+        """The short display of a fitted model (R's ``print(m)``), Jupyter's view of a model.
+
+        Returns
+        -------
+        str
+            HTML: the criterion, the random-effect standard deviations and correlations, the
+            numbers of observations and groups, the fixed-effect estimates.
+        """
         m = self.model
         esc = html.escape
         kind = "REML" if m.reml else "maximum likelihood"

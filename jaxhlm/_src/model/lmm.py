@@ -430,11 +430,7 @@ class LinearMixedModel:
         return coef_table(self)
 
     def summary(self, **kwargs):
-        """An lme4/lmerTest-style summary; ``print()`` it, or display it in Jupyter.
-
-        Keywords (``ddf``, ``correlation``, ``data_name``, ``digits``) go to
-        :class:`jaxhlm._src.infer.summary.Summary`.
-        """
+        """An lme4/lmerTest-style summary; ``print()`` it, or display it in Jupyter."""
         from ..infer.summary import Summary
 
         return Summary(self, **kwargs)

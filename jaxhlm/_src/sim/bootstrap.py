@@ -213,7 +213,15 @@ class BootstrapResult:
         return out
 
     def summary(self) -> pd.DataFrame:
-        """Estimate, bootstrap mean, bias and standard error of every parameter."""
+        """Estimate, bootstrap mean, bias and standard error of every parameter.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per parameter (``.sig01`` ..., ``.sigma``, fixed effects); columns
+            ``estimate``, ``boot_mean``, ``bias`` (``boot_mean - estimate``) and ``std_error``
+            (standard deviation of the converged replicates).
+        """
         conv = self.replicates["converged"].to_numpy()
         P = self.params[conv]
         return pd.DataFrame({
