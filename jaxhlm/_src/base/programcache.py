@@ -18,8 +18,8 @@ The file of an entry is named by a hash of its *key*, a text naming
 * the function (module and qualified name) and its static arguments (the model
   :class:`~jaxhlm._src.stats.suffstats.Structure`, REML, ...),
 * the tree, shapes, dtypes and weak types of its array arguments,
-* the backend, device kind and platform version, the JAX and jaxlib versions, jaxhlm's XLA
-  options, a digest of jaxhlm's own source files (a changed engine never reuses an old
+* the backend, device kind and platform version (on the CPU also a digest of the CPU model
+  and its instruction-set flags), the JAX and jaxlib versions, jaxhlm's XLA options, a digest of jaxhlm's own source files (a changed engine never reuses an old
   program) and the trace-relevant JAX settings (x64, default matmul precision).
 
 Each file holds a fixed magic string, a JSON header with the full key text, the payload's
@@ -157,12 +157,29 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def _host_cpu() -> str:
+    """A digest of the host CPU's model and instruction-set flags: an executable compiled for
+    one CPU is never loaded on another (a cache folder shared by different machines)."""
+    import platform
+
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            info = fh.read().splitlines()
+        text += "".join(ln for ln in info if ln.split(":")[0].strip() in ("model name", "flags", "Features"))[:20000]
+    except OSError:
+        pass
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @functools.lru_cache(maxsize=8)
 def _platform(backend: str) -> tuple:
     import jaxlib
 
     dev = jax.devices(backend)[0]
-    return (backend, dev.device_kind, dev.client.platform_version, jax.__version__, jaxlib.__version__)
+    cpu = _host_cpu() if backend == "cpu" else ""
+    return (backend, dev.device_kind, dev.client.platform_version, jax.__version__, jaxlib.__version__, cpu)
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,6 +192,8 @@ def _signature(args) -> tuple | str | None:
     """``(treedef, leaf specs)`` of the array arguments; :data:`_TRACED` for tracers of an
     enclosing transformation; None for other arguments that cannot be cached (arrays on several
     or non-default devices, leaves that are not arrays or Python numbers)."""
+    if jax.config.jax_default_device is not None:  # programs are loaded for the backend's first device
+        return None
     leaves, tree = jax.tree_util.tree_flatten(args)
     spec = []
     default = None
