@@ -1,4 +1,7 @@
-"""jaxhlm's configuration: float64, its own compile options per program, scipy imported on use."""
+"""jaxhlm's configuration: float64 (the only global JAX setting it changes), its own compile
+options per program, its own cache that your JAX code does not share, scipy imported on use."""
+import json
+import os
 import subprocess
 import sys
 
@@ -83,3 +86,72 @@ def test_lazy_scipy_proxy():
         scipy.__wrapped__  # dunder lookups are not submodules
     with pytest.raises(ModuleNotFoundError):
         scipy.no_such_submodule
+
+
+def _python(code, env_extra, *args):
+    env = dict(os.environ, **env_extra)
+    env.pop("JAXHLM_NO_CACHE", None)
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+SLEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "sleepstudy.csv")
+
+
+def test_import_and_fit_change_no_jax_setting_but_x64(tmp_path):
+    """Every value of jax.config (and the environment) is the same before ``import jaxhlm`` and
+    after it and a fit, except ``jax_enable_x64``."""
+    code = (
+        "import json, os, sys, jax; env0 = dict(os.environ); b = dict(jax.config.values)\n"
+        "import jaxhlm, pandas as pd; a = dict(jax.config.values)\n"
+        "m = jaxhlm.lmer('Reaction ~ Days + (Days | Subject)', pd.read_csv(sys.argv[1])); str(m.summary())\n"
+        "c = dict(jax.config.values)\n"
+        "diff = lambda x: sorted(k for k in set(b) | set(x) if repr(b.get(k)) != repr(x.get(k)))\n"
+        "print(json.dumps({'import': diff(a), 'fit': diff(c), 'env': dict(os.environ) == env0}))"
+    )
+    out = _python(code, {"JAXHLM_CACHE_DIR": str(tmp_path)}, SLEEP)
+    assert out == {"import": ["jax_enable_x64"], "fit": ["jax_enable_x64"], "env": True}
+
+
+USER_JIT = (
+    "import jax, jax.numpy as jnp\n"
+    "@jax.jit\n"
+    "def my_user_function(x):\n"
+    "    return jnp.sin(x) * 3.0 + jnp.cos(x)\n"
+    "my_user_function(jnp.arange(5.0)).block_until_ready()\n"
+)
+
+
+def test_users_jit_function_is_not_written_to_jaxhlms_cache(tmp_path):
+    code = (
+        "import json, sys, pandas as pd, jaxhlm\n" + USER_JIT
+        + "m = jaxhlm.lmer('Reaction ~ Days + (Days | Subject)', pd.read_csv(sys.argv[1])); m.coef_table\n"
+        "print(json.dumps('ok'))"
+    )
+    _python(code, {"JAXHLM_CACHE_DIR": str(tmp_path)}, SLEEP)
+    files = [os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs]
+    assert files, "jaxhlm's own programs are still cached"
+    assert all(f.startswith("programs" + os.sep) and f.endswith(".bin") for f in files), files
+    for f in files:  # each file names a jaxhlm program in its key
+        head = open(tmp_path / f, "rb").read(4096)
+        assert b"jaxhlm._src." in head and b"my_user_function" not in head
+
+
+def test_users_compilation_cache_is_respected(tmp_path):
+    """A user's own persistent cache keeps its settings; jaxhlm's programs go to jaxhlm's folder."""
+    user, ours = tmp_path / "user_cache", tmp_path / "jaxhlm_cache"
+    code = (
+        "import json, sys, jax\n"
+        "jax.config.update('jax_compilation_cache_dir', sys.argv[2])\n"
+        "jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)\n"
+        "jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)\n"
+        "import pandas as pd, jaxhlm\n" + USER_JIT
+        + "m = jaxhlm.lmer('Reaction ~ Days + (Days | Subject)', pd.read_csv(sys.argv[1]))\n"
+        "print(json.dumps([jax.config.jax_compilation_cache_dir,"
+        " jax.config.jax_persistent_cache_min_compile_time_secs, jax.config.jax_enable_x64]))"
+    )
+    out = _python(code, {"JAXHLM_CACHE_DIR": str(ours)}, SLEEP, str(user))
+    assert out == [str(user), 0.0, True]
+    assert any("my_user_function" in f for f in os.listdir(user))  # the user's cache works as configured
+    assert os.listdir(ours) == ["programs"] and os.listdir(ours / "programs")

@@ -1,4 +1,4 @@
-"""Plots: each renders to a non-blank PNG (Agg) and draws the numbers of the fit."""
+"""Plots: each renders to a non-blank PNG (Agg), draws the numbers of the fit, has neutral labels."""
 import io
 
 import matplotlib
@@ -152,7 +152,7 @@ def test_caterpillar_without_condvar_draws_points(fits, monkeypatch):
     np.testing.assert_allclose(pts[:, 0], np.sort(b))
     assert [t.get_text() for t in ax.get_yticklabels()] == [str(v) for v in fit.ranef["Subject"].index[np.argsort(b)]]
     assert not [c for c in ax.collections if isinstance(c, LineCollection)]
-    assert "unavailable" in ax.get_title()
+    assert "unavailable" in ax.get_xlabel()
     assert_nontrivial(ax)
 
 
@@ -171,7 +171,7 @@ def test_caterpillar_intervals_from_condsd(fits, monkeypatch):
     z = stats.norm.ppf(0.95)
     np.testing.assert_allclose([s[0, 0] for s in segs], (b - z * sd)[o])
     np.testing.assert_allclose([s[1, 0] for s in segs], (b + z * sd)[o])
-    assert "90% intervals" in ax.get_title()
+    assert "90% interval" in ax.get_xlabel()
     assert_nontrivial(ax)
 
 
@@ -192,7 +192,145 @@ def test_plot_dispatch_errors(fits):
         fits["rs"].plot("scatter")
     with pytest.raises(jaxhlm.ArgumentError, match="x="):
         fits["rs"].plot("lines")
+    with pytest.raises(jaxhlm.ArgumentError, match="x="):
+        fits["rs"].plot("panels")
     with pytest.raises(jaxhlm.ArgumentError, match="level"):
         plotting.caterpillar(fits["rs"], level=95)
     with pytest.raises(jaxhlm.ColumnNotFoundError, match="Day"):
         plotting.qq(fits["rs"], group="Subject", term="Day")
+
+
+def titles(obj):
+    fig = obj if isinstance(obj, matplotlib.figure.Figure) else obj.figure
+    out = [a.get_title() for a in fig.axes] + [a.get_xlabel() for a in fig.axes] + [a.get_ylabel() for a in fig.axes]
+    if fig._suptitle is not None:
+        out.append(fig._suptitle.get_text())
+    return out
+
+
+@pytest.mark.parametrize("make", [
+    lambda f: plotting.resid_fitted(f), lambda f: plotting.scale_location(f), lambda f: plotting.qq(f),
+    lambda f: plotting.caterpillar(f), lambda f: plotting.caterpillar_panels(f),
+    lambda f: plotting.group_lines(f, "Days"), lambda f: plotting.group_panels(f, "Days"),
+])
+def test_neutral_titles_and_label_options(fits, make):
+    fit = fits["rs"]
+    obj = make(fit)
+    for t in titles(obj):
+        assert "~" not in t and fit.formula not in t and "thick" not in t.lower()
+
+
+def test_labels_can_be_replaced(fits):
+    ax = plotting.resid_fitted(fits["rs"], title="", xlabel="Predicted reaction time (ms)", ylabel="Residual (ms)")
+    assert ax.get_title() == "" and ax.get_xlabel() == "Predicted reaction time (ms)"
+    assert ax.get_ylabel() == "Residual (ms)"
+    ax = plotting.group_lines(fits["rs"], "Days", title="Figure 2", ylabel="RT", legend=False)
+    assert ax.get_title() == "Figure 2" and ax.get_ylabel() == "RT" and ax.get_legend() is None
+    fig = plotting.group_panels(fits["rs"], "Days", xlabel="Days of deprivation", title="Per subject")
+    assert fig._supxlabel.get_text() == "Days of deprivation" and fig._suptitle.get_text() == "Per subject"
+
+
+def test_resid_fitted_smooth_is_an_option_with_a_legend(fits):
+    fit = fits["rs"]
+    ax = plotting.resid_fitted(fit)
+    assert ax.get_lines() == [] or all("binned" not in ln.get_label() for ln in ax.get_lines())
+    assert ax.get_legend() is None
+    ax = plotting.resid_fitted(fit, smooth=True, nbins=6)
+    (curve,) = [ln for ln in ax.get_lines() if "binned" in ln.get_label()]
+    assert "6 quantile bins" in curve.get_label()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [curve.get_label()]
+    # the curve is the mean residual per sextile of the fitted values
+    f, r = fit.fitted.to_numpy(), fit.resid.to_numpy()
+    edges = np.quantile(f, np.linspace(0, 1, 7))
+    k = np.clip(np.searchsorted(edges, f, side="right") - 1, 0, 5)
+    np.testing.assert_allclose(curve.get_ydata(), [r[k == i].mean() for i in range(6)])
+    assert_nontrivial(ax)
+
+
+def test_scale_location(fits):
+    fit = fits["rs"]
+    ax = plotting.scale_location(fit)
+    xy = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(xy[:, 0], fit.fitted.to_numpy())
+    np.testing.assert_allclose(xy[:, 1], np.sqrt(np.abs(fit.resid.to_numpy() / fit.sigma)))
+    ref = [ln for ln in ax.get_lines() if ln.get_label() == "expected under normality"]
+    z = stats.norm.rvs(size=400000, random_state=1)
+    assert ref[0].get_ydata()[0] == pytest.approx(np.mean(np.sqrt(np.abs(z))), abs=2e-3)
+    assert_nontrivial(ax)
+
+
+def test_caterpillar_panels_all_terms_side_by_side(fits):
+    fit = fits["rs"]
+    fig = plotting.caterpillar_panels(fit)
+    assert isinstance(fig, matplotlib.figure.Figure)
+    axs = fig.axes
+    re = fit.ranef["Subject"]
+    assert [a.get_title() for a in axs] == [f"{t} | Subject" for t in re.columns]
+    order = np.argsort(re["(Intercept)"].to_numpy(), kind="stable")  # both panels: sorted by the first term
+    for a, t in zip(axs, re.columns):
+        np.testing.assert_allclose(a.collections[-1].get_offsets()[:, 0], re[t].to_numpy()[order])
+        lo = [s[0, 0] for s in segments(a)]
+        sd = fit.ranef_condsd["Subject"][t].to_numpy()[order]
+        np.testing.assert_allclose(lo, re[t].to_numpy()[order] - stats.norm.ppf(0.975) * sd)
+    assert [t.get_text() for t in axs[0].get_yticklabels()] == [str(v) for v in re.index[order]]
+    assert all(t.get_text() == "" for t in axs[1].get_yticklabels())
+    fig2 = plotting.caterpillar_panels(fit, sort_by="Days")
+    o2 = np.argsort(re["Days"].to_numpy(), kind="stable")
+    np.testing.assert_allclose(fig2.axes[0].collections[-1].get_offsets()[:, 0], re["(Intercept)"].to_numpy()[o2])
+    assert_nontrivial(fig.axes[0])
+
+
+def test_caterpillar_panels_several_factors():
+    d = jaxhlm.datasets.load("Penicillin")
+    fit = jaxhlm.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", d)
+    fig = fit.plot("ranef")
+    assert [a.get_title() for a in fig.axes] == ["(Intercept) | plate", "(Intercept) | sample"]
+    assert len(fig.axes[0].collections[-1].get_offsets()) == 24 and len(fig.axes[1].collections[-1].get_offsets()) == 6
+    with pytest.raises(jaxhlm.ColumnNotFoundError, match="Days"):
+        plotting.caterpillar_panels(fit, sort_by="Days")
+
+
+def test_group_panels_data_and_fitted_lines(fits):
+    fit = fits["rs"]
+    fig = plotting.group_panels(fit, "Days")
+    axs = fig.axes
+    fac = fit._design.factors[0]
+    assert len(axs) == 18 and [a.get_title() for a in axs] == [str(v) for v in fac.levels]
+    coef = fit.coef["Subject"]
+    y, days = fit.y.to_numpy(), fit._design.X[:, 1]
+    for j, a in enumerate(axs):
+        rows = fac.codes == j
+        np.testing.assert_allclose(a.collections[0].get_offsets(), np.column_stack([days[rows], y[rows]]))
+        line, avg = a.get_lines()
+        np.testing.assert_allclose(line.get_ydata(), coef["(Intercept)"].iloc[j] + coef["Days"].iloc[j] * np.array([0, 9]))
+        np.testing.assert_allclose(avg.get_ydata(), fit.fixef["(Intercept)"] + fit.fixef["Days"] * np.array([0, 9]))
+    assert axs[0].get_shared_y_axes().joined(axs[0], axs[-1])
+    assert_nontrivial(axs[0])
+
+
+def test_group_panels_many_levels_picks_a_spread(nels):
+    fit = jaxhlm.lmer("mathscore ~ family_inc + (family_inc | sch_id)", nels)
+    fig = plotting.group_panels(fit, "family_inc", max_panels=12)
+    assert len(fig.axes) == 12
+    assert "12 of 854 levels" in fig._suptitle.get_text()
+    b = fit.ranef["sch_id"]["(Intercept)"]
+    shown = [a.get_title() for a in fig.axes]
+    assert str(b.idxmin()) in shown and str(b.idxmax()) in shown  # spans the range
+    fig = plotting.group_panels(fit, "family_inc", levels=list(b.index[:3]), ncols=3, average=False)
+    assert [a.get_title() for a in fig.axes] == [str(v) for v in b.index[:3]]
+    assert all(len(a.get_lines()) == 1 for a in fig.axes)
+    with pytest.raises(jaxhlm.ColumnNotFoundError):
+        plotting.group_panels(fit, "family_inc", levels=["no such school"])
+
+
+def test_every_plot_renders_to_png(fits, tmp_path):
+    fit = fits["rs"]
+    objs = [plotting.resid_fitted(fit, smooth=True), plotting.scale_location(fit), plotting.qq(fit),
+            plotting.caterpillar(fit), plotting.caterpillar_panels(fit), plotting.group_lines(fit, "Days"),
+            plotting.group_panels(fit, "Days")]
+    for k, obj in enumerate(objs):
+        fig = obj if isinstance(obj, matplotlib.figure.Figure) else obj.figure
+        path = tmp_path / f"p{k}.png"
+        fig.savefig(path, dpi=80)
+        img = mpimg.imread(path)[..., :3]
+        assert img.shape[0] > 100 and np.mean(np.any(img < 0.95, axis=-1)) > 0.02

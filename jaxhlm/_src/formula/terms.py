@@ -350,7 +350,24 @@ def _parse_cached(formula: str) -> ParsedFormula:
 
 
 def parse_formula(formula: str) -> ParsedFormula:
-    """Parse an lme4 model formula (cached per string); see :func:`_parse_formula`."""
+    """Parse an lme4 model formula (cached per string).
+
+    Parameters
+    ----------
+    formula : str
+        ``"response ~ fixed + (expr | group) + ..."``; random terms may use ``||``
+        (uncorrelated) and ``/`` (nested) as in lme4.
+
+    Returns
+    -------
+    ParsedFormula
+
+    Raises
+    ------
+    FormulaError
+        A syntax error (with its position) or a formula without random-effect terms; see
+        :func:`_parse_formula`.
+    """
     if isinstance(formula, str):
         return _parse_cached(formula)
     return _parse_formula(formula)

@@ -16,6 +16,7 @@ chi2(Df) (Self & Liang 1987; Stram & Lee 1994). ``boundary=True`` adds this p-va
 """
 from __future__ import annotations
 
+import html
 import math
 import warnings
 
@@ -24,7 +25,8 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError, warn
-from .summary import format_pvalue, signif_stars
+from . import rprint
+from .rprint import SIGNIF_LEGEND, signif_stars
 
 __all__ = ["lrt", "AnovaTable", "chibar_pvalue"]
 
@@ -42,58 +44,83 @@ def chibar_pvalue(chisq, df):
     return np.where(np.isfinite(chisq) & (df >= 1), out, np.nan)
 
 
-def _r_format_column(x: np.ndarray, digits: int) -> list:
-    """R's ``format(x, digits=)`` for a numeric column: common decimals, NaN as ''."""
-    fin = x[np.isfinite(x)]
-    dec = 0
-    for v in fin:
-        if v == 0:
-            continue
-        mag = math.floor(math.log10(abs(v)))
-        s = f"{v:.{max(digits - 1 - mag, 0)}f}"
-        # digits needed: strip trailing zeros of the rounded value
-        need = len(s.split(".")[1].rstrip("0")) if "." in s else 0
-        dec = max(dec, need)
-    return [f"{v:.{dec}f}" if np.isfinite(v) else "" for v in x]
+_HEADERS = {"Pr(>Chisq) boundary": "Pr(>Chibar2)"}  # printed header of a column (one word)
+_BOUNDARY_NOTE = "Pr(>Chibar2): p-value of the 50:50 mixture of chi2(Df-1) and chi2(Df)"
+
+
+def _model_line(label, formula) -> str:
+    """``label: formula`` of the "Models:" block; just the formula when it is the label."""
+    f = rprint.deparse_formula(formula)
+    same = "".join(str(label).split()) == "".join(str(formula).split())
+    return f if same else f"{label}: {f}"
 
 
 class AnovaTable(pd.DataFrame):
-    """The comparison table (a DataFrame); ``print()`` gives R's layout.
+    """The comparison table (a DataFrame); ``print()`` gives R's layout, Jupyter an HTML table.
 
     Columns ``npar, AIC, BIC, logLik, deviance, Chisq, Df, Pr(>Chisq)`` (and
-    ``Pr(>Chisq) boundary`` with ``boundary=True``), one row per model in test order.
-    ``attrs["formulas"]`` maps row labels to formulas.
+    ``Pr(>Chisq) boundary`` with ``boundary=True``, printed as ``Pr(>Chibar2)``), one row per
+    model in test order. ``attrs["formulas"]`` maps row labels to formulas.
+
+    The text is R's ``print.anova``: npar, AIC, BIC, logLik and deviance with 5 significant
+    digits of their largest value (``zapsmall``), Chisq rounded to 4 decimals, Df as
+    integers, p-values as ``format.pval`` (``<2e-16``), the first row's empty cells blank,
+    significance stars and their legend only when a p-value is below 0.1.
     """
 
     @property
     def _constructor(self):
         return pd.DataFrame
 
-    def lines(self) -> list:
-        out = ["Models:"]
-        for lab, f in self.attrs.get("formulas", {}).items():
-            out.append(f"{lab}: {f}")
-        cols = [c for c in self.columns]
+    def _cells(self) -> tuple:
+        """``(columns, header, rows of text, stars shown)`` in R's formatting."""
+        digits = 5
+        cols = list(self.columns)
         cells = {}
-        cells["npar"] = [f"{int(v)}" for v in self["npar"]]
-        for c in ("AIC", "BIC", "logLik", "deviance"):
-            cells[c] = _r_format_column(self[c].to_numpy(dtype=float), 5)
-        cells["Chisq"] = _r_format_column(self["Chisq"].to_numpy(dtype=float), 5)
-        cells["Df"] = ["" if not np.isfinite(v) else f"{int(v)}" for v in self["Df"].to_numpy(dtype=float)]
-        pcols = [c for c in cols if c.startswith("Pr(")]
-        for c in pcols:
-            cells[c] = ["" if not np.isfinite(v) else format_pvalue(v, 4) for v in self[c].to_numpy(dtype=float)]
-        p = self["Pr(>Chisq)"].to_numpy(dtype=float)
-        stars = [signif_stars(v) if np.isfinite(v) else "" for v in p]
-        header = [""] + cols + [""]
-        rows = [[str(lab)] + [cells[c][i] for c in cols] + [stars[i]] for i, lab in enumerate(self.index)]
-        widths = [max(len(r[j]) for r in [header] + rows) for j in range(len(header))]
-        for r in [header] + rows:
-            parts = [r[0].ljust(widths[0])] + [r[j].rjust(widths[j]) for j in range(1, len(r) - 1)]
-            parts.append(r[-1].ljust(widths[-1]))
-            out.append(" ".join(parts))
-        out.append("---")
-        out.append("Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1")
+        for c in cols:
+            x = self[c].to_numpy(dtype=float)
+            ok = np.isfinite(x)
+            if c.startswith("Pr("):
+                cells[c] = ["" if not k else v for k, v in zip(ok, rprint.format_pval(x, digits - 1))]
+            elif c == "Chisq":
+                vals = [round(float(v), digits - 1) if k else None for v, k in zip(x, ok)]
+                cells[c] = rprint.format_real(vals, digits, na="")
+            elif c == "Df":
+                cells[c] = rprint.format_real([float(v) if k else None for v, k in zip(x, ok)], digits, na="")
+            else:
+                z = rprint.zapsmall(x, digits)
+                cells[c] = rprint.format_real([float(v) if k else None for v, k in zip(z, ok)], digits, na="")
+        p = self["Pr(>Chisq)"].to_numpy(dtype=float) if "Pr(>Chisq)" in self.columns else np.full(len(self), np.nan)
+        stars = bool(np.any(p[np.isfinite(p)] < 0.1))
+        header = [_HEADERS.get(c, c) for c in cols] + ([""] if stars else [])
+        rows = []
+        for i in range(len(self)):
+            r = [cells[c][i] for c in cols]
+            if stars:
+                r.append(signif_stars(p[i]).ljust(3))
+            rows.append(r)
+        return cols, header, rows, stars
+
+    def lines(self) -> list:
+        """The table as R's ``print.anova`` writes it.
+
+        Returns
+        -------
+        list of str
+            ``Models:`` and each row's formula, the table, the significance legend when
+            there are stars, and the note on ``Pr(>Chibar2)`` when that column is there.
+        """
+        out = []
+        if self.attrs.get("data_name"):
+            out.append(f"Data: {self.attrs['data_name']}")
+        out.append("Models:")
+        out += [_model_line(lab, f) for lab, f in self.attrs.get("formulas", {}).items()]
+        cols, header, rows, stars = self._cells()
+        out += rprint.print_matrix(rows, header, rownames=[str(i) for i in self.index], right=True)
+        if stars:
+            out += ["---", SIGNIF_LEGEND]
+        if "Pr(>Chisq) boundary" in cols:
+            out.append(_BOUNDARY_NOTE)
         return out
 
     def __str__(self) -> str:
@@ -101,6 +128,34 @@ class AnovaTable(pd.DataFrame):
 
     def __repr__(self) -> str:
         return self.__str__()
+
+    def _repr_html_(self) -> str:
+        """HTML table with R's rounding (no NaN cells; Df as integers), the models' formulas
+        above it and the significance legend below it when there are stars."""
+        esc = html.escape
+        cols, header, rows, stars = self._cells()
+        parts = ['<div class="jaxhlm-anova"><style>.jaxhlm-anova {font-family: var(--jp-ui-font-family,'
+                 ' sans-serif); font-size: 13px;} .jaxhlm-anova td.r, .jaxhlm-anova th.r {text-align: right;'
+                 ' font-family: var(--jp-code-font-family, monospace);} .jaxhlm-anova table {border-collapse:'
+                 ' collapse;} .jaxhlm-anova td, .jaxhlm-anova th {padding: 2px 8px; border: none; text-align:'
+                 ' left;} .jaxhlm-anova thead th {border-bottom: 1px solid #999;}</style>']
+        forms = self.attrs.get("formulas", {})
+        if forms:
+            parts.append("<p><b>Models</b><br>" + "<br>".join(
+                (f"{esc(str(k))}: " if _model_line(k, f) != rprint.deparse_formula(f) else "")
+                + f"<code>{esc(rprint.deparse_formula(f))}</code>" for k, f in forms.items()) + "</p>")
+        head = "<th></th>" + "".join(f"<th class='r'>{esc(h)}</th>" for h in header)
+        nnum = len(cols)  # the stars column (last, when shown) is left-aligned
+        body = "".join("<tr><th>" + esc(str(lab)) + "</th>" + "".join(
+            f"<td class='{'r' if j < nnum else ''}'>{esc(c.strip())}</td>" for j, c in enumerate(r)) + "</tr>"
+            for lab, r in zip(self.index, rows))
+        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        if stars:
+            parts.append(f"<p style='color:#555;font-size:11px'>{esc(SIGNIF_LEGEND)}</p>")
+        if "Pr(>Chisq) boundary" in cols:
+            parts.append(f"<p style='color:#555;font-size:11px'>{esc(_BOUNDARY_NOTE)}</p>")
+        parts.append("</div>")
+        return "\n".join(parts)
 
 
 def _check_same_data(models, labels):
@@ -150,9 +205,9 @@ def lrt(*models, names=None, refit: bool = True, boundary: bool = False):
         with ML (instead of REML)"; here a :class:`JaxhlmWarning`). With False, REML fits are
         compared as they are (only meaningful when the fixed effects are identical).
     boundary : bool, default False
-        Add ``Pr(>Chisq) boundary``: the p-value from the 50:50 mixture of chi2(Df - 1) and
-        chi2(Df), appropriate when the larger model adds one variance component (a random
-        intercept, or a random slope with its covariances) to the smaller one.
+        Add ``Pr(>Chibar2)``: the p-value from the 50:50 mixture of chi2(Df - 1) and chi2(Df),
+        appropriate when the larger model adds one variance component (a random intercept, or
+        a random slope with its covariances) to the smaller one.
 
     Returns
     -------

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
-from .replicates import refit_design_many, spec_of
+from .replicates import chunk_count, progress_bar, refit_design_many, spec_of
 from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
 
@@ -61,8 +61,11 @@ def bootstrap(model, nsim: int = 1000, seed=None, *, use_u: bool = False, satter
         Condition on the fitted random effects (lme4's ``use.u = TRUE``): only residuals are redrawn.
     satterthwaite : bool
         Also keep Satterthwaite df and p-values per replicate.
-    batch_size, chunk_size, progress
+    batch_size, chunk_size
         As for :func:`jaxhlm._src.simulate.refit_many`.
+    progress : bool or str, optional
+        A progress bar labelled "bootstrap" (a string: that label), opened before anything is
+        compiled. Default: shown for 4 or more compiled chunks on a terminal or in Jupyter.
 
     Returns
     -------
@@ -73,7 +76,7 @@ def bootstrap(model, nsim: int = 1000, seed=None, *, use_u: bool = False, satter
     params = resolve_params(model)
     chunks = _sim_chunks(model, params, nsim, seed, use_u=use_u)
     reps = refit_design_many(spec_of(model), chunks, nsim, satterthwaite=satterthwaite, batch_size=batch_size,
-                             chunk_size=chunk_size, progress=progress)
+                             chunk_size=chunk_size, progress=progress, label="bootstrap")
     return BootstrapResult(model, reps, seed=seed)
 
 
@@ -210,7 +213,15 @@ class BootstrapResult:
         return out
 
     def summary(self) -> pd.DataFrame:
-        """Estimate, bootstrap mean, bias and standard error of every parameter."""
+        """Estimate, bootstrap mean, bias and standard error of every parameter.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per parameter (``.sig01`` ..., ``.sigma``, fixed effects); columns
+            ``estimate``, ``boot_mean``, ``bias`` (``boot_mean - estimate``) and ``std_error``
+            (standard deviation of the converged replicates).
+        """
         conv = self.replicates["converged"].to_numpy()
         P = self.params[conv]
         return pd.DataFrame({
@@ -266,6 +277,12 @@ def bootstrap_lrt(m0, m1, nsim: int = 1000, seed=None, *, batch_size=None, chunk
         the null). REML fits are refitted by maximum likelihood first.
     nsim : int
     seed : int or numpy.random.Generator, optional
+    batch_size, chunk_size
+        As for :func:`jaxhlm._src.simulate.refit_many`.
+    progress : bool or str, optional
+        One progress bar for both models' refits (``2 nsim``), labelled "bootstrap LRT: refit
+        m0", then "... m1" (a string replaces "bootstrap LRT"). Default: shown for 4 or more
+        compiled chunks on a terminal or in Jupyter.
 
     Returns
     -------
@@ -295,15 +312,23 @@ def bootstrap_lrt(m0, m1, nsim: int = 1000, seed=None, *, batch_size=None, chunk
     df = m1.npar - m0.npar
     params = resolve_params(m0)
     streams = replicate_rngs(seed, nsim)
-    kw = dict(satterthwaite=False, batch_size=batch_size, chunk_size=chunk_size, progress=progress)
     # the same simulated responses are refitted by both models (the streams are replayed)
 
     def chunks(size):
         for rngs in streams(size):
             yield simulate_design(m0.design, m0.layout, params, rngs)
 
-    r0 = refit_design_many(spec_of(m0), chunks, nsim, **kw)
-    r1 = refit_design_many(spec_of(m1), chunks, nsim, **kw)
+    task = progress if isinstance(progress, str) else "bootstrap LRT"
+    bar = progress_bar(progress, 2 * nsim, f"{task}: refit m0", chunks=2 * chunk_count(m0.nobs, nsim, chunk_size))
+    kw = dict(satterthwaite=False, batch_size=batch_size, chunk_size=chunk_size, bar=bar)
+    try:
+        r0 = refit_design_many(spec_of(m0), chunks, nsim, **kw)
+        if bar is not None:
+            bar.set_description(f"{task}: refit m1")
+        r1 = refit_design_many(spec_of(m1), chunks, nsim, **kw)
+    finally:
+        if bar is not None:
+            bar.close()
     ok = r0["converged"].to_numpy() & r1["converged"].to_numpy()
     samples = np.where(ok, r0["objective"].to_numpy() - r1["objective"].to_numpy(), np.nan)
     used = samples[np.isfinite(samples)]

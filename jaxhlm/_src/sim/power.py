@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..optim.batch import RefitSpec
-from .replicates import refit_design_many, spec_of
+from .replicates import chunk_count, progress_bar, refit_design_many, spec_of
 from ..design.build import GroupingFactor, TermDesign
 from ..base.errors import ArgumentError, DataError
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
@@ -138,17 +138,41 @@ def _ml_spec(spec: RefitSpec) -> RefitSpec:
 
 
 def _power_on_spec(spec: RefitSpec, params: dict, tests: list, method: str, nsim: int, alpha: float, level: float,
-                   seed, refit_kw: dict) -> PowerResult:
+                   seed, refit_kw: dict, bar=None, label: str = "power") -> PowerResult:
+    """Simulate and refit; ``bar`` (shared, advanced here) or ``refit_kw["progress"]`` for
+    the progress bar, labelled ``label``."""
     streams = replicate_rngs(seed, nsim)
 
     def chunks(size):
         for rngs in streams(size):
             yield simulate_design(spec.design, spec.layout, params, rngs)
 
+    refit_kw = dict(refit_kw)
+    progress = refit_kw.pop("progress", None)
+    task = progress if isinstance(progress, str) else label
+    own = bar is None
+    nrefit = 2 * nsim if method == "lrt" else nsim
+    if own:
+        bar = progress_bar(progress, nrefit, task,
+                           chunks=nrefit // nsim * chunk_count(spec.design.n, nsim, refit_kw.get("chunk_size")))
+    refit_kw["bar"] = bar
+    try:
+        return _power_refits(spec, chunks, params, tests, method, nsim, alpha, level, refit_kw, bar, task)
+    finally:
+        if own and bar is not None:
+            bar.close()
+
+
+def _power_refits(spec, chunks, params, tests, method, nsim, alpha, level, refit_kw, bar, task) -> PowerResult:
+    """The refits of :func:`_power_on_spec` and the power estimate from their p-values."""
     if method == "lrt":
+        if bar is not None:
+            bar.set_description(f"{task}: refit full model")
         full = _ml_spec(spec)
         red = _reduced_spec(full, tests)
         r1 = refit_design_many(full, chunks, nsim, satterthwaite=False, **refit_kw)
+        if bar is not None:
+            bar.set_description(f"{task}: refit reduced model")
         r0 = refit_design_many(red, chunks, nsim, satterthwaite=False, **refit_kw)
         ok = r1["converged"].to_numpy() & r0["converged"].to_numpy()
         stat = r0["objective"].to_numpy() - r1["objective"].to_numpy()
@@ -228,8 +252,12 @@ def power(fit, test=None, nsim: int = 1000, alpha: float = 0.05, effect=None, *,
     seed : int or numpy.random.Generator, optional
     level : float
         Level of the Clopper-Pearson interval.
-    batch_size, chunk_size, progress
+    batch_size, chunk_size
         As for ``refit_many``.
+    progress : bool or str, optional
+        A progress bar labelled "power" (a string: that label), opened before anything is
+        compiled; with ``method="lrt"`` one bar for the refits of both models. Default: shown
+        for 4 or more compiled chunks on a terminal or in Jupyter.
 
     Returns
     -------
@@ -339,8 +367,12 @@ def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: floa
     sizes : sequence of int
         Numbers of levels to try; fewer than the data has: a random subset; more: the data's
         levels plus resampled copies (see :func:`resize_design`).
-    test, nsim, alpha, effect, fixef, theta, sigma, method, seed, level, batch_size, chunk_size, progress
+    test, nsim, alpha, effect, fixef, theta, sigma, method, seed, level, batch_size, chunk_size
         As for :func:`power`.
+    progress : bool or str, optional
+        One progress bar over all sizes, labelled "power curve: <along> = <size>" (a string
+        replaces "power curve"), opened before anything is compiled. Default: shown for 4 or
+        more compiled chunks on a terminal or in Jupyter.
 
     Returns
     -------
@@ -363,14 +395,25 @@ def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: floa
         designs.append(resize_design(fit.design, along, s, np.random.default_rng(child)))
     # one padded group count for all sizes: one compiled program when `along` is the batched factor
     nlev0 = max(bucket(d.factors[0].nlevels) for d in designs)
-    kw = dict(batch_size=batch_size, chunk_size=chunk_size, progress=progress)
+    kw = dict(batch_size=batch_size, chunk_size=chunk_size)
+    task = progress if isinstance(progress, str) else "power curve"
+    per = 2 * nsim if method == "lrt" else nsim
+    bar = progress_bar(progress, per * len(sizes), f"{task}: {along} = {sizes[0]}",
+                       chunks=sum(per // nsim * chunk_count(d.n, nsim, chunk_size) for d in designs))
     rows, results = [], []
-    for s, d, child in zip(sizes, designs, sim_ss.spawn(len(sizes))):
-        spec = _spec_for_design(fit, d, nlev0)
-        res = _power_on_spec(spec, params, tests, method, nsim, alpha, level, child, kw)
-        results.append(res)
-        rows.append({"size": int(s), "nobs": d.n, "power": res.power, "lower": res.lower, "upper": res.upper,
-                     "successes": res.successes, "trials": res.trials, "n_failed": res.n_failed})
+    try:
+        for s, d, child in zip(sizes, designs, sim_ss.spawn(len(sizes))):
+            if bar is not None:
+                bar.set_description(f"{task}: {along} = {s}")
+            spec = _spec_for_design(fit, d, nlev0)
+            res = _power_on_spec(spec, params, tests, method, nsim, alpha, level, child, kw, bar=bar,
+                                 label=f"{task}: {along} = {s}")
+            results.append(res)
+            rows.append({"size": int(s), "nobs": d.n, "power": res.power, "lower": res.lower, "upper": res.upper,
+                         "successes": res.successes, "trials": res.trials, "n_failed": res.n_failed})
+    finally:
+        if bar is not None:
+            bar.close()
     out = pd.DataFrame(rows)
     out.attrs["results"] = results
     out.attrs["along"] = along

@@ -15,10 +15,10 @@ import pandas as pd
 from ..base.errors import ConvergenceWarning, warn
 from ..base.lazy import scipy
 from ..infer.satterthwaite import df_from_parts, positive_inverse
-from ..optim.batch import RefitSpec, refit_batches
+from ..optim.batch import RefitSpec, default_chunk, refit_batches
 from ..stats.layout import theta_names
 
-__all__ = ["spec_of", "refit_design_many", "tidy"]
+__all__ = ["spec_of", "refit_design_many", "tidy", "progress_bar", "chunk_count"]
 
 
 def spec_of(model) -> RefitSpec:
@@ -32,20 +32,100 @@ def spec_of(model) -> RefitSpec:
     return spec
 
 
-def refit_design_many(spec: RefitSpec, Y_chunks, nrep: int, *, satterthwaite: bool = True, batch_size=None,
-                      chunk_size=None, progress=None, label: str = "refit") -> pd.DataFrame:
-    """Refit ``spec`` to ``nrep`` responses yielded by ``Y_chunks(size)``; the table of :func:`tidy`."""
-    show = (nrep >= 64 and sys.stderr.isatty()) if progress is None else bool(progress)
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=nrep, desc=label, unit="fit")
+def _in_notebook() -> bool:
+    """Running in a Jupyter kernel (output goes to a notebook, not a terminal)."""
+    ipy = sys.modules.get("IPython")
     try:
-        res = refit_batches(spec, Y_chunks, nrep, satterthwaite=satterthwaite, batch_size=batch_size,
-                            chunk_size=chunk_size, on_chunk=bar.update if bar is not None else None)
-    finally:
+        shell = ipy.get_ipython() if ipy is not None else None
+    except Exception:  # pragma: no cover
+        return False
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _tqdm_class():
+    """tqdm's notebook widget in Jupyter when ipywidgets is installed, else the text bar
+    (``tqdm.auto`` without ipywidgets warns and falls back to the text bar anyway)."""
+    if _in_notebook():
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm
+
+            return tqdm
+        except ImportError:
+            pass
+    from tqdm.std import tqdm
+
+    return tqdm
+
+
+def chunk_count(n: int, nrep: int, chunk_size=None) -> int:
+    """Number of compiled calls :func:`refit_design_many` makes for ``nrep`` refits of ``n`` rows."""
+    cs = default_chunk(n) if chunk_size is None else chunk_size
+    try:
+        return -(-int(nrep) // max(1, int(min(cs, nrep))))
+    except (TypeError, ValueError):  # a bad chunk_size: refit_batches will say so
+        return 1
+
+
+def progress_bar(progress, total: int, label: str, chunks: int = 4):
+    """A tqdm bar for ``total`` refits labelled ``label``, or None.
+
+    Parameters
+    ----------
+    progress : bool, str or None
+        None (default): a bar when the work takes 4 or more compiled calls (``chunks``) and
+        the output is a terminal or a Jupyter notebook. True / False: always / never. A
+        string: always, with that label instead of ``label``.
+    total : int
+        Number of refits the bar counts.
+    label : str
+        The task, e.g. ``"bootstrap"``, ``"power"``, ``"refit m0"``.
+    chunks : int
+        Number of compiled calls the work takes.
+
+    Returns
+    -------
+    tqdm.tqdm or None
+        The bar is opened at once (before anything is compiled) and shows "compiling" until
+        the first refits are done; the caller closes it.
+    """
+    if isinstance(progress, str):
+        show, label = True, progress
+    elif progress is None:
+        show = chunks >= 4 and (sys.stderr.isatty() or _in_notebook())
+    else:
+        show = bool(progress)
+    if not show:
+        return None
+    return _tqdm_class()(total=int(total), desc=label, unit="fit", dynamic_ncols=True)
+
+
+def refit_design_many(spec: RefitSpec, Y_chunks, nrep: int, *, satterthwaite: bool = True, batch_size=None,
+                      chunk_size=None, progress=None, label: str = "refit", bar=None) -> pd.DataFrame:
+    """Refit ``spec`` to ``nrep`` responses yielded by ``Y_chunks(size)``; the table of :func:`tidy`.
+
+    ``progress`` and ``label`` are those of :func:`progress_bar`; ``bar``, a bar opened by the
+    caller for several runs, is advanced and left open instead.
+    """
+    own = bar is None  # (the bar is opened before the first compiled call: compiling shows)
+    if own:
+        bar = progress_bar(progress, nrep, label, chunks=chunk_count(spec.design.n, nrep, chunk_size))
+    first = [True]
+
+    def advance(k):
         if bar is not None:
+            if first[0]:
+                bar.set_postfix_str("", refresh=False)
+                first[0] = False
+            bar.update(k)
+
+    try:
+        if bar is not None:
+            bar.set_postfix_str("compiling", refresh=True)
+        res = refit_batches(spec, Y_chunks, nrep, satterthwaite=satterthwaite, batch_size=batch_size,
+                            chunk_size=chunk_size, on_chunk=advance)
+    finally:
+        if bar is not None and own:
             bar.close()
     return tidy(res, spec, satterthwaite)
 

@@ -234,8 +234,10 @@ def refit_many(model, Y, *, satterthwaite: bool = True, batch_size=None, chunk_s
         CPU) fits one at a time with ``lax.map``; on an accelerator the default is 64.
     chunk_size : int, optional
         Replicates per compiled call (bounds memory; default: up to 256, fewer for large n).
-    progress : bool, optional
-        A tqdm progress bar (default: shown for 4 or more chunks on a terminal).
+    progress : bool or str, optional
+        A progress bar labelled "refit" (a string: that label), opened before anything is
+        compiled (it shows "compiling" until the first refits are done). Default: shown for 4
+        or more chunks on a terminal or in Jupyter.
 
     Returns
     -------
@@ -260,7 +262,7 @@ def refit_many(model, Y, *, satterthwaite: bool = True, batch_size=None, chunk_s
             yield Y[:, s:s + size]
 
     return refit_design_many(spec_of(model), chunks, B, satterthwaite=satterthwaite, batch_size=batch_size,
-                             chunk_size=chunk_size, progress=progress)
+                             chunk_size=chunk_size, progress=progress, label="refit")
 
 
 def refit(model, y, *, name=None):
