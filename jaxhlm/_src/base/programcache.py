@@ -56,6 +56,8 @@ import zlib
 import jax
 import numpy as np
 
+from . import threads
+
 __all__ = ["CachedJit", "jit", "call", "cache_base", "compiler_options", "cache_directory", "STALE_TMP_SECONDS"]
 
 FORMAT = 2
@@ -366,6 +368,11 @@ def _cached_call(jitted, nested, name: str, args: tuple, dyn_kwargs: dict, stati
     sig = _signature((args, dyn_kwargs))
     if sig is _TRACED:
         return nested(*args, **dyn_kwargs, **static_kwargs)
+    with threads.limited():  # one BLAS thread while the program runs (see base/threads.py)
+        return jax.block_until_ready(_run(jitted, name, args, dyn_kwargs, static_kwargs, sig))
+
+
+def _run(jitted, name, args, dyn_kwargs, static_kwargs, sig):
     if sig is None:
         return jitted(*args, **dyn_kwargs, **static_kwargs)
     backend = jax.default_backend()

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..base import threads
 from . import soa
 
 __all__ = ["ElimSpec", "elim_spec", "eliminate", "sandwich_sum", "dense_eliminate", "SMALL_DENSE"]
@@ -150,11 +151,12 @@ def _host_inv_logdet(M):
     import scipy.linalg.lapack as lapack
 
     M = np.asarray(M, dtype=np.float64)
-    L, info = lapack.dpotrf(M, lower=1, clean=0)
-    if info != 0:
-        return np.full(M.shape, np.nan), np.float64(np.nan)
+    with threads.for_dense(M.shape[0]):
+        L, info = lapack.dpotrf(M, lower=1, clean=0)
+        if info != 0:
+            return np.full(M.shape, np.nan), np.float64(np.nan)
+        Minv, info = lapack.dpotri(L, lower=1)
     ld = 2.0 * np.sum(np.log(np.diagonal(L)))
-    Minv, info = lapack.dpotri(L, lower=1)
     Minv = np.tril(Minv)
     Minv += np.triu(Minv.T, 1)
     return Minv, np.float64(ld)
@@ -163,7 +165,8 @@ def _host_inv_logdet(M):
 def _host_cholesky(M):
     import scipy.linalg.lapack as lapack
 
-    L, info = lapack.dpotrf(np.asarray(M, dtype=np.float64), lower=1, clean=1)
+    with threads.for_dense(M.shape[0]):
+        L, info = lapack.dpotrf(np.asarray(M, dtype=np.float64), lower=1, clean=1)
     return L if info == 0 else np.full(M.shape, np.nan)
 
 
