@@ -87,14 +87,15 @@ def test_criterion_gradient_and_modes_equal_the_dense_oracle(formula, plan):
     @jax.jit
     def everything(th):  # one program per case: both criteria, the ML gradient, the modes
         ml, g = jax.value_and_grad(lambda t: pls.objective(t, st, lay, False))(th)
-        return ml, pls.objective(th, st, lay, True), g, pls.modes(th, st, lay)
+        return ml, pls.objective(th, st, lay, True), g, pls.solve(th, st, lay)
 
     rng = np.random.default_rng(7)
     for trial in range(2):
         th = rng.normal(size=lay.ntheta) * 0.8
         if trial == 1:
             th[lay.is_diag()] = np.where(rng.random(lay.is_diag().sum()) < 0.5, 0.0, th[lay.is_diag()])
-        ml, reml, grad, modes = everything(th)
+        ml, reml, grad, sol = everything(th)
+        modes = sol.b
         assert float(ml) == pytest.approx(dense_deviance(th, d, False), rel=1e-11, abs=1e-9)
         assert float(reml) == pytest.approx(dense_deviance(th, d, True), rel=1e-11, abs=1e-9)
         h = 1e-6
@@ -104,6 +105,14 @@ def test_criterion_gradient_and_modes_equal_the_dense_oracle(formula, plan):
         got = np.concatenate([np.asarray(b)[:, :fac.nlevels].T.reshape(-1) for b, fac in zip(modes, d.factors)])
         want = _dense_modes(d, th)
         np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-9 * max(1.0, np.abs(want).max()))
+        # the spherical modes and beta of the penalised least-squares problem (PIRLS's step)
+        Z, Lam = dense_Z_Lambda(d, th)
+        U = Z @ Lam
+        A = np.block([[U.T @ U + np.eye(U.shape[1]), U.T @ d.X], [d.X.T @ U, d.X.T @ d.X]])
+        full = np.linalg.solve(A, np.concatenate([U.T @ d.y, d.X.T @ d.y]))
+        u = np.concatenate([np.asarray(v)[:, :fac.nlevels].T.reshape(-1) for v, fac in zip(sol.u, d.factors)])
+        np.testing.assert_allclose(u, full[:U.shape[1]], rtol=1e-8, atol=1e-9 * max(1.0, np.abs(full).max()))
+        np.testing.assert_allclose(sol.beta, full[U.shape[1]:], rtol=1e-8, atol=1e-9)
 
 
 @pytest.mark.parametrize("formula", ["y ~ x + (x | g)", "y ~ x + (x | g) + (1 | h)", "y ~ x + (1 | a/b)"])

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 from ..base import config  # noqa: F401  (float64)
 from . import kernels as K
 
-__all__ = ["Factor", "factorize", "criterion", "objective", "objective_vp", "beta_and_cov", "vp_derivatives", "modes",
-           "LOG2PI"]
+__all__ = ["Factor", "Solution", "factorize", "criterion", "objective", "objective_vp", "beta_and_cov", "vp_derivatives",
+           "modes", "solve", "LOG2PI"]
 
 LOG2PI = math.log(2.0 * math.pi)
 
@@ -50,6 +50,7 @@ class Factor(NamedTuple):
     C: tuple = ()
     MD: object = None
     RD: object = None
+    S: tuple = ()
 
 
 def _seg(x, ids, num):
@@ -68,13 +69,14 @@ def _chain(theta, stats, layout, keep):
     C = [[lk.C for lk in row] for row in stats.links] if F > 1 else [[]]
     Sxy = stats.XytXy
     ld = 0.0
-    Ws, Rs, Cs = [], [], []
+    Ws, Rs, Cs, Ss = [], [], [], []
     for h in range(F):
         ldh, W = K.eliminate(theta, S[h], K.elim_spec(layout, h))
         ld = ld + ldh
         Sxy = Sxy - K.sandwich_sum(R[h], W)
         if keep:
             Ws.append(W)
+            Ss.append(S[h])
             Rs.append(R[h])
             Cs.append(tuple(C[h]) if F > 1 else ())
         for x, i in enumerate(range(h + 1, F)):
@@ -86,7 +88,7 @@ def _chain(theta, stats, layout, keep):
             for y, k in enumerate(range(i + 1, F)):
                 Ck = C[h][k - h - 1]  # Z_h'Z_k per level of h
                 C[i][y] = C[i][y] - _seg(K.level_sandwich(Ci, W, Ck), par, L_i)
-    return ld, Sxy, Factor(None, None, tuple(Ws), tuple(Rs), tuple(Cs)) if keep else None
+    return ld, Sxy, Factor(None, None, tuple(Ws), tuple(Rs), tuple(Cs), S=tuple(Ss)) if keep else None
 
 
 def _scale_dense(A, Ts, layout, right=True):
@@ -169,7 +171,7 @@ def _crossed(theta, stats, layout, keep):
     MD = _scale_dense(stats.dense.ZtZ - fill, Ts, layout) + jnp.eye(layout.QD, dtype=W.dtype)
     RD = _scale_dense(stats.dense.ZtXy - cross, Ts, layout, right=False)
     ldD, G = K.dense_eliminate(MD, RD)
-    aux = Factor(None, None, (W,), (lv.ZtXy,), (), MD, RD) if keep else None
+    aux = Factor(None, None, (W,), (lv.ZtXy,), (), MD, RD, S=(lv.ZtZ,)) if keep else None
     return ld + ldD, Sxy - G, aux
 
 
@@ -235,13 +237,61 @@ def vp_derivatives(varpar, stats, layout, reml):
     return H, jax.jacrev(cov)(varpar), cov(varpar)
 
 
+class Solution(NamedTuple):
+    """The penalised least-squares solution at theta: ``beta``, the conditional modes ``b`` and
+    the spherical modes ``u`` (``b = Lambda u``) per factor (``(q_f, L_f)`` arrays), ``log|L|^2``,
+    ``L_XX`` and the penalised residual sum of squares ``r2 = ||W^{1/2}(y - X beta - Z b)||^2 + ||u||^2``."""
+
+    beta: object
+    b: tuple
+    u: tuple
+    ldL2: object
+    Lxx: object
+    r2: object
+
+
 def modes(theta, stats, layout) -> tuple:
-    """Conditional modes ``b`` per factor at ``theta``: a tuple of ``(q_f, L_f)`` arrays.
+    """Conditional modes ``b`` per factor at ``theta``: a tuple of ``(q_f, L_f)`` arrays."""
+    return solve(theta, stats, layout).b
+
+
+def _spherical(theta, S, r, layout, h):
+    """``u_h = M_h^{-1} T_h' r_h`` per level (``M_h = T_h' S_h T_h + I``), by small Cholesky factors."""
+    from . import soa
+
+    spec = K.elim_spec(layout, h)
+    T = K._T(theta, spec)
+    q = spec.q
+    M = soa.mm(soa.tr(T), soa.mm(soa.to_lists(S), T))
+    for i in range(q):
+        M[i][i] = M[i][i] + 1.0 if not soa.is_zero(M[i][i]) else jnp.ones_like(S[0, 0])
+    Tr = soa.mm(soa.tr(T), [[r[i]] for i in range(q)])
+    L = soa.chol(M)
+    y = []
+    for i in range(q):  # L y = T'r, then L' u = y
+        t = Tr[i][0] if not soa.is_zero(Tr[i][0]) else jnp.zeros_like(S[0, 0])
+        for k in range(i):
+            if not soa.is_zero(L[i][k]):
+                t = t - L[i][k] * y[k]
+        y.append(t / L[i][i])
+    u = [None] * q
+    for i in reversed(range(q)):
+        t = y[i]
+        for k in range(i + 1, q):
+            if not soa.is_zero(L[k][i]):
+                t = t - L[k][i] * u[k]
+        u[i] = t / L[i][i]
+    return jnp.stack(u)
+
+
+def solve(theta, stats, layout) -> Solution:
+    """The penalised least-squares solution at ``theta`` (:class:`Solution`; traceable).
 
     Back substitution through the eliminations in reverse order: the dense block first
     (``u_D = M_D^{-1} R_D [-beta; 1]``, ``b_D = Lambda_D u_D``), then every batched block
-    ``b_h = W_h (R_h [-beta; 1] - sum_{later k} C_hk b_k)`` with its Schur-complement-updated
-    ``R_h`` and couplings ``C_hk`` (Z scale) as they were when it was eliminated.
+    ``b_h = W_h r_h``, ``u_h = M_h^{-1} T_h' r_h`` with ``r_h = R_h [-beta; 1] - sum_{later k}
+    C_hk b_k``, its Schur-complement-updated ``R_h`` and couplings ``C_hk`` (Z scale) as they
+    were when it was eliminated. (This is what PIRLS solves at each step of a GLMM fit.)
     """
     fc = factorize(theta, stats, layout, keep=True)
     p = layout.p
@@ -259,12 +309,13 @@ def modes(theta, stats, layout) -> tuple:
         Ts = layout.T_arrays(theta, jnp)
         offs = layout.dense_offsets
         bD = jnp.zeros_like(uD)
-        out = [None] * F
+        out, us = [None] * F, [None] * F
         for f in layout.dense_factors:
             qf, Lf, of = layout.q[f], layout.nlev[f], offs[f]
             bf = uD[of:of + Lf * qf].reshape(Lf, qf) @ Ts[f].T
             bD = bD.at[of:of + Lf * qf].set(bf.reshape(-1))
             out[f] = bf.T
+            us[f] = uD[of:of + Lf * qf].reshape(Lf, qf).T
         W, RA = fc.W[0], fc.R[0]
         r = jnp.einsum("ucj,c->uj", RA, bfull)
         if layout.plan.coupling == "dense":
@@ -276,8 +327,9 @@ def modes(theta, stats, layout) -> tuple:
                 contrib = jnp.einsum("ruk,rk->uk", pr.C, bD[idx])  # (qA, K)
                 r = r - _seg(contrib, pr.a, layout.nlev[0])
         out[0] = K.level_apply(W, r)
-        return tuple(out)
-    out = [None] * F
+        us[0] = _spherical(theta, fc.S[0], r, layout, 0)
+        return Solution(beta, tuple(out), tuple(us), fc.ldL2, Lxx, Lxx[p, p] ** 2)
+    out, us = [None] * F, [None] * F
     for h in reversed(range(F)):
         r = jnp.einsum("ucj,c->uj", fc.R[h], bfull)
         for x, k in enumerate(range(h + 1, F)):
@@ -285,4 +337,5 @@ def modes(theta, stats, layout) -> tuple:
             bk = out[k][:, par]  # (q_k, L_h)
             r = r - jnp.einsum("ukj,kj->uj", fc.C[h][x], bk)
         out[h] = K.level_apply(fc.W[h], r)
-    return tuple(out)
+        us[h] = _spherical(theta, fc.S[h], r, layout, h)
+    return Solution(beta, tuple(out), tuple(us), fc.ldL2, Lxx, Lxx[p, p] ** 2)
