@@ -49,8 +49,8 @@ def test_dummy_matrices_span_the_model():
     rdX, Xt, match, term_cols = dummy_matrices(m, frame)
     assert rdX.shape[1] == 1 + 3 + 4 + 12 and Xt.shape[1] == m.p
     np.testing.assert_array_equal(rdX[:, match], Xt)  # each Xt column is one rdX cell
-    B, *_ = np.linalg.lstsq(Xt, m._design.X, rcond=None)
-    np.testing.assert_allclose(Xt @ B, m._design.X, atol=1e-10)
+    B, *_ = np.linalg.lstsq(Xt, m.design.X, rcond=None)
+    np.testing.assert_allclose(Xt @ B, m.design.X, atol=1e-10)
 
 
 def test_model_frame_needs_the_data():
