@@ -26,7 +26,7 @@ def sleep():
 def _blup_errors(m, Xn, Zn, n_sims=20000, seed=1):
     """Prediction errors of x'beta_hat + z'b_hat for data simulated from the fit (theta, sigma fixed):
     solve the mixed-model equations directly with dense matrices."""
-    d = m._design
+    d = m.design
     Z = kr._full_z(d).toarray()
     Lam = kr._lambda(m, Z.shape[1])
     X, s, beta = d.X, m.sigma, m.fixef.to_numpy()
@@ -43,7 +43,7 @@ def _blup_errors(m, Xn, Zn, n_sims=20000, seed=1):
 def test_conditional_pev_matches_simulation_one_factor(sleep):
     new = pd.DataFrame({"Days": [3.0, 12.0, 5.0], "Subject": ["308", "308", "335"]})
     got = sleep.predict(new, interval="confidence")
-    levels = list(sleep._design.factors[0].levels)
+    levels = list(sleep.design.factors[0].levels)
     Zn = np.zeros((3, 2 * len(levels)))
     for k, (dd, sub) in enumerate(zip(new["Days"], new["Subject"])):
         j = levels.index(sub)
@@ -63,7 +63,7 @@ def test_conditional_pev_matches_simulation_crossed():
     d = data("crossed_cond")
     new = d.iloc[[0, 5, 17]][["subj", "item", "cond"]].reset_index(drop=True)
     got = m.predict(new, interval="confidence")
-    des = m._design
+    des = m.design
     offs, qf, Q = kr._z_layout(des)
     Zn = np.zeros((3, Q))
     for f, fac in enumerate(des.factors):
@@ -81,13 +81,13 @@ def test_conditional_pev_matches_simulation_crossed():
 
 def test_blocked_and_dense_paths_agree(sleep):
     new = pd.DataFrame({"Days": [0.0, 9.0, 4.0], "Subject": ["308", "372", "350"]})
-    sel = list(range(len(sleep._design.terms)))
+    sel = list(range(len(sleep.design.terms)))
     Xn, terms, _ = iv.new_design(sleep, new, sel, True)
     zf, codes = iv._rows_by_factor(sleep, Xn, terms, 3)
     T = kr.factor_T(sleep)[0]
     w = zf[0] @ T
     a = iv._pev_blocked(sleep, Xn, w, codes[0])
-    offs, qf, Q = kr._z_layout(sleep._design)
+    offs, qf, Q = kr._z_layout(sleep.design)
     wf = np.zeros((3, Q))
     for k in range(3):
         wf[k, codes[0][k] * qf[0]:(codes[0][k] + 1) * qf[0]] = w[k]

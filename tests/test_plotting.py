@@ -294,10 +294,10 @@ def test_group_panels_data_and_fitted_lines(fits):
     fit = fits["rs"]
     fig = plotting.group_panels(fit, "Days")
     axs = fig.axes
-    fac = fit._design.factors[0]
+    fac = fit.design.factors[0]
     assert len(axs) == 18 and [a.get_title() for a in axs] == [str(v) for v in fac.levels]
     coef = fit.coef["Subject"]
-    y, days = fit.y.to_numpy(), fit._design.X[:, 1]
+    y, days = fit.y.to_numpy(), fit.design.X[:, 1]
     for j, a in enumerate(axs):
         rows = fac.codes == j
         np.testing.assert_allclose(a.collections[0].get_offsets(), np.column_stack([days[rows], y[rows]]))

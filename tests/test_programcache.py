@@ -71,7 +71,7 @@ def test_program_written_by_one_process_is_reused_by_the_next(filled, tmp_path):
     files = _programs(d)
     assert len(files) >= 4 and all(f.endswith(".bin") and _valid(f) for f in files)
     names = sorted(_header(f)[0]["key"].split(",")[1].strip(" '") for f in files)
-    assert "jaxhlm._src.optim.fit.fit_theta" in names
+    assert "jaxhlm._src.optim.fit.fit_program" in names
     shutil.copytree(d, tmp_path / "c")
     mtimes = {f: os.path.getmtime(f) for f in _programs(tmp_path / "c")}
     second = _run(tmp_path / "c")
@@ -114,7 +114,7 @@ def _swap_pairs(files):
             os.replace(g, f)
             os.replace(tmp, g)
             swapped += 1
-    assert swapped >= 2  # fit_theta and the Satterthwaite derivatives
+    assert swapped >= 2  # fit_program and the Satterthwaite derivatives
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "header", "swap"])

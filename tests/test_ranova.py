@@ -50,7 +50,7 @@ def test_reduce_terms_false_removes_whole_terms():
     assert list(t.index) == ["<none>", "(Days | Subject)"]
     assert t["Df"].iloc[1] == 3
     # without random effects: the (REML) log-likelihood of the linear model
-    d = m._design
+    d = m.design
     np.testing.assert_allclose(t["logLik"].iloc[1], lm_loglik(d.X, d.y, True))
 
 

@@ -34,11 +34,20 @@ import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import ArgumentError, InferenceError
-from ..stats.suffstats import term_offsets
+from ..stats.layout import factor_columns
 from .kenward_roger import MAX_Q, _full_z, _lambda, _z_layout, factor_T
 from .predict import _as_frame, _selected_terms, new_design
 
 __all__ = ["predict_interval"]
+
+
+def term_offsets(design) -> list:
+    """Column offset of every random term inside its factor's block."""
+    offs = [0] * len(design.terms)
+    for cols in factor_columns(design):
+        for i, o in cols:
+            offs[i] = o
+    return offs
 
 
 def _rows_by_factor(model, X, terms, n):

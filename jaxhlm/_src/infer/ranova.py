@@ -36,14 +36,20 @@ def _bar(expr: str, group: str) -> str:
     return f"({expr} | {group})"
 
 
-def lm_loglik(X: np.ndarray, y: np.ndarray, reml: bool) -> float:
-    """Log-likelihood of the linear model ``y ~ X`` (R's ``logLik.lm``, ``REML=`` as given)."""
+def lm_loglik(X: np.ndarray, y: np.ndarray, reml: bool, weights=None, offset=None) -> float:
+    """Log-likelihood of the linear model ``y ~ X`` (R's ``logLik.lm``, ``REML=`` as given), with
+    prior weights (``lm(weights=)``: ``(sum log w - N (log 2 pi + 1 - log N + log sum w r^2)) / 2``,
+    the QR of ``sqrt(w) X`` in the REML term) and an offset subtracted from ``y``."""
     n, p = X.shape
-    Q, R = np.linalg.qr(X)
-    resid = y - Q @ (Q.T @ y)
-    rss = float(resid @ resid)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    yo = y if offset is None else y - offset
+    sw = np.sqrt(w)
+    Q, R = np.linalg.qr(X * sw[:, None])
+    ys = yo * sw
+    resid = ys - Q @ (Q.T @ ys)
+    wrss = float(resid @ resid)
     N = n - p if reml else n
-    val = -0.5 * N * (math.log(2 * math.pi) + 1 - math.log(N) + math.log(rss))
+    val = 0.5 * (float(np.sum(np.log(w))) - N * (math.log(2 * math.pi) + 1 - math.log(N) + math.log(wrss)))
     if reml:
         val -= float(np.sum(np.log(np.abs(np.diag(R)))))
     return val
@@ -102,7 +108,7 @@ def _fit_loglik(model, formula: str) -> tuple:
                                  f"when fitting {formula!r}: remove missing values first")
         return m.npar, m.loglik
     d = model.design
-    return d.p + 1, lm_loglik(d.X, d.y, model.reml)
+    return d.p + 1, lm_loglik(d.X, d.y, model.reml, d.weights, d.offset)
 
 
 def ranova(model, reduce_terms: bool = True) -> FTable:

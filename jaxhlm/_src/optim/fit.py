@@ -249,7 +249,8 @@ def _convergence(fit, stats, layout, reml, names=None) -> str | None:
     """lme4's ``checkConv``: the problem, or None. Flagged when the optimiser stopped early, or
     when for some component both the gradient and the gradient scaled by the Hessian's
     Cholesky factor (``R^{-1} g``, ``H = R'R``) exceed :data:`CONV_TOL` in absolute value
-    (the Hessian only when the quasi-Newton decrement ``g'H^{-1}g`` is not already small)."""
+    (the Hessian only when the quasi-Newton decrement ``g'H^{-1}g``, with the search's positive
+    definite inverse-Hessian estimate, is not already small)."""
     grad = np.asarray(fit["grad"], dtype=np.float64)
     gmax = float(np.max(np.abs(grad))) if grad.size else 0.0
     if not fit["converged"]:
@@ -257,8 +258,12 @@ def _convergence(fit, stats, layout, reml, names=None) -> str | None:
     if gmax <= CONV_TOL:
         return None
     Hi = np.asarray(fit["Hinv"])
-    if Hi.shape == (grad.size, grad.size) and abs(grad @ Hi @ grad) <= CONV_TOL**2:
-        return None
+    if Hi.shape == (grad.size, grad.size) and np.all(np.isfinite(Hi)) and abs(grad @ Hi @ grad) <= CONV_TOL**2:
+        try:  # the search's inverse-Hessian estimate is trusted only when positive definite
+            np.linalg.cholesky(0.5 * (Hi + Hi.T))
+            return None
+        except np.linalg.LinAlgError:
+            pass
     try:
         H = hessian_theta(fit["theta"], stats, layout, reml)
         scaled = np.linalg.solve(np.linalg.cholesky(H).T, grad)

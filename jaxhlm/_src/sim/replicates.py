@@ -182,6 +182,10 @@ def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
         pv = 2.0 * scipy.stats.t.sf(np.abs(t), df)
         for j, nm in enumerate(spec.fixef_names):
             cols[f"p.{nm}"] = pv[:, j]
+    failed = ~np.isfinite(res["objective"])  # no criterion at all: no estimates either
+    if failed.any():
+        for k in list(cols):
+            cols[k] = np.where(failed, np.nan, np.asarray(cols[k], dtype=np.float64))
     diag = layout.is_diag()
     cols["converged"] = conv
     cols["singular"] = np.any(np.abs(TH[:, diag]) < 1e-4, axis=1) if diag.any() else np.zeros(B, bool)
