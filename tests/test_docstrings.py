@@ -12,11 +12,7 @@ import jaxhlm
 VARIADIC = {"anova", "lower"}
 MODULES = ["jaxhlm.plotting", "jaxhlm._src.infer.summary", "jaxhlm._src.infer.rprint",
            "jaxhlm._src.base.programcache", "jaxhlm._src.base.config"]
-# methods of the model class, which is being rewritten (their docs live in the delegated
-# functions for now)
-PENDING = {"LinearMixedModel." + n for n in ("summary", "confint", "predict", "icc", "ranef_chisq", "contest",
-                                             "coef_table_kr", "simulate", "refit", "refit_many", "bootstrap",
-                                             "plot")}
+PENDING: set = set()  # every public method is documented now
 
 
 def problems(fn) -> list:
@@ -63,12 +59,6 @@ ITEMS = public_functions()
 
 @pytest.mark.parametrize("name,fn", [(n, f) for n, f in ITEMS if n not in PENDING], ids=lambda v: v if isinstance(v, str) else "")
 def test_numpy_docstring_and_signature(name, fn):
-    assert problems(fn) == [], name
-
-
-@pytest.mark.parametrize("name,fn", [(n, f) for n, f in ITEMS if n in PENDING], ids=lambda v: v if isinstance(v, str) else "")
-@pytest.mark.xfail(strict=True, reason="model methods delegate; their docs are in the delegated functions (lmm.py rewrite)")
-def test_pending_model_methods(name, fn):
     assert problems(fn) == [], name
 
 
