@@ -21,7 +21,8 @@ from ._src.base.errors import (
     SingularFitWarning,
 )
 from ._src.formula.terms import parse_formula
-from ._src.facade.lmm import LinearMixedModel, lmer, lmer_sharded
+from ._src.facade.entry import lmer, lmer_sharded
+from ._src.facade.lmm import LinearMixedModel
 from ._src.infer.anova import AnovaTable
 from ._src.facade.compare import anova
 from ._src.base.errors import FitError, InferenceError, NewLevelsWarning

@@ -9,7 +9,7 @@ import pytest
 
 import jaxhlm
 from jaxhlm._src.design.outofcore import pseudo_rows
-from jaxhlm._src.facade.lmm import _lmer_out_of_core
+from jaxhlm._src.facade.entry import _lmer_out_of_core
 
 from conftest import load_data
 

@@ -179,9 +179,8 @@ def _as_frame(newdata) -> pd.DataFrame:
     return newdata
 
 
-def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True, interval=None,
-            level: float = 0.95, method: str = "analytic", n_sims: int = 1000, seed=None):
-    """Predicted responses, optionally with confidence or prediction intervals.
+def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True):
+    """Predicted responses (intervals: :func:`jaxhlm._src.infer.intervals.predict_interval`).
 
     Parameters
     ----------
@@ -197,14 +196,6 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True, in
     allow_new_levels : bool, default True
         Rows whose grouping level is unseen (or missing) get a random effect of 0 for that
         factor (lme4's ``allow.new.levels = TRUE``); with False they raise :class:`DataError`.
-    interval : {None, "confidence", "prediction"}
-        ``None``: the predictions as a Series. Otherwise a DataFrame ``fit, se, lwr, upr``; see
-        :func:`jaxhlm._src.infer.intervals.predict_interval` for the definitions.
-    level : float
-        Coverage of the intervals.
-    method : {"analytic", "simulate"}
-        Intervals from the exact prediction-error variance (given the variance parameters), or
-        by simulation as merTools' ``predictInterval`` (``n_sims`` draws, ``seed``).
 
     Returns
     -------
@@ -213,11 +204,6 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True, in
         grouping factor to the number of rows predicted at an unseen level. Rows with missing
         predictor values give NaN.
     """
-    if interval is not None:
-        from .intervals import predict_interval
-
-        return predict_interval(model, newdata=newdata, re_form=re_form, allow_new_levels=allow_new_levels,
-                                interval=interval, level=level, method=method, n_sims=n_sims, seed=seed)
     d = model.design
     beta = model.fixef.to_numpy()
     sel = _selected_terms(model, re_form)

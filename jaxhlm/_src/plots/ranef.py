@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._src.base.errors import ArgumentError
+from ..base.errors import ArgumentError
 from . import _common as c
 
 __all__ = ["caterpillar", "caterpillar_panels"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._src.base.errors import ArgumentError, ColumnNotFoundError
+from ..base.errors import ArgumentError, ColumnNotFoundError
 
 
 def pyplot():

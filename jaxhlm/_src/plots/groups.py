@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .._src.base.errors import ArgumentError
+from ..base.errors import ArgumentError
 from . import _common as c
 
 __all__ = ["group_lines", "group_panels"]
