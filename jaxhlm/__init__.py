@@ -7,17 +7,22 @@ Importing jaxhlm switches JAX to float64 (``jax_enable_x64``); see :mod:`jaxhlm.
 >>> print(fit.summary())                                               # doctest: +SKIP
 """
 from ._src.base import config as _config  # noqa: F401  (float64 before anything else)
-from ._src.design.build import DataWarning, RankDeficiencyWarning, build_design
+from ._src.design.build import build_design
 from ._src.base.errors import (
+    AliasedRandomEffectsWarning,
     ArgumentError,
     ColumnNotFoundError,
     ConvergenceWarning,
     DataError,
+    DataWarning,
     DatasetNotFoundError,
     FormulaError,
     JaxhlmError,
     JaxhlmWarning,
+    MixedTypesWarning,
     ModelComparisonError,
+    NonMonotonicProfileWarning,
+    RankDeficiencyWarning,
     SingularFitWarning,
 )
 from ._src.formula.terms import parse_formula
@@ -51,7 +56,10 @@ __all__ = [
     "ConvergenceWarning",
     "SingularFitWarning",
     "RankDeficiencyWarning",
+    "AliasedRandomEffectsWarning",
     "DataWarning",
+    "MixedTypesWarning",
+    "NonMonotonicProfileWarning",
     "FitError",
     "anova",
     "AnovaTable",

@@ -94,6 +94,22 @@ class NonMonotonicProfileWarning(JaxhlmWarning):
     from the estimate): the profile interval may be wrong; look at the profile itself."""
 
 
+class RankDeficiencyWarning(JaxhlmWarning):
+    """Fixed-effects columns were dropped because they are linear combinations of others."""
+
+
+class AliasedRandomEffectsWarning(JaxhlmWarning):
+    """Columns of random-effect terms on one grouping factor cannot be told apart in the data."""
+
+
+class DataWarning(JaxhlmWarning):
+    """Something in the data is probably not what was meant (numbers stored as text, ...)."""
+
+
+class MixedTypesWarning(DataWarning):
+    """A column mixes numbers and text; its values are compared as text (R's ``as.character``)."""
+
+
 def warn(message: str, category=JaxhlmWarning) -> None:
     """``warnings.warn`` attributed to the first caller outside jaxhlm (the user's line)."""
     import os

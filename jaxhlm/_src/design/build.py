@@ -16,11 +16,9 @@ dataframe is never modified.
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, FormulaError
+from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, FormulaError, warn
 from ..formula.rparse import _tokenize
 from ..formula.terms import ParsedFormula, parse_formula
 from .checks import RankDeficiencyWarning, check_random_terms, check_response_values, drop_aliased
@@ -160,11 +158,10 @@ def _fixed_part(ycol, y, X_full, names_full, gaussian: bool = True) -> tuple:
     keep, y_resid = drop_aliased(X_full, names_full, y=y)
     dropped = [nm for nm, k in zip(names_full, keep) if not k]
     if dropped:
-        warnings.warn(
+        warn(
             f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
             f"column{'s' if len(dropped) > 1 else ''} / coefficient{'s' if len(dropped) > 1 else ''}: {dropped}",
             RankDeficiencyWarning,
-            stacklevel=3,
         )
     X = np.asfortranarray(X_full if keep.all() else X_full[:, keep])  # columns contiguous (per-column sums)
     fixef_names = [nm for nm, k in zip(names_full, keep) if k]
@@ -207,7 +204,7 @@ def _assemble(parsed, y, X, fixef_names, dropped, keep, zmats, frame, index, n_d
             )
     if n <= X.shape[1]:
         raise DataError(f"{n} observations are too few for {X.shape[1]} fixed-effects coefficients")
-    check_random_terms(terms, factors, stacklevel=4)
+    check_random_terms(terms, factors)
 
     # lme4 (mkReTrms): unless the numbers of levels already decrease, order the terms by
     # decreasing number of levels, ties in reverse formula order (R's rev(order(nl)))

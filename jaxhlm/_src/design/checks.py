@@ -6,22 +6,12 @@ in units of 1 (no squares that underflow or overflow).
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from ..base.errors import DataError, JaxhlmWarning
+from ..base.errors import AliasedRandomEffectsWarning, DataError, RankDeficiencyWarning, warn
 
 __all__ = ["RankDeficiencyWarning", "AliasedRandomEffectsWarning", "drop_aliased", "check_response_values",
            "check_random_terms"]
-
-
-class RankDeficiencyWarning(JaxhlmWarning):
-    """Fixed-effects columns were dropped because they are linear combinations of others."""
-
-
-class AliasedRandomEffectsWarning(JaxhlmWarning):
-    """Columns of random-effect terms on one grouping factor cannot be told apart in the data."""
 
 
 def _r_factor(X: np.ndarray, y: np.ndarray | None, block: int = 65536) -> np.ndarray:
@@ -133,7 +123,7 @@ def _within_spread(x: np.ndarray, codes: np.ndarray, nlev: int) -> str | None:
     return "within" if ssw <= 1e-12 * sst else None
 
 
-def check_random_terms(terms: list, factors: list, stacklevel: int = 4) -> None:
+def check_random_terms(terms: list, factors: list) -> None:
     """Warn about random-effect columns that the data cannot tell apart, per grouping factor:
 
     * a column constant within every level when the factor also has a random intercept (``(x | g)``
@@ -159,10 +149,10 @@ def check_random_terms(terms: list, factors: list, stacklevel: int = 4) -> None:
                 if how is not None:
                     what = ("is constant, so it duplicates the random intercept" if how == "constant" else
                             f"is constant within every level of {fac.name!r}, so it is aliased with the random intercept")
-                    warnings.warn(
+                    warn(
                         f"random-effect column {td.names[j]!r} of {td.term} {what}: the data cannot separate their "
                         "variances and the fit will be singular; remove it from the random part",
-                        AliasedRandomEffectsWarning, stacklevel=stacklevel)
+                        AliasedRandomEffectsWarning)
                     return
         if intercept and len(cols) == 2:
             continue  # intercept and one column: aliased only if constant, checked above
@@ -181,7 +171,7 @@ def check_random_terms(terms: list, factors: list, stacklevel: int = 4) -> None:
             keep = drop_aliased(Z, None)
             bad = [f"{td.names[j]!r} of {td.term}" for (td, j), k in zip(cols, keep) if not k]
             if bad:
-                warnings.warn(
+                warn(
                     f"random-effect columns on {fac.name!r} are linearly dependent: {', '.join(bad)} "
                     "is a combination of the others; the fit will be singular; remove it from the random part",
-                    AliasedRandomEffectsWarning, stacklevel=stacklevel)
+                    AliasedRandomEffectsWarning)

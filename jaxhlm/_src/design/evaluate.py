@@ -14,7 +14,6 @@ they learned is kept in ``state`` (keyed by the call's R label) and reused for n
 """
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 

@@ -10,11 +10,9 @@
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, FormulaError
+from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, FormulaError, warn
 from ..formula.plan import formula_plan, referenced_names
 from ..formula.rparse import Name, deparse
 from ..formula.terms import ParsedFormula
@@ -97,10 +95,10 @@ def _text_number_problem(v, node, where: str, random: bool):
             f"effects per group. Convert it with pd.to_numeric(data[{label!r}]), or make it a pandas Categorical "
             "if it really is categorical"
         )
-    warnings.warn(
+    warn(
         f"column {label!r} holds numbers stored as text ({nnum} of {total} values); it is used as a categorical "
         f"variable with {v.nlevels} levels. Convert it with pd.to_numeric if it is a numeric predictor",
-        DataWarning, stacklevel=5)
+        DataWarning)
 
 
 def general_parts(parsed: ParsedFormula, data, contrasts=None, weights=None, family: str = "gaussian") -> dict:
@@ -115,7 +113,7 @@ def general_parts(parsed: ParsedFormula, data, contrasts=None, weights=None, fam
     contr = _contrast_specs(contrasts, plan)
     w = prior_weights(weights, data, family)
     for note in plan.fixed.notes + tuple(n for r in plan.random for n in r.notes):
-        warnings.warn(note, DataWarning, stacklevel=4)
+        warn(note, DataWarning)
 
     ev = Evaluator(data, state={}, learn=True)
     values: dict = {}
@@ -171,9 +169,9 @@ def general_parts(parsed: ParsedFormula, data, contrasts=None, weights=None, fam
             raw |= na_mask(ev.cache[c])
         made = masks[label] & ~raw
         if made.any():
-            warnings.warn(
+            warn(
                 f"{label!r} is undefined (NaN) in {int(made.sum())} rows where its columns are not missing; as in R "
-                "(na.omit), those rows are dropped", DataWarning, stacklevel=4)
+                "(na.omit), those rows are dropped", DataWarning)
     keep = ~missing
     n_dropped = int(missing.sum())
     if not keep.any():

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import warnings
 
 import numpy as np
 import pandas as pd
 
-from .rvalues import MixedTypesWarning, r_label, r_sort_key
+from ..base.errors import MixedTypesWarning, warn
+from .rvalues import r_label, r_sort_key
 
 __all__ = ["GroupingFactor", "single_factor", "grouping_factor"]
 
@@ -54,12 +54,11 @@ def _mixed_as_text(col: pd.Series, name) -> pd.Series:
     if has_num and has_str:
         ex_n = next(v for v in vals if isinstance(v, numbers.Number))
         ex_s = next(v for v in vals if isinstance(v, str))
-        warnings.warn(
+        warn(
             f"grouping column {name!r} mixes numbers and text (e.g. {ex_n!r} and {ex_s!r}); its values are used as "
             f"text labels, as R's factor(as.character(x)) would (1 and \"1\" are the same level). Give the column one "
             "type to silence this",
             MixedTypesWarning,
-            stacklevel=5,
         )
     return pd.Series([r_label(v) for v in vals], index=col.index, dtype=object)
 

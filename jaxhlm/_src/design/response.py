@@ -20,12 +20,10 @@ binomial ones (R's ``glm``: the row carries no information).
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 
-from ..base.errors import ArgumentError, ColumnNotFoundError, DataError
+from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, warn
 from .rvalues import DataWarning, Factor, Matrix, Numeric
 
 __all__ = ["check_response_column", "response_values", "prior_weights", "family_name"]
@@ -91,15 +89,15 @@ def response_values(value, label: str, family: str) -> tuple:
         if np.any(s < 0) or np.any(f < 0):
             raise DataError(f"the binomial response {label!r} has negative counts")
         if np.any(s != np.round(s)) or np.any(f != np.round(f)):
-            warnings.warn(f"non-integer counts in the binomial response {label!r}", DataWarning, stacklevel=5)
+            warn(f"non-integer counts in the binomial response {label!r}", DataWarning)
         n = s + f
         with np.errstate(invalid="ignore", divide="ignore"):
             y = np.where(n == 0, 0.0, s / np.where(n == 0, 1.0, n))
         return y, n
     if isinstance(value, Factor):
         if value.nlevels > 2:
-            warnings.warn(f"the binomial response {label!r} has {value.nlevels} levels; as in R, the first "
-                          f"({value.levels[0]!r}) is failure and all others are success", DataWarning, stacklevel=5)
+            warn(f"the binomial response {label!r} has {value.nlevels} levels; as in R, the first "
+                          f"({value.levels[0]!r}) is failure and all others are success", DataWarning)
         return (value.codes != 0).astype(np.float64), np.ones(len(value.codes))
     y = value.values if value.values.ndim == 1 else value.values[:, 0]
     if np.any(y < 0) or np.any(y > 1):

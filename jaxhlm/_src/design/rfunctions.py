@@ -2,12 +2,10 @@
 evaluated with R's semantics; a mixin of :class:`~jaxhlm._src.design.evaluate.Evaluator`."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 
-from ..base.errors import DataError, FormulaError
+from ..base.errors import DataError, FormulaError, warn
 from ..formula.rparse import Call, Name, Num, Str, deparse
 from .contrasts import Contrast, as_contrast
 from .rvalues import DataWarning, Factor, Matrix, Numeric, Text, r_label
@@ -128,18 +126,18 @@ class RFunctions:
         v = self.eval(arg)
         if isinstance(v, Factor):
             if v.nlevels and pd.to_numeric(pd.Series(v.levels), errors="coerce").notna().all():
-                warnings.warn(
+                warn(
                     f"{deparse(node)!r} gives the factor's level codes 1..{v.nlevels} (as R), not the numbers in "
                     f"its labels; for those write as.numeric(as.character(...))",
-                    DataWarning, stacklevel=8)
+                    DataWarning)
             return Numeric(np.where(v.codes < 0, np.nan, v.codes + 1.0))
         if isinstance(v, Text):
             lab = pd.Series(np.atleast_1d(v.values), dtype=object)
             num = pd.to_numeric(lab, errors="coerce")
             bad = int((num.isna() & lab.notna()).sum())
             if bad:
-                warnings.warn(f"{deparse(node)!r}: {bad} values are not numbers and become missing (R: NAs introduced "
-                              "by coercion)", DataWarning, stacklevel=8)
+                warn(f"{deparse(node)!r}: {bad} values are not numbers and become missing (R: NAs introduced "
+                              "by coercion)", DataWarning)
             return Numeric(num.to_numpy(dtype=np.float64, na_value=np.nan))
         out = Numeric(np.asarray(self._num(v, arg), np.float64))
         if node.fn == "as.integer":

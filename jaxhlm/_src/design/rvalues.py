@@ -19,24 +19,15 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import unicodedata
-import warnings
 
 import numpy as np
 import pandas as pd
 
-from ..base.errors import DataError, JaxhlmWarning
+from ..base.errors import DataError, DataWarning, MixedTypesWarning, warn
 from ..formula.rparse import r_number
 
 __all__ = ["Numeric", "Factor", "Matrix", "Text", "DataWarning", "MixedTypesWarning", "column_value",
            "r_label", "r_sort_key", "sort_levels"]
-
-
-class DataWarning(JaxhlmWarning):
-    """Something in the data is probably not what was meant (numbers stored as text, ...)."""
-
-
-class MixedTypesWarning(DataWarning):
-    """A column mixes numbers and text; its values are compared as text (R's ``as.character``)."""
 
 
 @dataclasses.dataclass
@@ -222,11 +213,10 @@ def _object_value(col: pd.Series, name: str):
     labels = np.empty(len(col), dtype=object)
     labels[~missing] = [r_label(v) for v in present] if kinds != {"str"} else present
     if kinds != {"str"}:
-        warnings.warn(
+        warn(
             f"column {name!r} mixes numbers and text (e.g. {present[0]!r} and {next(v for v in present if type(v) is not type(present[0]))!r}); "
             f"its values are used as text labels, as R's factor(as.character(x)) would (1 and \"1\" are the "
             "same level). Give the column one type to silence this",
             MixedTypesWarning,
-            stacklevel=6,
         )
     return _factor_of_text(labels)

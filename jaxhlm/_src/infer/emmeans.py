@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
-from ..base.errors import ArgumentError, InferenceError, JaxhlmWarning
+from ..base.errors import ArgumentError, InferenceError, JaxhlmWarning, warn
 from .emm_grid import emm_linfct, estimable, r_level, ref_grid
 from .fixed_terms import fixed_structure, model_frame
 
@@ -192,7 +192,7 @@ def emmeans(model, specs, by=None, at: dict | None = None, lmer_df: str | None =
     except InferenceError as exc:
         if mode != "kenward-roger":
             raise
-        warnings.warn(f"Kenward-Roger df not available ({exc}); using Satterthwaite", JaxhlmWarning, stacklevel=3)
+        warn(f"Kenward-Roger df not available ({exc}); using Satterthwaite", JaxhlmWarning)
         mode = "satterthwaite"
         V, dffun = _df_engine(model, mode)
     beta = model.fixef.to_numpy()

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, NewLevelsWarning
+from ..base.errors import ArgumentError, ColumnNotFoundError, DataError, NewLevelsWarning, warn
 from ..stats.layout import factor_columns
 
 __all__ = ["predict", "new_design"]
@@ -239,10 +239,9 @@ def predict(model, newdata=None, re_form=None, allow_new_levels: bool = True):
             pred = pred + np.einsum("ij,ij->i", Z, bb)
     if new_levels:
         desc = ", ".join(f"{k}: {v} rows" for k, v in new_levels.items())
-        warnings.warn(
+        warn(
             f"levels not seen in the fit get population-level predictions for their factor ({desc})",
             NewLevelsWarning,
-            stacklevel=3,
         )
     out = pd.Series(pred, index=newdata.index, name="predict")
     out.attrs["new_levels"] = new_levels

@@ -18,14 +18,13 @@ with a finite statistic.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
 
 from ..base.lazy import scipy  # submodules imported on first use
 from .replicates import chunk_count, progress_bar, refit_design_many, spec_of
-from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError
+from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError, warn
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
 
 __all__ = ["BootstrapResult", "bootstrap", "bootstrap_confint", "bootstrap_lrt", "percentile_interval"]
@@ -197,10 +196,9 @@ class BootstrapResult:
         idx, allnames, longnames = _select(self.model, parm)
         use = np.ones(self.nsim, bool) if include_failed else self.replicates["converged"].to_numpy()
         if self.n_failed and not include_failed:
-            warnings.warn(
+            warn(
                 f"{self.n_failed} of {self.nsim} bootstrap refits did not converge and are left out of the intervals",
                 JaxhlmWarning,
-                stacklevel=2,
             )
         rows = []
         for i in idx:
@@ -305,7 +303,7 @@ def bootstrap_lrt(m0, m1, nsim: int = 1000, seed=None, *, batch_size=None, chunk
         m0, m1 = m1, m0
     _check_same_data([m0, m1], ["null model", "alternative model"])
     if m0.reml or m1.reml:
-        warnings.warn("refitting model(s) with ML (instead of REML)", JaxhlmWarning, stacklevel=2)
+        warn("refitting model(s) with ML (instead of REML)", JaxhlmWarning)
         m0 = _ml_version(m0) if m0.reml else m0
         m1 = _ml_version(m1) if m1.reml else m1
     lrt = m0.objective - m1.objective
