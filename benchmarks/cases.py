@@ -13,7 +13,8 @@ why).  mixedlm-rs uses the statsmodels spelling but fits a single grouping facto
 ``predicted_s`` holds rough per-fit seconds measured on the 2-core benchmark machine; a peer run
 whose prediction exceeds ``--max-predicted`` seconds is skipped with a note rather than run.
 ``timeout_s`` caps one tool's subprocess on a case below ``--timeout`` (a tool known to be slow
-there is stopped and reported as a timeout rather than holding up the run).
+there is stopped and reported as a timeout rather than holding up the run); ``max_rounds`` caps
+``--rounds`` for a case.
 """
 from __future__ import annotations
 
@@ -130,6 +131,7 @@ CASES: dict[str, dict] = {
         response="y", factor_cols=["user", "item"], n=1_000_000, groups="20000 user x 2000 item",
         # slow peers are run but capped (mixedlm gave no result within 300 s when measured)
         timeout_s={"lme4": 420, "mixedlm": 300, "lme_python": 300},
+        max_rounds=1,  # one round even under --rounds: the capped peers would spend ~20 minutes a round
     ),
 }
 

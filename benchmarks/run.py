@@ -1,9 +1,16 @@
 #!/usr/bin/env python
-"""jaxhlm benchmark harness: jaxhlm against lme4, statsmodels, mixedlm and mixedlm-rs.
+"""jaxhlm benchmark harness: jaxhlm against lme4, statsmodels, mixedlm, mixedlm-rs and lme-python.
 
-    python benchmarks/run.py                 # every case (about 20-25 minutes on 2 cores)
+    python benchmarks/run.py                 # every case (well over an hour on 2 cores)
     python benchmarks/run.py --quick         # only the 8k-row nels cases
     python benchmarks/run.py --cases rs_100k insteval --repeats 3 --no-r
+    python benchmarks/run.py --crossed --rounds 2 --load 2 --pin   # crossed designs, under load, pinned
+
+Run conditions (recorded in results.json ``meta.mode`` and each case's ``mode``, and stated in
+the tables): ``--load N`` keeps N CPU-bound busy processes running for the whole run;
+``--pin`` runs every tool's process on one core with one BLAS/OpenMP/rayon thread;
+``--rounds R`` runs the tools R times per case interleaved (A, B, A, B) and reports medians over
+the rounds.  The 1-minute load average is sampled every 5 s and reported per case.
 
 Every tool runs each case in its own fresh subprocess (runners/pyrunner.py, runners/lme4_bench.R)
 under a timeout; only the fitting calls are timed, data loading and imports are not.  Peak memory
@@ -209,7 +216,8 @@ def run_proc(cmd: list[str], env: dict, timeout: float, logfile: Path) -> dict:
             time.sleep(0.05)
         p.returncode = os.waitstatus_to_exitcode(status)
     return {"rc": p.returncode, "wall_s": time.monotonic() - t0,
-            "peak_rss_mb": ru.ru_maxrss / 1024.0, "timed_out": timed_out}
+            "peak_rss_mb": ru.ru_maxrss / 1024.0, "timed_out": timed_out,
+            "cpu_s": ru.ru_utime + ru.ru_stime}
 
 
 def run_tool(tool: str, spec: dict, workdir: Path, timeout: float, env_extra: dict | None = None,
@@ -231,13 +239,16 @@ def run_tool(tool: str, spec: dict, workdir: Path, timeout: float, env_extra: di
         except Exception as e:
             res = {"status": "error", "error": f"unreadable result: {e!r}"}
     elif proc["timed_out"]:
-        res = {"status": "timeout", "error": f"no result within the {timeout:.0f} s timeout"}
+        res = {"status": "timeout", "error": f"no result within the {timeout:.0f} s timeout "
+               f"({proc['cpu_s']:.0f} CPU s used, peak {proc['peak_rss_mb']:.0f} MB)"}
     else:
         tail = log_path.read_text(errors="replace")[-600:] if log_path.exists() else ""
         res = {"status": "error", "error": f"exit code {proc['rc']} without a result: {tail}"}
     if proc["timed_out"] and res.get("status") == "ok":
         res["status"] = "timeout"
-    res.update({"peak_rss_mb": proc["peak_rss_mb"], "wall_s": proc["wall_s"]})
+    # cpu_s: the process's user + system CPU time, imports and data loading included; with
+    # wall_s it shows how much of the cores a run got on a loaded machine
+    res.update({"peak_rss_mb": proc["peak_rss_mb"], "wall_s": proc["wall_s"], "cpu_s": proc["cpu_s"]})
     if isinstance(res.get("notes"), str):
         res["notes"] = [res["notes"]]
     res.setdefault("notes", [])
@@ -335,7 +346,7 @@ def run_case(cid: str, args, workdir: Path, sampler: "LM.LoadSampler | None" = N
                 continue
         specs[tool] = spec
 
-    rounds = 1 if out["kind"] == "sim" else max(1, int(args.rounds))
+    rounds = 1 if out["kind"] == "sim" else max(1, min(int(args.rounds), int(case.get("max_rounds", args.rounds))))
     per_round: dict[str, list[dict]] = {t: [] for t in specs}
     for rnd in range(rounds):
         for tool, spec in specs.items():
@@ -405,6 +416,7 @@ def combine_rounds(tool: str, results: list[dict]) -> dict:
             extra.append(f"objective varied by {res['objective_spread']:.3g} over the rounds' fits; "
                          "the worst is reported")
     res["peak_rss_mb"] = max(r.get("peak_rss_mb") or 0 for r in results)
+    res["cpu_s"] = sum(r.get("cpu_s") or 0 for r in results)
     res["load_avg"] = [la for r in results for la in (r.get("load_avg") or [])]
     bad = [r for r in results if r.get("status") != "ok"]
     if bad:
@@ -416,7 +428,7 @@ def combine_rounds(tool: str, results: list[dict]) -> dict:
 
 def _round_summary(r: dict) -> dict:
     keys = ("status", "error", "first_s", "median_s", "times_s", "objective", "cold_nocache_s",
-            "cold_cache_s", "peak_rss_mb", "load_avg", "load_avg_run", "wall_s")
+            "cold_cache_s", "peak_rss_mb", "load_avg", "load_avg_run", "wall_s", "cpu_s")
     return {k: r[k] for k in keys if k in r}
 
 
@@ -438,6 +450,7 @@ def run_jaxhlm(spec: dict, workdir: Path, args, timeout: float | None = None, ta
         res["median_s"] = None
         res["notes"] = list(res.get("notes", [])) + [f"warm run failed: {warm.get('error')}"]
     res["peak_rss_mb"] = max(cold.get("peak_rss_mb") or 0, warm.get("peak_rss_mb") or 0)
+    res["cpu_s"] = (cold.get("cpu_s") or 0) + (warm.get("cpu_s") or 0)
     res["cache_dir_mb"] = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 2**20
     shutil.rmtree(cache, ignore_errors=True)
     return res
@@ -657,7 +670,10 @@ def render_markdown(results: dict) -> str:
         row = [cid]
         for t in tools:
             r = c["tools"].get(t) or {}
-            row.append(f"{r['peak_rss_mb']:.0f}" if r.get("status") == "ok" and r.get("peak_rss_mb") else "-")
+            if r.get("status") in ("ok", "timeout") and r.get("peak_rss_mb"):
+                row.append(f"{r['peak_rss_mb']:.0f}" + (" (timeout)" if r["status"] == "timeout" else ""))
+            else:
+                row.append("-")
         L.append("| " + " | ".join(row) + " |")
 
     # jaxhlm phases
