@@ -251,6 +251,9 @@ def run_tool(tool: str, spec: dict, workdir: Path, timeout: float, env_extra: di
     res.update({"peak_rss_mb": proc["peak_rss_mb"], "wall_s": proc["wall_s"], "cpu_s": proc["cpu_s"]})
     if isinstance(res.get("notes"), str):
         res["notes"] = [res["notes"]]
+    for k in ("times_s", "objectives"):  # R's toJSON writes a length-1 vector as a scalar
+        if isinstance(res.get(k), (int, float)):
+            res[k] = [res[k]]
     res.setdefault("notes", [])
     return res
 
