@@ -21,7 +21,12 @@ classic HLM tutorial: 8,378 students in 854 schools) at any size, with the colum
 each school (1, 2, ... in every school), so the model needs the ``school/class`` nesting operator
 (``school:class``) to tell the classes apart, as lme4 users write it.
 
-Both functions are deterministic for a given seed (numpy ``default_rng``).
+``kb07_like`` makes a kb07-shaped subjects x items design (56 x 32, every pair 3 times) with
+three +-0.5-coded two-level predictors and correlated 4-dimensional random effects per factor;
+``movielens_like`` a MovieLens-shaped users x items design (1M ratings, 20k users, 2k items,
+skewed counts and popularity).
+
+All functions are deterministic for a given seed (numpy ``default_rng``).
 """
 from __future__ import annotations
 
@@ -126,13 +131,6 @@ def three_level(n_students: int, n_classes: int, n_schools: int, seed: int = 0) 
     )
 
 
-if __name__ == "__main__":  # a quick look
-    d = students_in_schools(8378, 854, seed=1)
-    print(d.describe().T)
-    print(d.groupby("sch_id").size().describe())
-    print(three_level(1000, 100, 10, seed=1).head())
-
-
 def simulate_random_slope(df: pd.DataFrame, nsim: int, seed: int = 1) -> np.ndarray:
     """``nsim`` responses from the nels random-slope model at lme4's ML estimates (nels_m2).
 
@@ -154,3 +152,126 @@ def simulate_random_slope(df: pd.DataFrame, nsim: int, seed: int = 1) -> np.ndar
         u1 = _SIGMA_SLOPE * (t21 * z[:, 0] + t22 * z[:, 1])
         Y[:, j] = b0 + u0[codes] + (b1 + u1[codes]) * x + _SIGMA_SLOPE * rng.standard_normal(len(df))
     return Y
+
+
+# ----------------------------------------------------------------------------- crossed designs
+# kb07-shaped (Kronmueller & Barr 2007, experiment 2, as fitted in MixedModels.jl's docs): the
+# scales follow the published maximal fit (EffectsCoding +-1 there; doubled here for +-0.5 codes),
+# with the correlation matrices moderated so that the true covariances are well inside the
+# positive-definite cone (the published subject correlations are nearly singular).
+KB07_BETA = {  # intercept, spkr, prec, load, spkr:prec, spkr:load, prec:load, spkr:prec:load
+    "(Intercept)": 2180.0, "spkr": 136.0, "prec": -667.0, "load": 157.0,
+    "spkr:prec": -86.0, "spkr:load": 73.0, "prec:load": 17.0, "spkr:prec:load": 186.0,
+}
+KB07_SD_SUBJ = (320.0, 134.0, 118.0, 126.0)  # (Intercept), spkr, prec, load
+KB07_COR_SUBJ = ((1.0, 0.6, -0.6, 0.2),
+                 (0.6, 1.0, -0.1, 0.5),
+                 (-0.6, -0.1, 1.0, 0.2),
+                 (0.2, 0.5, 0.2, 1.0))
+KB07_SD_ITEM = (360.0, 60.0, 250.0, 40.0)
+KB07_COR_ITEM = ((1.0, 0.1, -0.7, 0.3),
+                 (0.1, 1.0, -0.1, 0.2),
+                 (-0.7, -0.1, 1.0, -0.2),
+                 (0.3, 0.2, -0.2, 1.0))
+KB07_SIGMA = 670.0
+
+
+def _correlated(rng: np.random.Generator, n: int, sd, cor) -> np.ndarray:
+    """``n`` draws of a zero-mean normal vector with standard deviations ``sd`` and correlations ``cor``."""
+    sd = np.asarray(sd, dtype=float)
+    cov = np.asarray(cor, dtype=float) * np.outer(sd, sd)
+    return rng.standard_normal((n, len(sd))) @ np.linalg.cholesky(cov).T
+
+
+def kb07_like(n_subj: int = 56, n_item: int = 32, n_rep: int = 3, seed: int = 0) -> pd.DataFrame:
+    """A kb07-shaped fully crossed subjects x items design: columns ``subj, item, spkr, prec, load, y``.
+
+    Every subject sees every item ``n_rep`` times (56 x 32 x 3 = 5,376 rows by default).  The
+    three two-level predictors are coded -0.5 / +0.5 and counterbalanced: the condition of
+    (subject s, item i, repetition r) is ``c = (s + i + 3 r) mod 8`` with ``spkr``, ``prec``,
+    ``load`` the three bits of ``c``, so every subject and every item meets all eight conditions
+    equally often (each subject: 4 items per condition per repetition).  The response is
+
+    .. math::  y = x' \\beta + z' b_{subj} + z' c_{item} + e,
+
+    with ``x`` the 8 columns of ``1 + spkr*prec*load``, ``z = (1, spkr, prec, load)``, ``b`` and
+    ``c`` correlated normal 4-vectors (``KB07_SD_*``, ``KB07_COR_*``) and ``e`` normal with sd
+    ``KB07_SIGMA``, rounded to 0.1 ms.  Subject and item labels are ``S01..`` / ``I01..``.
+    """
+    rng = np.random.default_rng(seed)
+    s, i, r = (a.ravel() for a in np.meshgrid(np.arange(n_subj), np.arange(n_item), np.arange(n_rep),
+                                              indexing="ij"))
+    c = (s + i + 3 * r) % 8
+    spkr = np.where(c & 1, 0.5, -0.5)
+    prec = np.where(c & 2, 0.5, -0.5)
+    load = np.where(c & 4, 0.5, -0.5)
+    b = KB07_BETA
+    mu = (b["(Intercept)"] + b["spkr"] * spkr + b["prec"] * prec + b["load"] * load
+          + b["spkr:prec"] * spkr * prec + b["spkr:load"] * spkr * load + b["prec:load"] * prec * load
+          + b["spkr:prec:load"] * spkr * prec * load)
+    us = _correlated(rng, n_subj, KB07_SD_SUBJ, KB07_COR_SUBJ)
+    ui = _correlated(rng, n_item, KB07_SD_ITEM, KB07_COR_ITEM)
+    Z = np.column_stack([np.ones_like(spkr), spkr, prec, load])
+    y = mu + (Z * us[s]).sum(axis=1) + (Z * ui[i]).sum(axis=1) + KB07_SIGMA * rng.standard_normal(len(s))
+    width = max(2, len(str(max(n_subj, n_item))))
+    return pd.DataFrame({
+        "subj": np.array([f"S{k + 1:0{width}d}" for k in range(n_subj)])[s],
+        "item": np.array([f"I{k + 1:0{width}d}" for k in range(n_item)])[i],
+        "spkr": spkr, "prec": prec, "load": load, "y": np.round(y, 1),
+    })
+
+
+def movielens_like(n_rows: int = 1_000_000, n_users: int = 20_000, n_items: int = 2_000,
+                   seed: int = 0) -> pd.DataFrame:
+    """A MovieLens-shaped users x items crossed design: columns ``user, item, y`` (``n_rows`` rows).
+
+    * ratings per user: ``10 + `` a negative-binomial count (shape 1.2) scaled so that the counts
+      sum to exactly ``n_rows`` (mean 50 at the defaults; right-skewed: median about 40, 99th
+      percentile about 180, the largest a few hundred), each at most ``n_items``;
+    * each user rates *distinct* items, drawn without replacement with probabilities
+      proportional to a Zipf-like popularity ``1 / (rank + 20)`` (at the defaults the most rated
+      item has about 80 times the ratings of the least rated one, which has about 100); item
+      ids are a random permutation of the popularity ranks, so ids carry no order;
+    * ``y = 3.6 + u_user + v_item + e`` with sd(u) = 0.45, sd(v) = 0.5, sd(e) = 0.9: continuous
+      (rounded to 0.001), not 1-5 integers, so that the model ``y ~ 1 + (1|user) + (1|item)`` is
+      the true one and every tool's optimum is well defined.
+
+    Rows are sorted by user (as MovieLens' ratings file is), items in random order within a user.
+    Every user has at least 10 ratings; every item is rated (checked).
+    """
+    if not (n_users > 0 and n_items >= 10 and n_rows >= 10 * n_users and n_rows <= n_users * n_items):
+        raise ValueError("need n_items >= 10 and 10 * n_users <= n_rows <= n_users * n_items")
+    rng = np.random.default_rng(seed)
+    floor = 10
+    extra = rng.negative_binomial(1.2, 1.2 / (1.2 + 40.0), size=n_users).astype(float) + 1e-9
+    counts = floor + np.floor(extra / extra.sum() * (n_rows - floor * n_users)).astype(np.int64)
+    short = n_rows - counts.sum()  # distribute the rounding remainder one by one
+    counts[rng.choice(n_users, size=short, replace=False)] += 1
+    over = counts > n_items
+    if over.any():  # cap at n_items, hand the excess to the others (rare at realistic sizes)
+        excess = int((counts[over] - n_items).sum())
+        counts[over] = n_items
+        room = np.flatnonzero(counts < n_items)
+        counts[rng.choice(room, size=excess, replace=False)] += 1
+    pop = 1.0 / (np.arange(n_items) + 20.0)
+    pop /= pop.sum()
+    item_id = rng.permutation(n_items) + 1  # id of the item with popularity rank k
+    items = np.empty(n_rows, dtype=np.int64)
+    pos = 0
+    for k in counts:  # weighted sampling without replacement, per user
+        items[pos:pos + k] = rng.choice(n_items, size=int(k), replace=False, p=pop)
+        pos += k
+    users = np.repeat(np.arange(n_users), counts)
+    if np.unique(items).size != n_items:
+        raise RuntimeError("some item got no rating; use more rows or less popularity skew")
+    u = rng.normal(0.0, 0.45, n_users)
+    v = rng.normal(0.0, 0.5, n_items)
+    y = 3.6 + u[users] + v[items] + rng.normal(0.0, 0.9, n_rows)
+    return pd.DataFrame({"user": users + 1, "item": item_id[items], "y": np.round(y, 3)})
+
+
+if __name__ == "__main__":  # a quick look
+    d = students_in_schools(8378, 854, seed=1)
+    print(d.describe().T)
+    print(d.groupby("sch_id").size().describe())
+    print(three_level(1000, 100, 10, seed=1).head())

@@ -1,9 +1,16 @@
 #!/usr/bin/env python
-"""jaxhlm benchmark harness: jaxhlm against lme4, statsmodels, mixedlm and mixedlm-rs.
+"""jaxhlm benchmark harness: jaxhlm against lme4, statsmodels, mixedlm, mixedlm-rs and lme-python.
 
-    python benchmarks/run.py                 # every case (about 20-25 minutes on 2 cores)
+    python benchmarks/run.py                 # every case (well over an hour on 2 cores)
     python benchmarks/run.py --quick         # only the 8k-row nels cases
     python benchmarks/run.py --cases rs_100k insteval --repeats 3 --no-r
+    python benchmarks/run.py --crossed --rounds 2 --load 2 --pin   # crossed designs, under load, pinned
+
+Run conditions (recorded in results.json ``meta.mode`` and each case's ``mode``, and stated in
+the tables): ``--load N`` keeps N CPU-bound busy processes running for the whole run;
+``--pin`` runs every tool's process on one core with one BLAS/OpenMP/rayon thread;
+``--rounds R`` runs the tools R times per case interleaved (A, B, A, B) and reports medians over
+the rounds.  The 1-minute load average is sampled every 5 s and reported per case.
 
 Every tool runs each case in its own fresh subprocess (runners/pyrunner.py, runners/lme4_bench.R)
 under a timeout; only the fitting calls are timed, data loading and imports are not.  Peak memory
@@ -46,12 +53,16 @@ sys.path.insert(0, str(HERE))
 
 import cases as C  # noqa: E402
 import datagen  # noqa: E402
+import loadmode as LM  # noqa: E402
 
-TOOLS = ["jaxhlm", "lme4", "statsmodels", "mixedlm", "mixedlm_rs"]
+TOOLS = ["jaxhlm", "lme4", "statsmodels", "mixedlm", "mixedlm_rs", "lme_python"]
 PEERS = TOOLS[1:]
 LABEL = {"jaxhlm": "jaxhlm", "lme4": "lme4", "statsmodels": "statsmodels", "mixedlm": "mixedlm",
-         "mixedlm_rs": "mixedlm-rs"}
+         "mixedlm_rs": "mixedlm-rs", "lme_python": "lme-python"}
+# run conditions, set by main(): --pin core (None: not pinned) and the extra environment
+COND: dict = {"pin_core": None, "env": {}}
 TOL = 1e-2
+T_START = time.monotonic()  # reset by main(); --deadline counts from it
 DATA_DIR = HERE / "data"
 RESULTS_DIR = HERE / "results"
 REFERENCE = {"ri_8k": "nels_m1.json", "rs_8k": "nels_m2.json"}
@@ -100,6 +111,22 @@ def data_path(spec: dict) -> Path:
             df.to_csv(str(p) + ".part", index=False)
             os.replace(str(p) + ".part", p)
         return p
+    if kind == "kb07":
+        p = DATA_DIR / f"kb07_{spec['n_subj']}_{spec['n_item']}_{spec['n_rep']}_s{spec['seed']}_{h}.csv"
+        if not p.exists():
+            log(f"  generating {p.name}")
+            df = datagen.kb07_like(spec["n_subj"], spec["n_item"], spec["n_rep"], spec["seed"])
+            df.to_csv(str(p) + ".part", index=False)
+            os.replace(str(p) + ".part", p)
+        return p
+    if kind == "movielens":
+        p = DATA_DIR / f"movielens_{spec['n_rows']}_{spec['n_users']}_{spec['n_items']}_s{spec['seed']}_{h}.csv"
+        if not p.exists():
+            log(f"  generating {p.name}")
+            df = datagen.movielens_like(spec["n_rows"], spec["n_users"], spec["n_items"], spec["seed"])
+            df.to_csv(str(p) + ".part", index=False)
+            os.replace(str(p) + ".part", p)
+        return p
     raise ValueError(f"unknown data kind {kind!r}")
 
 
@@ -125,6 +152,7 @@ def _py_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("JAXHLM_NO_CACHE", None)
+    env.update(COND["env"])
     if extra:
         env.update(extra)
     return env
@@ -150,7 +178,8 @@ def available(tool: str) -> tuple[bool, str]:
                 last = (r.stderr.strip().splitlines() or ["?"])[-1]
                 ok, why = False, f"`import jaxhlm; jaxhlm.lmer` fails ({last[:200]})"
         else:
-            mod = {"statsmodels": "statsmodels", "mixedlm": "mixedlm", "mixedlm_rs": "mixedlm_rs"}[tool]
+            mod = {"statsmodels": "statsmodels", "mixedlm": "mixedlm", "mixedlm_rs": "mixedlm_rs",
+                   "lme_python": "lme_python"}[tool]
             if importlib.util.find_spec(mod) is None:
                 ok, why = False, f"python package {mod} not installed"
     except Exception as e:  # a broken tool is reported, not fatal
@@ -161,11 +190,16 @@ def available(tool: str) -> tuple[bool, str]:
 
 # ----------------------------------------------------------------------------- subprocesses
 def run_proc(cmd: list[str], env: dict, timeout: float, logfile: Path) -> dict:
-    """Run cmd in its own process group; return rc, wall time, peak RSS (MB), timed_out."""
+    """Run cmd in its own process group; return rc, wall time, peak RSS (MB), timed_out.
+
+    Under ``--pin`` the child is restricted to one core before it starts (COND["pin_core"]).
+    """
     t0 = time.monotonic()
+    core = COND["pin_core"]
     with open(logfile, "w") as lf:
         p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=lf, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
+                             stdin=subprocess.DEVNULL, start_new_session=True,
+                             preexec_fn=LM.pin_preexec(core) if core is not None else None)
         timed_out = False
         while True:
             pid, status, ru = os.wait4(p.pid, os.WNOHANG)
@@ -182,7 +216,8 @@ def run_proc(cmd: list[str], env: dict, timeout: float, logfile: Path) -> dict:
             time.sleep(0.05)
         p.returncode = os.waitstatus_to_exitcode(status)
     return {"rc": p.returncode, "wall_s": time.monotonic() - t0,
-            "peak_rss_mb": ru.ru_maxrss / 1024.0, "timed_out": timed_out}
+            "peak_rss_mb": ru.ru_maxrss / 1024.0, "timed_out": timed_out,
+            "cpu_s": ru.ru_utime + ru.ru_stime}
 
 
 def run_tool(tool: str, spec: dict, workdir: Path, timeout: float, env_extra: dict | None = None,
@@ -204,15 +239,21 @@ def run_tool(tool: str, spec: dict, workdir: Path, timeout: float, env_extra: di
         except Exception as e:
             res = {"status": "error", "error": f"unreadable result: {e!r}"}
     elif proc["timed_out"]:
-        res = {"status": "timeout", "error": f"no result within the {timeout:.0f} s timeout"}
+        res = {"status": "timeout", "error": f"no result within the {timeout:.0f} s timeout "
+               f"({proc['cpu_s']:.0f} CPU s used, peak {proc['peak_rss_mb']:.0f} MB)"}
     else:
         tail = log_path.read_text(errors="replace")[-600:] if log_path.exists() else ""
         res = {"status": "error", "error": f"exit code {proc['rc']} without a result: {tail}"}
     if proc["timed_out"] and res.get("status") == "ok":
         res["status"] = "timeout"
-    res.update({"peak_rss_mb": proc["peak_rss_mb"], "wall_s": proc["wall_s"]})
+    # cpu_s: the process's user + system CPU time, imports and data loading included; with
+    # wall_s it shows how much of the cores a run got on a loaded machine
+    res.update({"peak_rss_mb": proc["peak_rss_mb"], "wall_s": proc["wall_s"], "cpu_s": proc["cpu_s"]})
     if isinstance(res.get("notes"), str):
         res["notes"] = [res["notes"]]
+    for k in ("times_s", "objectives"):  # R's toJSON writes a length-1 vector as a scalar
+        if isinstance(res.get(k), (int, float)):
+            res[k] = [res[k]]
     res.setdefault("notes", [])
     return res
 
@@ -232,7 +273,8 @@ def base_spec(cid: str, case: dict, dpath: Path, args) -> dict:
         "case": cid, "kind": case.get("kind", "fit"), "data": str(dpath), "formula": case["formula"],
         "reml": bool(case["reml"]), "sm": case.get("sm"), "response": case["response"],
         "factor_cols": case.get("factor_cols", []), "repeats": args.repeats,
-        "time_budget_s": args.time_budget,
+        "time_budget_s": args.time_budget, "lp": case.get("lp", {"formula": case["formula"]}),
+        "lp_note": case.get("lp_note"),
     }
 
 
@@ -245,13 +287,35 @@ def predicted_cost(tool: str, case: dict, args) -> float | None:
     return float(p)  # at least one fit; further fits stop at the time budget
 
 
-def run_case(cid: str, args, workdir: Path) -> dict:
+def _not_runnable(tool: str, case: dict, args) -> tuple[str, str] | None:
+    """(status, reason) when ``tool`` is not run on ``case`` at all, else None."""
+    ok, why = available(tool)
+    if not ok:
+        return "missing", why
+    if tool == "mixedlm_rs" and (case.get("sm") is None or case["sm"].get("vc_formula")):
+        return "unsupported", ("mixedlm-rs fits a single grouping factor only (no crossed or nested "
+                               "factors, no vc_formula)")
+    if tool == "statsmodels" and case.get("sm") is None:
+        return "unsupported", case.get("sm_note", "case not expressible in the statsmodels API")
+    if tool == "lme_python" and "lp" in case and case["lp"] is None:
+        return "unsupported", case.get("lp_note") or "case not expressible in lme-python"
+    pred = predicted_cost(tool, case, args)
+    if pred is not None and pred > args.max_predicted and tool != "jaxhlm":
+        return "skipped", (f"predicted ~{pred:.0f} s on this machine, over --max-predicted "
+                           f"{args.max_predicted:.0f} s")
+    return None
+
+
+def run_case(cid: str, args, workdir: Path, sampler: "LM.LoadSampler | None" = None) -> dict:
+    """Run every tool on one case, ``--rounds`` times interleaved (A, B, A, B), and check them."""
     case = C.CASES[cid]
     log(f"\n== {cid}: {case['title']}  [{case['formula']}, REML={case['reml']}]")
+    t_case = time.monotonic()
     dpath = data_path(case["data"])
     out = {"title": case["title"], "formula": case["formula"], "reml": case["reml"],
            "kind": case.get("kind", "fit"), "n": case["n"], "groups": case["groups"],
-           "data": str(dpath.relative_to(ROOT) if dpath.is_relative_to(ROOT) else dpath), "tools": {}}
+           "data": str(dpath.relative_to(ROOT) if dpath.is_relative_to(ROOT) else dpath), "tools": {},
+           "load_avg_start": LM.loadavg(), "mode": dict(COND.get("mode", {}))}
     spec0 = base_spec(cid, case, dpath, args)
     if out["kind"] == "sim":
         nsim = int(args.nsim or case["nsim"])
@@ -259,29 +323,14 @@ def run_case(cid: str, args, workdir: Path) -> dict:
         spec0["sim"] = {"y_path": str(ypath), "nobs": nobs, "nsim": nsim, "seed": 1, "cap": 0}
         out["nsim"] = spec0["sim"]["nsim"]
 
+    specs: dict[str, dict] = {}
     for tool in args.tools:
-        t_start = time.monotonic()
-        ok, why = available(tool)
-        if not ok:
-            out["tools"][tool] = {"status": "missing", "error": why}
-            log(f"  {LABEL[tool]:12s} missing: {why}")
-            continue
-        if tool == "mixedlm_rs" and (case.get("sm") is None or case["sm"].get("vc_formula")):
-            why = "mixedlm-rs fits a single grouping factor only (no crossed or nested factors, no vc_formula)"
-            out["tools"][tool] = {"status": "unsupported", "error": why}
-            log(f"  {LABEL[tool]:12s} unsupported: {why}")
-            continue
-        if tool == "statsmodels" and case.get("sm") is None:
-            why = case.get("sm_note", "case not expressible in the statsmodels API")
-            out["tools"][tool] = {"status": "unsupported", "error": why}
-            log(f"  {LABEL[tool]:12s} unsupported: {why}")
-            continue
-        pred = predicted_cost(tool, case, args)
-        if pred is not None and pred > args.max_predicted and tool != "jaxhlm":
-            why = (f"predicted ~{pred:.0f} s on this machine, over --max-predicted "
-                   f"{args.max_predicted:.0f} s")
-            out["tools"][tool] = {"status": "skipped", "error": why, "predicted_s": pred}
-            log(f"  {LABEL[tool]:12s} {why}")
+        why = _not_runnable(tool, case, args)
+        if why:
+            out["tools"][tool] = {"status": why[0], "error": why[1]}
+            if why[0] == "skipped":
+                out["tools"][tool]["predicted_s"] = predicted_cost(tool, case, args)
+            log(f"  {LABEL[tool]:12s} {why[0]}: {why[1]}")
             continue
         spec = dict(spec0)
         if out["kind"] == "sim":
@@ -293,32 +342,107 @@ def run_case(cid: str, args, workdir: Path) -> dict:
             spec["sim"]["budget_s"] = None if tool == "jaxhlm" else args.sim_budget
             spec["repeats"] = args.repeats if tool == "jaxhlm" else 1
             if spec["sim"]["cap"] <= 0:
+                pred = predicted_cost(tool, case, args)
                 out["tools"][tool] = {"status": "skipped", "error": "refit loop predicted to take "
                                       f"~{pred or float('nan'):.0f} s"}
                 log(f"  {LABEL[tool]:12s} skipped (refit loop too slow)")
                 continue
+        specs[tool] = spec
 
-        load_before = _load()
-        if tool == "jaxhlm":
-            res = run_jaxhlm(spec, workdir, args)
-        else:
-            res = run_tool(tool, spec, workdir, args.timeout)
-            if res.get("status") == "ok":
-                res["median_s"] = _median_after_first(res.get("times_s"))
-        res["load_avg"] = [load_before, _load()]
-        out["tools"][tool] = res
-        log("  " + _progress_line(tool, res, time.monotonic() - t_start))
+    rounds = 1 if out["kind"] == "sim" else max(1, min(int(args.rounds), int(case.get("max_rounds", args.rounds))))
+    per_round: dict[str, list[dict]] = {t: [] for t in specs}
+    for rnd in range(rounds):
+        for tool, spec in specs.items():
+            if args.deadline and time.monotonic() - T_START > args.deadline:
+                if not per_round[tool]:
+                    per_round[tool].append({"status": "skipped", "error": f"run deadline of {args.deadline:.0f} s "
+                                            "reached before this tool ran", "notes": []})
+                log(f"  {LABEL[tool]:12s} round {rnd + 1}: not started (--deadline {args.deadline:.0f} s)")
+                continue
+            timeout = min(args.timeout, float(case.get("timeout_s", {}).get(tool, args.timeout)))
+            t_start = time.monotonic()
+            load_before = LM.loadavg()
+            if tool == "jaxhlm":
+                res = run_jaxhlm(spec, workdir, args, timeout, tag=f"_r{rnd}")
+            else:
+                res = run_tool(tool, spec, workdir, timeout, tag=f"_r{rnd}")
+                if res.get("status") == "ok":
+                    res["median_s"] = _median_after_first(res.get("times_s"))
+            res["load_avg"] = [load_before, LM.loadavg()]
+            if sampler is not None:
+                res["load_avg_run"] = sampler.summary(t_start)
+            per_round[tool].append(res)
+            tag = f" [round {rnd + 1}/{rounds}]" if rounds > 1 else ""
+            log("  " + _progress_line(tool, res, time.monotonic() - t_start) + tag)
+    for tool, results in per_round.items():
+        out["tools"][tool] = combine_rounds(tool, results) if len(results) > 1 else results[0]
+    out["rounds"] = rounds
+    out["load_avg_end"] = LM.loadavg()
+    if sampler is not None:
+        out["load_avg"] = sampler.summary(t_case)
+    out["wall_s"] = time.monotonic() - t_case
     out["check"] = objective_check(cid, out)
     return out
 
 
-def run_jaxhlm(spec: dict, workdir: Path, args) -> dict:
+def combine_rounds(tool: str, results: list[dict]) -> dict:
+    """One tool's interleaved rounds on a case, summarised.
+
+    Per-fit time: the median over all rounds of the fits after the first in each process (a
+    round with a single fit contributes that fit); first fit / cold times: the median over
+    rounds.  Objective: the *worst* any fit reached (so a tool that only sometimes falls short
+    is flagged), with the spread over all fits in ``objective_spread``.  Peak memory: the max.
+    """
+    ok = [r for r in results if r.get("status") == "ok"]
+    if not ok:
+        res = dict(results[-1])
+        res["rounds"] = [_round_summary(r) for r in results]
+        return res
+    res = dict(ok[-1])
+    res["rounds"] = [_round_summary(r) for r in results]
+    warm = []
+    for r in ok:
+        t = [float(x) for x in (r.get("times_s") or [])]
+        warm += t[1:] if len(t) > 1 else t
+    res["median_s"] = statistics.median(warm) if warm else None
+    res["times_s"] = [x for r in ok for x in (r.get("times_s") or [])]
+    for k in ("first_s", "cold_nocache_s", "cold_cache_s"):
+        vals = [r[k] for r in ok if isinstance(r.get(k), (int, float))]
+        res[k] = statistics.median(vals) if vals else None
+    extra = []
+    objs = [float(o) for r in ok for o in (r.get("objectives") or [r.get("objective")])
+            if isinstance(o, (int, float)) and math.isfinite(o)]
+    if objs:
+        res["objective"] = max(objs)
+        res["objective_spread"] = max(objs) - min(objs)
+        if res["objective_spread"] > TOL:
+            extra.append(f"objective varied by {res['objective_spread']:.3g} over the rounds' fits; "
+                         "the worst is reported")
+    res["peak_rss_mb"] = max(r.get("peak_rss_mb") or 0 for r in results)
+    res["cpu_s"] = sum(r.get("cpu_s") or 0 for r in results)
+    res["load_avg"] = [la for r in results for la in (r.get("load_avg") or [])]
+    bad = [r for r in results if r.get("status") != "ok"]
+    if bad:
+        extra.append(f"{len(bad)} of {len(results)} rounds {bad[0].get('status')}: "
+                     f"{str(bad[0].get('error'))[:150]}")
+    res["notes"] = list(dict.fromkeys([n for r in results for n in r.get("notes", [])] + extra))
+    return res
+
+
+def _round_summary(r: dict) -> dict:
+    keys = ("status", "error", "first_s", "median_s", "times_s", "objective", "cold_nocache_s",
+            "cold_cache_s", "peak_rss_mb", "load_avg", "load_avg_run", "wall_s", "cpu_s")
+    return {k: r[k] for k in keys if k in r}
+
+
+def run_jaxhlm(spec: dict, workdir: Path, args, timeout: float | None = None, tag: str = "") -> dict:
+    timeout = args.timeout if timeout is None else timeout
     cache = tempfile.mkdtemp(prefix="jaxhlm_cache_", dir=workdir)
     env = {"JAXHLM_CACHE_DIR": cache}
     cold_spec = dict(spec, repeats=1)
-    cold = run_tool("jaxhlm", cold_spec, workdir, args.timeout, env, tag="_cold")
-    warm_spec = dict(spec, repeats=spec["repeats"] + 1)
-    warm = run_tool("jaxhlm", warm_spec, workdir, args.timeout, env, tag="_warm")
+    cold = run_tool("jaxhlm", cold_spec, workdir, timeout, env, tag=tag + "_cold")
+    warm_spec = dict(spec, repeats=spec["repeats"] + 1, min_fits=2)  # >= 1 fit after the first
+    warm = run_tool("jaxhlm", warm_spec, workdir, timeout, env, tag=tag + "_warm")
     res = dict(warm) if warm.get("status") == "ok" else dict(cold)
     res["cold"] = cold
     res["cold_nocache_s"] = cold.get("first_s") if cold.get("status") == "ok" else None
@@ -329,16 +453,10 @@ def run_jaxhlm(spec: dict, workdir: Path, args) -> dict:
         res["median_s"] = None
         res["notes"] = list(res.get("notes", [])) + [f"warm run failed: {warm.get('error')}"]
     res["peak_rss_mb"] = max(cold.get("peak_rss_mb") or 0, warm.get("peak_rss_mb") or 0)
+    res["cpu_s"] = (cold.get("cpu_s") or 0) + (warm.get("cpu_s") or 0)
     res["cache_dir_mb"] = sum(f.stat().st_size for f in Path(cache).rglob("*") if f.is_file()) / 2**20
     shutil.rmtree(cache, ignore_errors=True)
     return res
-
-
-def _load() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
 
 
 def _fmt_s(x) -> str:
@@ -367,6 +485,9 @@ def _progress_line(tool: str, res: dict, wall: float) -> str:
     if obj is not None:
         s += f", objective {obj:.4f}"
     s += f", peak {res.get('peak_rss_mb', 0):.0f} MB, wall {wall:.0f} s"
+    la = res.get("load_avg") or []
+    if la and la[0] is not None:
+        s += f", load {la[0]:.1f}->{la[-1]:.1f}"
     return s
 
 
@@ -421,6 +542,28 @@ def _wrong(chk: dict, tool: str) -> bool:
     return chk.get("agree", {}).get(tool) is False or chk.get("sim", {}).get(tool, {}).get("n_over_tol", 0) > 0
 
 
+def mode_line(meta_or_mode: dict) -> str:
+    """'quiet' / '--load N' and 'unpinned' / 'pinned to core k' for a run (or one case's mode)."""
+    m = meta_or_mode.get("mode", meta_or_mode)
+    parts = [f"--load {m['load']} ({m.get('load_kind', 'spin')})" if m.get("load") else "no --load"]
+    parts.append(f"pinned to core {m['pinned_core']}, 1 BLAS thread" if m.get("pinned_core") is not None
+                 else "unpinned")
+    if (m.get("rounds") or 1) > 1:
+        parts.append(f"{m['rounds']} interleaved rounds")
+    return ", ".join(parts)
+
+
+def _case_load(c: dict) -> str:
+    """The 1-minute load average while a case ran: 'median (min-max)'."""
+    la = c.get("load_avg")
+    if isinstance(la, dict) and la:
+        return f"{la['median']:.1f} ({la['min']:.1f}-{la['max']:.1f})"
+    vals = [v for r in c.get("tools", {}).values() for v in (r.get("load_avg") or []) if v is not None]
+    if not vals:
+        return "-"
+    return f"{statistics.median(vals):.1f} ({min(vals):.1f}-{max(vals):.1f})"
+
+
 def render_markdown(results: dict) -> str:
     meta = results["meta"]
     L: list[str] = []
@@ -431,10 +574,17 @@ def render_markdown(results: dict) -> str:
              "the first alone when only one ran); only the fit is timed. `speed-up` = peer median / "
              "jaxhlm warm median. `*` = that tool's objective is worse than the best by more than 1e-2 "
              "(see the objective table): a faster wrong answer is not a win.\n")
+    ml = meta.get("mode", {}).get("description") or mode_line(meta.get("mode", {"load": 0}))
+    run_la = meta.get("mode", {}).get("load_avg_run") or {}
+    L.append(f"Mode: **{ml}**. `load` = the 1-minute load average while the case ran, median (min-max) of "
+             f"samples every 5 s, on {meta.get('ncpu')} cores" +
+             (f"; whole run {run_la['median']:.1f} ({run_la['min']:.1f}-{run_la['max']:.1f})" if run_la else "") +
+             ". The machine is shared: the load includes other users' work.\n")
+    case_modes = {mode_line(c["mode"]) for c in results["cases"].values() if c.get("mode")}
     tools = [t for t in TOOLS if any(t in c["tools"] for c in results["cases"].values())]
     peers = [t for t in tools if t != "jaxhlm"]
 
-    hdr = ["case", "n", "groups"]
+    hdr = ["case", "n", "groups", "load"] + (["mode"] if len(case_modes) > 1 else [])
     if "jaxhlm" in tools:
         hdr += ["jaxhlm warm", "jaxhlm cold", "jaxhlm cold (cache)"]
     hdr += [LABEL[t] for t in peers]
@@ -445,7 +595,9 @@ def render_markdown(results: dict) -> str:
     L.append("|" + "---|" * len(hdr))
     for cid, c in results["cases"].items():
         chk = c.get("check", {})
-        row = [cid, f"{c['n']:,}", str(c["groups"])]
+        row = [cid, f"{c['n']:,}", str(c["groups"]), _case_load(c)]
+        if len(case_modes) > 1:
+            row.append(mode_line(c["mode"]) if c.get("mode") else "?")
         jx = c["tools"].get("jaxhlm")
         if "jaxhlm" in tools:
             star = "*" if jx and _wrong(chk, "jaxhlm") else ""
@@ -521,7 +673,10 @@ def render_markdown(results: dict) -> str:
         row = [cid]
         for t in tools:
             r = c["tools"].get(t) or {}
-            row.append(f"{r['peak_rss_mb']:.0f}" if r.get("status") == "ok" and r.get("peak_rss_mb") else "-")
+            if r.get("status") in ("ok", "timeout") and r.get("peak_rss_mb"):
+                row.append(f"{r['peak_rss_mb']:.0f}" + (" (timeout)" if r["status"] == "timeout" else ""))
+            else:
+                row.append("-")
         L.append("| " + " | ".join(row) + " |")
 
     # jaxhlm phases
@@ -608,12 +763,29 @@ def machine_meta(args) -> dict:
         commit = "?"
     return {"date": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "cpu": cpu, "ncpu": os.cpu_count(),
             "python": platform.python_version(), "platform": platform.platform(), "git_commit": commit,
-            "command": "python benchmarks/run.py " + " ".join(args.argv), "notes": [], "versions": {}}
+            "command": "python benchmarks/run.py " + " ".join(args.argv), "notes": [], "versions": {},
+            "mode": {"load": args.load, "load_kind": args.load_kind, "pinned_core": None, "rounds": args.rounds,
+                     "thread_env": {}}}
 
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only the 8k-row nels cases")
+    ap.add_argument("--crossed", action="store_true",
+                    help=f"only the crossed-design cases ({', '.join(C.CROSSED)})")
+    ap.add_argument("--load", type=int, default=0, metavar="N",
+                    help="start N CPU-bound busy processes for the whole run (default 0: none)")
+    ap.add_argument("--load-kind", choices=["spin", "matmul"], default="spin",
+                    help="busy processes: pure-Python loops (spin, default) or numpy matmul loops")
+    ap.add_argument("--pin", nargs="?", type=int, const=-1, default=None, metavar="CORE",
+                    help="run each tool's process on one core (os.sched_setaffinity; default core: the "
+                    "last one allowed) with 1 BLAS/OpenMP/rayon thread")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the tools this many times per case, interleaved (A, B, A, B); medians are "
+                    "over all rounds (default 1)")
+    ap.add_argument("--deadline", type=float, default=None, metavar="S",
+                    help="start no tool run after S seconds of the whole run (later ones are reported "
+                    "as skipped)")
     ap.add_argument("--cases", nargs="+", metavar="CASE",
                     help=f"cases to run (default: all): {', '.join(C.CASES)}")
     ap.add_argument("--tools", nargs="+", choices=TOOLS, default=TOOLS, help="tools to run (default: all)")
@@ -645,7 +817,7 @@ def parse_args(argv):
             ap.error(f"unknown case(s) {bad}; known: {list(C.CASES)}")
         args.cases = names
     else:
-        args.cases = C.QUICK if args.quick else C.DEFAULT
+        args.cases = C.QUICK if args.quick else C.CROSSED if args.crossed else C.DEFAULT
     if args.no_r:
         args.tools = [t for t in args.tools if t != "lme4"]
     return args
@@ -656,6 +828,11 @@ def main(argv=None) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"meta": machine_meta(args), "cases": {}}
+    if args.pin is not None:
+        COND["pin_core"] = LM.pick_core(args.pin)
+        COND["env"] = LM.pin_env(1)
+        results["meta"]["mode"].update(pinned_core=COND["pin_core"], thread_env=COND["env"])
+    COND["mode"] = {k: results["meta"]["mode"][k] for k in ("load", "load_kind", "pinned_core", "rounds")}
     order = list(C.CASES)
     if args.update and (out_dir / "results.json").exists():
         # re-run only the chosen cases; keep the others from the previous results (in case order)
@@ -668,13 +845,41 @@ def main(argv=None) -> int:
         results["meta"]["notes"] += [n for n in prev["meta"].get("notes", []) if n.startswith("updated:")]
         results["meta"]["versions"].update(prev["meta"].get("versions", {}))
         results["cases"] = prev_cases
-    t0 = time.monotonic()
-    log(f"jaxhlm benchmarks: cases {args.cases}; tools {args.tools}")
+    global T_START
+    T_START = t0 = time.monotonic()
+    load = LM.CompetingLoad(args.load, args.load_kind)
+    sampler = LM.LoadSampler(5.0).start()
+    results["meta"]["mode"]["load_avg_before"] = LM.loadavg()
+    results["meta"]["mode"]["description"] = mode_line(results["meta"])
+    log(f"jaxhlm benchmarks: cases {args.cases}; tools {args.tools}; {mode_line(results['meta'])}")
+    try:
+        load.start()
+        _run_all(args, results, out_dir, order, t0, sampler, load)
+    finally:
+        load.stop()
+        sampler.stop()
+    results["meta"]["mode"]["load_avg_run"] = sampler.summary(t0)
+    for t, (ok, why) in _AVAIL.items():
+        if not ok:
+            results["meta"]["notes"].append(f"{LABEL[t]} not run: {why}")
+    results["meta"]["elapsed_s"] = time.monotonic() - t0
+    md = render_markdown(results)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (out_dir / "results.md").write_text(md)
+    log("\n" + md)
+    log(f"total {results['meta']['elapsed_s']:.0f} s; wrote {out_dir / 'results.md'} and results.json")
+    return 0
+
+
+def _run_all(args, results: dict, out_dir: Path, order: list, t0: float, sampler, load) -> None:
     with tempfile.TemporaryDirectory(prefix="jaxhlm_bench_") as wd:
         workdir = Path(wd)
         for cid in args.cases:
+            if args.load and load.alive() < args.load:
+                results["meta"]["notes"].append(f"only {load.alive()} of {args.load} load processes alive "
+                                                f"at case {cid}")
             try:
-                results["cases"][cid] = run_case(cid, args, workdir)
+                results["cases"][cid] = run_case(cid, args, workdir, sampler)
             except Exception as e:  # a broken case is reported, the others still run
                 import traceback
 
@@ -691,16 +896,6 @@ def main(argv=None) -> int:
                     results["meta"]["versions"][LABEL.get(r["tool"], r["tool"])] = r["version"]
             results["meta"]["elapsed_s"] = time.monotonic() - t0
             (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    for t, (ok, why) in _AVAIL.items():
-        if not ok:
-            results["meta"]["notes"].append(f"{LABEL[t]} not run: {why}")
-    results["meta"]["elapsed_s"] = time.monotonic() - t0
-    md = render_markdown(results)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    (out_dir / "results.md").write_text(md)
-    log("\n" + md)
-    log(f"total {results['meta']['elapsed_s']:.0f} s; wrote {out_dir / 'results.md'} and results.json")
-    return 0
 
 
 if __name__ == "__main__":
