@@ -194,6 +194,7 @@ def _fewest_levels(stats, layout) -> int:
 
 
 THOROUGH_MAX_THETA = 6  # up to this many parameters a fit is cheap: refit from every boundary face
+THOROUGH_MAX_DENSE = 256  # ... when its dense block (the costly part of an evaluation) is at most this wide
 
 
 def _improve_boundary(fit, stats, layout, reml, depth=0):
@@ -202,15 +203,16 @@ def _improve_boundary(fit, stats, layout, reml, depth=0):
     A singular fit, or one with a grouping factor of fewer than :data:`FEW_LEVELS` levels (where
     the criterion can have an interior local optimum above a boundary one), is compared with
     every face of :func:`_faces`, a point lifted off zero and (few levels) lme4's start. Small
-    models (at most :data:`THOROUGH_MAX_THETA` parameters) are refitted from each of them; larger
-    ones (maximal crossed models, where each fit costs more) evaluate the criterion there and
+    models (at most :data:`THOROUGH_MAX_THETA` parameters and a dense block at most
+    :data:`THOROUGH_MAX_DENSE` wide) are refitted from each of them; larger ones (maximal crossed
+    models, large crossed designs, where each fit costs more) evaluate the criterion there and
     refit only from points below the fit. The lowest optimum wins.
     """
     theta = np.asarray(fit["theta"], dtype=np.float64)
     few = depth == 0 and _fewest_levels(stats, layout) < FEW_LEVELS
     if depth > 2 or not (few or layout.singular(theta)):
         return fit
-    thorough = layout.ntheta <= THOROUGH_MAX_THETA
+    thorough = layout.ntheta <= THOROUGH_MAX_THETA and layout.QD <= THOROUGH_MAX_DENSE
     tol = 1e-7 * (1.0 + abs(fit["objective"]))
     starts = _faces(theta, layout) + [layout.lifted(theta)]
     if few and thorough:
