@@ -40,22 +40,46 @@ def test_walkthrough_blocks_are_the_example_steps():
 
 @pytest.fixture(scope="module")
 def walkthrough(tmp_path_factory):
-    """Exec the README's python blocks, in order, in one namespace, in a scratch directory."""
-    mp = pytest.MonkeyPatch()
+    """Run the README's steps, in order, in one namespace, in a scratch directory, capturing what
+    each prints exactly as ``jaxhlm example`` (and the README generator) does."""
     work = tmp_path_factory.mktemp("walkthrough")
-    mp.chdir(work)
-    ns = {"__name__": "__readme__"}
-    try:
-        for block in BLOCKS:
-            exec(compile(block, "README.md walk-through", "exec"), ns)  # noqa: S102
-    finally:
-        mp.undo()
+    ns: dict = {}
+    results = list(example.run_steps(outdir=str(work), plots=True, namespace=ns))
     matplotlib.pyplot.close("all")
-    return ns, work
+    for r in results:
+        assert r.error is None, r.error
+    return ns, work, results
+
+
+_NUM = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:e[-+]?\d+)?")
+
+
+def _same_output(old: str, new: str) -> bool:
+    """Same text, and numbers equal to 1e-5 relative: the last digits of a fit depend on the BLAS
+    and thread count of the machine, not on the code."""
+    if _NUM.sub("#", old) != _NUM.sub("#", new):
+        return False
+    a, b = (np.array([float(x) for x in _NUM.findall(t)]) for t in (old, new))
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= 1e-5 * np.maximum(np.abs(a), np.abs(b)) + 1e-8))
+
+
+def test_walkthrough_outputs_are_current(walkthrough):
+    """The printed outputs in the README are what the code prints now (regenerate them with
+    ``python -m jaxhlm._src.example``)."""
+    _, _, results = walkthrough
+    stale = []
+    for r in results:
+        if not (r.step.show_output and r.output):
+            continue
+        m = re.search(re.escape("```python\n" + r.step.code + "\n```\n\n```text\n") + r"(.*?)\n```", WALK, flags=re.S)
+        assert m, f"README lacks the output block of step {r.step.title!r}"
+        if not _same_output(m.group(1), r.output.rstrip("\n")):
+            stale.append(r.step.title)
+    assert stale == [], "README outputs are stale: run python -m jaxhlm._src.example"
 
 
 def test_walkthrough_runs_and_gives_lme4_numbers(walkthrough):
-    ns, _ = walkthrough
+    ns, _, _ = walkthrough
     for name, case in (("m1", "nels_m1"), ("m2", "nels_m2"), ("m3", "nels_m5"), ("m5", "nels_m6")):
         R = ref(case)
         fit = ns[name]
@@ -72,7 +96,7 @@ def test_walkthrough_runs_and_gives_lme4_numbers(walkthrough):
 
 def test_walkthrough_icc_and_anova(walkthrough):
     """ICC and anova of the walk-through against merTools / lme4."""
-    ns, _ = walkthrough
+    ns, _, _ = walkthrough
     icc = jaxhlm.icc(ns["dat"], "mathscore", "sch_id")
     assert icc == pytest.approx(ref("nels_icc")["icc"], rel=1e-4)
     table = jaxhlm.anova(ns["m1"], ns["m2"])
@@ -82,7 +106,7 @@ def test_walkthrough_icc_and_anova(walkthrough):
 
 
 def test_walkthrough_images(walkthrough):
-    _, work = walkthrough
+    _, work, _ = walkthrough
     step = next(s for s in example.STEPS if s.images)
     for img in step.images:
         for path in (work / img, ROOT / "docs" / img):  # written by the code; committed for the README

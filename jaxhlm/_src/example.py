@@ -261,7 +261,7 @@ def _exec_step(step: Step, ns: dict) -> StepResult:
     return StepResult(step, out, True, error)
 
 
-def run_steps(steps=None, *, outdir: str = ".", plots: bool = True):
+def run_steps(steps=None, *, outdir: str = ".", plots: bool = True, namespace: dict | None = None):
     """Run the steps in order in one namespace, yielding a :class:`StepResult` for each.
 
     Stops after the first step that raises.
@@ -274,12 +274,15 @@ def run_steps(steps=None, *, outdir: str = ".", plots: bool = True):
         Directory the plot steps run in (their files land there); created if needed.
     plots : bool
         Run the plot steps (needs matplotlib); otherwise they are skipped (``ran`` False).
+    namespace : dict, optional
+        The namespace the steps run in (default a new one); the caller can read it afterwards.
 
     Yields
     ------
     StepResult
     """
-    ns: dict = {"__name__": "__jaxhlm_example__"}
+    ns: dict = {} if namespace is None else namespace
+    ns.setdefault("__name__", "__jaxhlm_example__")
     for step in STEPS if steps is None else steps:
         if step.plots and not (plots and _have_matplotlib()):
             yield StepResult(step, ran=False)
