@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-from jaxhlm._src.design.outofcore import pseudo_rows
+from jaxhlm._src.design.chunkmoments import pseudo_rows
 from jaxhlm._src.facade.entry import _lmer_out_of_core
 
 from conftest import load_data

@@ -10,8 +10,8 @@ import jaxhlm
 
 # functions whose variable arguments are the interface itself (R's anova(m1, m2, ...))
 VARIADIC = {"anova", "lower"}
-MODULES = ["jaxhlm.plotting", "jaxhlm._src.infer.summary", "jaxhlm._src.infer.rprint",
-           "jaxhlm._src.base.programcache", "jaxhlm._src.base.config"]
+MODULES = ["jaxhlm.plotting", "jaxhlm._src.infer.summary", "jaxhlm._src.infer.rprint", "jaxhlm._src.infer.rformat",
+           "jaxhlm._src.base.programcache", "jaxhlm._src.base.programstore", "jaxhlm._src.base.config"]
 PENDING: set = set()  # every public method is documented now
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from jaxhlm._src.base import programcache as programcache
+from jaxhlm._src.base import programstore as programstore
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SLEEP = os.path.join(HERE, "data", "sleepstudy.csv")
@@ -48,15 +49,15 @@ def _programs(cache_dir):
 
 def _header(path):
     data = open(path, "rb").read()
-    n = len(programcache.MAGIC)
-    assert data[:n] == programcache.MAGIC
+    n = len(programstore.MAGIC)
+    assert data[:n] == programstore.MAGIC
     hlen = int.from_bytes(data[n:n + 8], "little")
     return json.loads(data[n + 8:n + 8 + hlen]), data[n + 8 + hlen:]
 
 
 def _valid(path):
     header, payload = _header(path)
-    return programcache._decode(open(path, "rb").read(), header["key"]) == payload
+    return programstore._decode(open(path, "rb").read(), header["key"]) == payload
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def _empty(path):
 
 def _flip_header(path):  # a byte of the key text in the header
     data = bytearray(open(path, "rb").read())
-    data[len(programcache.MAGIC) + 40] ^= 0x01
+    data[len(programstore.MAGIC) + 40] ^= 0x01
     open(path, "wb").write(bytes(data))
 
 
@@ -181,9 +182,9 @@ def test_stale_temporary_files_are_removed(tmp_path, monkeypatch):
     old, new, keep = d / "abc.bin.123.456.tmp", d / "def.bin.124.457.tmp", d / "0123.bin"
     for p in (old, new, keep):
         p.write_bytes(b"partial")
-    t = time.time() - programcache.STALE_TMP_SECONDS - 10
+    t = time.time() - programstore.STALE_TMP_SECONDS - 10
     os.utime(old, (t, t))
-    programcache._CLEANED.discard(str(d))
+    programstore._CLEANED.discard(str(d))
     assert programcache.cache_directory() == str(d)
     assert not old.exists() and new.exists() and keep.exists()  # a write under way is left alone
 
@@ -192,25 +193,25 @@ def test_key_depends_on_static_arguments_and_shapes():
     a = (np.zeros(3), {"x": np.zeros((2, 5))})
     b = (np.zeros(3), {"x": np.zeros((2, 6))})
     c = (np.zeros(3, np.float32), {"x": np.zeros((2, 5))})
-    sa, sb, sc = (programcache._signature(v) for v in (a, b, c))
-    assert programcache._key("f", (("reml", True),), sa) != programcache._key("f", (("reml", False),), sa)
-    assert len({programcache._key("f", (), s) for s in (sa, sb, sc)}) == 3
-    assert programcache._key("f", (), sa) == programcache._key("f", (), programcache._signature(a))
-    assert programcache._key("f", (), sa) != programcache._key("g", (), sa)
+    sa, sb, sc = (programstore._signature(v) for v in (a, b, c))
+    assert programstore._key("f", (("reml", True),), sa) != programstore._key("f", (("reml", False),), sa)
+    assert len({programstore._key("f", (), s) for s in (sa, sb, sc)}) == 3
+    assert programstore._key("f", (), sa) == programstore._key("f", (), programstore._signature(a))
+    assert programstore._key("f", (), sa) != programstore._key("g", (), sa)
     # weak types are part of the key (a Python float and a float64 array compile differently)
-    assert programcache._signature((1.0,)) != programcache._signature((np.float64(1.0),))
+    assert programstore._signature((1.0,)) != programstore._signature((np.float64(1.0),))
 
 
 def test_tracers_are_not_cached():
-    assert programcache._signature((jnp.zeros(2),)) is not None
+    assert programstore._signature((jnp.zeros(2),)) is not None
     seen = []
 
     def f(x):
-        seen.append(programcache._signature((x,)))
+        seen.append(programstore._signature((x,)))
         return x
 
     jax.jit(f)(jnp.zeros(2))
-    assert seen == [programcache._TRACED]
+    assert seen == [programstore._TRACED]
 
 
 def test_cached_jit_inside_another_jit(tmp_path, monkeypatch):

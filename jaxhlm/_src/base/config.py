@@ -9,15 +9,16 @@ relies on JAX's default float32 should create arrays with an explicit ``dtype=jn
 
 jaxhlm's compiled programs are cached on disk by jaxhlm itself, in a folder of its own that no
 other JAX code uses (``JAXHLM_CACHE_DIR``, default ``~/.cache/jaxhlm/jax``; ``JAXHLM_NO_CACHE=1``
-turns it off): see :mod:`jaxhlm._src.base.programcache`, which also holds :func:`jit` (jaxhlm's
-``jax.jit``) and :func:`compiler_options` (its XLA options, per program); they are re-exported
-here.
+turns it off): see :mod:`jaxhlm._src.base.programcache`, which holds :func:`jit` (jaxhlm's
+``jax.jit``), and :mod:`jaxhlm._src.base.programstore`, which holds the folder and
+:func:`compiler_options` (jaxhlm's XLA options, per program); they are re-exported here.
 """
 from __future__ import annotations
 
 import jax
 
-from .programcache import CachedJit, cache_base, compiler_options, jit
+from .programcache import CachedJit, jit
+from .programstore import cache_base, compiler_options
 
 __all__ = ["ensure_configured", "cache_base", "compiler_options", "jit", "CachedJit"]
 

@@ -77,7 +77,7 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
     behaviour (e.g. ``start=[1, 0, 1]``).
     """
     reml = _check_reml(reml)
-    from ..design.outofcore import is_out_of_core
+    from ..design.chunksource import is_out_of_core
 
     kwargs = _design_kwargs(weights, offset, contrasts)
     if is_out_of_core(data):
@@ -95,7 +95,8 @@ def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, star
 
 
 def _lmer_out_of_core(formula, data, reml, *, name=None, start=None, mesh=None, chunk_rows=None):
-    from ..design.outofcore import DEFAULT_CHUNK_ROWS, out_of_core_design
+    from ..design.chunksource import DEFAULT_CHUNK_ROWS
+    from ..design.outofcore import out_of_core_design
     from ..stats.layout import build_layout
     from ..stats.suffstats import compute_stats
 
@@ -135,7 +136,7 @@ def lmer_sharded(formula, data, reml: bool = True, *, devices=None, name=None, s
         Its statistics stay sharded, so later computations on it (Satterthwaite df, profiles,
         refits) run sharded too.
     """
-    from ..design.outofcore import is_out_of_core
+    from ..design.chunksource import is_out_of_core
     from ..stats.sharding import group_mesh, padded_layout, shard_stats
 
     reml = _check_reml(reml)
