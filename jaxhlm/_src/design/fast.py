@@ -72,6 +72,18 @@ def _plain_numeric(dt) -> bool:
     return isinstance(dt, np.dtype) and dt.kind in "fiu"
 
 
+def _shared(X_full, names_full, intercept, names):
+    """A random term's columns as a view of the fixed-effects matrix when they are a run of its
+    columns (``(x | g)`` with ``y ~ x``: the common case), so they are stored once."""
+    zn = (["(Intercept)"] if intercept else []) + list(names)
+    if not zn or zn[0] not in names_full:
+        return None
+    j = names_full.index(zn[0])
+    if names_full[j:j + len(zn)] != zn:
+        return None
+    return X_full[:, j:j + len(zn)], zn
+
+
 def fast_columns(parsed, data: pd.DataFrame):
     """The pieces of a design built straight from NumPy columns, or ``None`` if not eligible.
 
@@ -141,6 +153,6 @@ def fast_columns(parsed, data: pd.DataFrame):
     y = np.array(take(arrays[ycol]), dtype=np.float64)
     n = len(y)
     X_full, names_full = matrix(fixed[0], fixed[1], n)
-    zs = [matrix(i, nm, n) for i, nm in terms]
+    zs = [_shared(X_full, names_full, i, nm) or matrix(i, nm, n) for i, nm in terms]
     return {"complete": complete, "y": y, "X_full": X_full, "names_full": names_full, "Z": zs,
             "columns": [ycol] + sorted(numeric) + sorted(gcols), "series": series}

@@ -68,7 +68,7 @@ def single_factor(col: pd.Series, name=None) -> tuple:
     their category order, unused categories dropped)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         col = col.cat.remove_unused_categories()
-        return col.cat.codes.to_numpy().astype(np.int64), pd.Index(col.cat.categories)
+        return col.cat.codes.to_numpy().astype(np.int64, copy=False), pd.Index(col.cat.categories)
     try:
         # (a NumPy integer column is factorised as its array: same codes, less overhead)
         plain_int = isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu"
@@ -85,7 +85,7 @@ def single_factor(col: pd.Series, name=None) -> tuple:
             rank[np.asarray(order)] = np.arange(len(order))
             codes = rank[codes]
             uniques = pd.Index([uniques[i] for i in order])
-    return codes.astype(np.int64), pd.Index(uniques)
+    return codes.astype(np.int64, copy=False), pd.Index(uniques)
 
 
 def grouping_factor(name: str, frame, cols: tuple) -> GroupingFactor:
