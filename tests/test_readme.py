@@ -94,6 +94,20 @@ def test_walkthrough_runs_and_gives_lme4_numbers(walkthrough):
     assert ns["t"].statistic == pytest.approx(cf["(Intercept)"].mean() / cf["(Intercept)"].std(ddof=1) * np.sqrt(854))
 
 
+def test_walkthrough_f_tests_and_emmeans_as_r(walkthrough):
+    """The step after the model comparison against lmerTest / emmeans (R 4.2, lmerTest 3.1-3,
+    emmeans 1.8.4; lme4's default optimizer warned max|grad| = 0.0066 there, hence 1e-3)."""
+    ns, _, _ = walkthrough
+    m6 = ns["m6"]
+    a = m6.anova()
+    np.testing.assert_allclose(a["F value"], [757.8746601, 1.502615163, 0.02458955992], rtol=1e-3)
+    np.testing.assert_allclose(a["DenDF"], [676.0070042, 628.6021024, 676.0070034], rtol=1e-3)
+    assert m6.ranova()["LRT"].iloc[1] == pytest.approx(4.286441912, rel=1e-3)
+    e = ns["e"]
+    np.testing.assert_allclose(e["emmean"], [49.51203191, 48.62670972], rtol=1e-6)
+    np.testing.assert_allclose(e["SE"], [0.1770713554, 0.2753889007], rtol=1e-3)
+
+
 def test_walkthrough_icc_and_anova(walkthrough):
     """ICC and anova of the walk-through against merTools / lme4."""
     ns, _, _ = walkthrough

@@ -153,6 +153,28 @@ STEPS = (
         """,
     ),
     Step(
+        "F tests, marginal means and predictions",
+        """
+        The next lines of an R analysis: lmerTest's `anova(m)` (F tests of each fixed-effects term,
+        type III with Satterthwaite's df; `ddf="kenward-roger"` is there too), `ranova(m)`
+        (likelihood-ratio tests of the random terms), emmeans' marginal means and their
+        comparison, and predictions with confidence intervals for new students in a new school
+        (`re_form="~0"`: the population line, as lme4's `re.form = NA`).
+        """,
+        """
+        import pandas as pd
+
+        m6 = jaxhlm.lmer("mathscore ~ family_inc * factor(urban) + (family_inc | sch_id)", data=dat)
+        print(m6.anova())
+        print(m6.ranova())
+        e = m6.emmeans("urban", at={"family_inc": 8})
+        print(e)
+        print(e.pairs())
+        new = pd.DataFrame({"family_inc": [4, 12], "urban": [0, 1], "sch_id": ["new", "new"]})
+        print(m6.predict(new, re_form="~0", interval="confidence"))
+        """,
+    ),
+    Step(
         "Coefficients per school and a t-test of the intercepts",
         """
         `coef` adds each school's conditional modes to the fixed effects (R's `coef(m2)$sch_id`).
