@@ -231,8 +231,8 @@ def beta_and_cov(theta, sigma, stats, layout):
 def vp_derivatives(varpar, stats, layout, reml):
     """Second-order quantities of Satterthwaite's df at ``varpar = (theta, sigma)``: the Hessian
     ``H`` of :func:`objective_vp`, the Jacobian ``J = dC/d(theta, sigma)`` (p, p, m+1) of
-    ``C = vcov(beta)``, and ``C``; exact (reverse over reverse mode), traceable."""
-    H = jax.jacrev(jax.grad(objective_vp))(varpar, stats, layout, reml)
+    ``C = vcov(beta)``, and ``C``; exact (H forward over reverse mode), traceable."""
+    H = jax.jacfwd(jax.grad(objective_vp))(varpar, stats, layout, reml)
     cov = lambda vp: beta_and_cov(vp[:-1], vp[-1], stats, layout)[1]  # noqa: E731
     return H, jax.jacrev(cov)(varpar), cov(varpar)
 

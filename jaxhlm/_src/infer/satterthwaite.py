@@ -86,7 +86,7 @@ def coef_table(model) -> pd.DataFrame:
     se = model.se
     df = satterthwaite_df(model, np.eye(model.p))
     t = beta.to_numpy() / se.to_numpy()
-    pval = 2.0 * scipy.stats.t.sf(np.abs(t), df)
+    pval = 2.0 * scipy.special.stdtr(df, -np.abs(t))  # scipy.special: no scipy.stats import at first summary
     return pd.DataFrame(
         {"Estimate": beta.to_numpy(), "Std. Error": se.to_numpy(), "df": df, "t value": t, "Pr(>|t|)": pval},
         index=beta.index,
