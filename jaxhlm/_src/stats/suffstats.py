@@ -18,6 +18,7 @@ is zero and adds exactly nothing to any sum.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 from .layout import Layout, bucket
 
 __all__ = ["Level", "Link", "Dense", "DenseCoupling", "Pairs", "ScalarFill", "PairFill", "Stats", "Xform",
-           "compute_stats", "preconditioner", "factor_Z", "y_columns", "transform_xy"]
+           "compute_stats", "preconditioner", "preconditioning", "factor_Z", "y_columns", "transform_xy"]
 
 
 class Level(NamedTuple):
@@ -320,13 +321,37 @@ def intercept_column(X) -> int | None:
     return None
 
 
+def _centre_scale(x, wt, sw, centre: bool):
+    """Weighted mean (0 unless ``centre``) and root mean square about it of ``x``, both formed
+    after dividing by ``max|x|`` (no overflow at 1e155, no underflow at 1e-170)."""
+    amax = float(np.max(np.abs(x))) if x.size else 0.0
+    if not (np.isfinite(amax) and amax > 0):
+        return 0.0, 1.0
+    xs = x / amax
+    m = float(np.dot(wt, xs) / sw) if centre else 0.0
+    r = xs - m
+    d = float(np.sqrt(np.dot(wt, r * r) / sw))
+    if not (np.isfinite(d) and d > 0):  # constant: scaled only (rank problems are the design's)
+        m, d = 0.0, float(np.sqrt(np.dot(wt, xs * xs) / sw))
+        if not (np.isfinite(d) and d > 0):
+            return 0.0, 1.0
+    return m * amax, d * amax
+
+
 def preconditioner(X, y, w=None) -> Xform:
     """Centre (when ``X`` has an intercept) and scale every column of ``X`` and ``y``.
 
     A predictor or response with a large mean (``x + 1e6``) or an extreme scale (``x * 1e155``)
     otherwise loses digits in the cross-products and their Schur complements (the engine's
-    criterion moved by 0.01 for a shift of 1e6); the centred and scaled problem is the same
-    model, with the results transformed back exactly (:class:`Xform`).
+    criterion moved by 0.01 for a shift of 1e6), or overflows; the centred and scaled problem
+    is the same model, with the results transformed back exactly (:class:`Xform`).
+
+    Column ``j`` (not the intercept) becomes ``(x_j - m_j) / d_j`` (``m_j`` its weighted mean
+    when there is an intercept column, else 0; ``d_j`` the weighted root mean square about
+    ``m_j``): ``X_c = X A`` with ``A`` the identity but for ``A_jj = 1/d_j`` and
+    ``A_{0j} = -m_j/d_j`` in the intercept's row. The response becomes ``(y - X g) / s``,
+    ``g`` its weighted mean on the intercept (0 otherwise) and ``s`` the root mean square of
+    ``y - X g``.
     """
     n, p = X.shape
     wt = np.ones(n) if w is None else w
@@ -336,26 +361,40 @@ def preconditioner(X, y, w=None) -> Xform:
     for j in range(p):
         if j == icpt:
             continue
-        x = X[:, j]
-        m = float(np.dot(wt, x) / sw) if icpt is not None else 0.0
-        d = float(np.sqrt(np.dot(wt, (x - m) ** 2) / sw))
-        if not (np.isfinite(d) and d > 0):
-            d, m = 1.0, 0.0
+        m, d = _centre_scale(X[:, j], wt, sw, icpt is not None)
         A[j, j] = 1.0 / d
         if icpt is not None:
             A[icpt, j] = -m / d
     g = np.zeros(p)
+    m, s = _centre_scale(y, wt, sw, icpt is not None)
     if icpt is not None:
-        g[icpt] = float(np.dot(wt, y) / sw)
-    r = y - (X @ g if p else 0.0)
-    s = float(np.sqrt(np.dot(wt, r * r) / sw))
-    if not (np.isfinite(s) and s > 0):
-        s = 1.0
+        g[icpt] = m
+    r = y - X_times(X, g)
+    s = _centre_scale(r, wt, sw, False)[1]
     logdetA = float(np.sum(np.log(np.abs(np.diag(A)))))  # A is triangular (intercept row only)
-    return Xform(A, g, np.float64(s), np.float64(logdetA), np.float64(np.dot(wt * y, y)))
+    amax = float(np.max(np.abs(y))) if y.size else 0.0
+    amax = amax if (np.isfinite(amax) and amax > 0) else 1.0
+    yy = amax**2 * float(np.dot(wt * (y / amax), y / amax))  # the raw y'W y (for comparisons)
+    return Xform(A, g, np.float64(s), np.float64(logdetA), np.float64(yy))
 
 
-def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondition: bool = True) -> Stats:
+_PRECONDITION = [True]
+
+
+@contextlib.contextmanager
+def preconditioning(on: bool):
+    """Within the block, :func:`compute_stats` preconditions ``[X y]`` by default only when
+    ``on`` (``False``: the raw statistics, as before preconditioning existed; for tests that
+    compare both)."""
+    old = _PRECONDITION[0]
+    _PRECONDITION[0] = bool(on)
+    try:
+        yield
+    finally:
+        _PRECONDITION[0] = old
+
+
+def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondition: bool | None = None) -> Stats:
     """One pass over the rows: the per-block cross-products the engine needs.
 
     Parameters
@@ -365,9 +404,10 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
     y : ndarray, optional
         A response replacing ``design.y`` (refits with the same design); the design's offset
         is subtracted from it as from ``design.y``.
-    precondition : bool, default True
+    precondition : bool, optional
         Compute the statistics of the centred and scaled ``[X y]`` (:func:`preconditioner`),
-        kept in ``Stats.xform``; False: of ``[X y]`` as it is.
+        kept in ``Stats.xform``; False: of ``[X y]`` as it is. Default True (but see
+        :func:`preconditioning`).
 
     Returns
     -------
@@ -378,6 +418,8 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
     w = None if w is None else np.asarray(w, dtype=np.float64)
     X = design.X
     xform = None
+    if precondition is None:
+        precondition = _PRECONDITION[0]
     if precondition:
         xform = preconditioner(X, y, w)
         X = X @ xform.A
