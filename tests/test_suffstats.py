@@ -99,7 +99,7 @@ def test_preconditioned_statistics_are_those_of_the_centred_scaled_columns():
     from jaxhlm._src.stats.suffstats import preconditioner
 
     df = load_data("sleepstudy.csv").copy()
-    for xs, xo, ys, yo in [(1.0, 0.0, 1.0, 0.0), (1.0, 1e6, 1.0, 1e10), (1e155, 0.0, 1e151, 0.0), (1e-170, 0.0, 1e-3, 0.0)]:
+    for xs, xo, ys, yo in [(1.0, 0.0, 1.0, 0.0), (1.0, 1e6, 1.0, 1e10), (1e155, 0.0, 1e150, 0.0), (1e-170, 0.0, 1e-3, 0.0)]:
         df["x"] = df["Days"] * xs + xo
         df["y"] = df["Reaction"] * ys + yo
         d = build_design("y ~ x + (1 | Subject)", df)

@@ -22,7 +22,7 @@ from ..base.errors import JaxhlmWarning, warn
 from ..base.lazy import scipy  # submodules imported on first use
 from ..engine.pls import vp_derivatives
 
-__all__ = ["positive_inverse", "df_from_parts", "original_parts", "satterthwaite_parts", "satterthwaite_df",
+__all__ = ["positive_inverse", "df_from_parts", "original_parts", "centred_contrasts", "satterthwaite_parts", "satterthwaite_df",
            "coef_table"]
 
 
@@ -81,6 +81,15 @@ def original_parts(xf, H_c, J_c, C_c, A_c=None):
     return H, np.asarray(A_c) / d[:, None] / d[None, :], J, C
 
 
+def centred_contrasts(L, Am) -> np.ndarray:
+    """The rows of ``L A`` (contrasts of the preconditioned coefficients), each divided by its
+    largest absolute entry: the df do not depend on the scale of a contrast, and ``A`` holds
+    ``1/sd`` of every column (1e170 for a column times 1e-170)."""
+    Lc = np.atleast_2d(np.asarray(L, dtype=np.float64)) @ np.asarray(Am, dtype=np.float64)
+    mx = np.max(np.abs(Lc), axis=1, keepdims=True) if Lc.shape[1] else np.ones((Lc.shape[0], 1))
+    return Lc / np.where(mx > 0, mx, 1.0)
+
+
 def satterthwaite_parts(model) -> dict:
     """``H``, ``A = 2 H^{-1}``, ``J`` and ``C`` at the fit, in the original columns (cached in
     ``model.cache``); ``"centred"``: ``(A_c, J_c, C_c, A)`` of the preconditioned statistics
@@ -114,8 +123,7 @@ def satterthwaite_df(model, L) -> np.ndarray:
     """Satterthwaite df of each row of the contrast matrix ``L`` (shape (k, p) or (p,))."""
     parts = satterthwaite_parts(model)
     A_c, J_c, C_c, Am = parts["centred"]  # the df are invariant: L C L' = s^2 (L A) C_c (L A)'
-    L = np.atleast_2d(np.asarray(L, dtype=np.float64))
-    return df_from_parts(A_c, J_c, C_c, L @ Am)
+    return df_from_parts(A_c, J_c, C_c, centred_contrasts(L, Am))
 
 
 def coef_table(model) -> pd.DataFrame:

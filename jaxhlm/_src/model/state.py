@@ -177,7 +177,17 @@ class FitState:
     @property
     def se(self) -> pd.Series:
         """Standard errors of the fixed effects."""
-        return pd.Series(np.sqrt(np.diag(self.vcov_array)), index=self.design.fixef_names, name="se")
+        if self.p == 0:
+            return pd.Series(np.zeros(0), index=self.design.fixef_names, name="se")
+        # s ||L_X^{-1} A'e_j|| sigma_c, each row of A scaled first: finite also where the
+        # variance itself overflows (a column times 1e-170)
+        Lx = np.asarray(self.opt.Lx)
+        Am = np.asarray(self.xform.A)
+        mx = np.max(np.abs(Am), axis=1)
+        mx = np.where(mx > 0, mx, 1.0)
+        R = np.linalg.solve(Lx, (Am / mx[:, None]).T)  # columns L_X^{-1} A'e_j / max|A_j.|
+        se = self.sigma * mx * np.sqrt(np.sum(R * R, axis=0))
+        return pd.Series(se, index=self.design.fixef_names, name="se")
 
     # ------------------------------------------------------------------ fit statistics
     @property

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..base.errors import ConvergenceWarning, warn
 from ..base.lazy import scipy
-from ..infer.satterthwaite import df_from_parts, positive_inverse
+from ..infer.satterthwaite import centred_contrasts, df_from_parts, positive_inverse
 from ..optim.batch import RefitSpec, default_chunk, refit_batches
 from ..stats.layout import theta_names
 from ..stats.suffstats import original_objective, xform_of
@@ -184,7 +184,7 @@ def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
         with np.errstate(all="ignore"):
             H = np.where(np.isfinite(res["H"]), res["H"], 0.0)
             A_c, _ = positive_inverse(H)  # the df of beta_j are those of row j of A (centred)
-            df = df_from_parts(A_c, res["J"], res["C"], xf.A)
+            df = df_from_parts(A_c, res["J"], res["C"], centred_contrasts(np.eye(p), xf.A))
         df = np.where(res["sat_ok"][:, None], df, np.nan)
         for j, nm in enumerate(spec.fixef_names):
             cols[f"df.{nm}"] = df[:, j]
