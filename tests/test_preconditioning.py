@@ -175,6 +175,9 @@ def test_badly_scaled_inference_profiles_and_refits_are_transformed_back():
         m = jaxhlm.lmer(f, df.assign(Days=df["Days"] + 1e6, Reaction=df["Reaction"] * 1e3))
         ci0, ci = base.confint(parm=[".sig01", ".sigma", "Days"]), m.confint(parm=[".sig01", ".sigma", "Days"])
     np.testing.assert_allclose(ci.to_numpy(), 1e3 * ci0.to_numpy(), rtol=1e-5)
+    a0, a = base.anova(), m.anova()  # lmerTest's F table: invariant
+    np.testing.assert_allclose(a.loc["Days", ["F value", "DenDF"]].to_numpy(float),
+                               a0.loc["Days", ["F value", "DenDF"]].to_numpy(float), rtol=1e-6)
     k0, k = base.coef_table_kr(), m.coef_table_kr()
     np.testing.assert_allclose(k["df"], k0["df"], rtol=1e-6)
     assert k["Std. Error"].iloc[1] == pytest.approx(1e3 * k0["Std. Error"].iloc[1], rel=1e-6)
@@ -184,3 +187,23 @@ def test_badly_scaled_inference_profiles_and_refits_are_transformed_back():
     assert r["sigma"].iloc[0] == pytest.approx(1e3 * r0["sigma"].iloc[0], rel=1e-6)
     assert r["df.Days"].iloc[0] == pytest.approx(r0["df.Days"].iloc[0], rel=1e-6)
     assert r["objective"].iloc[0] == pytest.approx(r0["objective"].iloc[0] + (len(df) - 2) * math.log(1e6), abs=1e-6)
+
+
+def test_out_of_core_fit_is_scaled_and_warns_of_uncentred_columns():
+    """Out-of-core second moments are summed raw (the pseudo-rows are then only scaled, not
+    centred): the fit still equals the in-memory one at any scale, and a column with a large mean
+    is named in a warning instead of silently losing digits."""
+    dd = pytest.importorskip("dask.dataframe")
+    df = load_data("sleepstudy.csv")
+    f = "Reaction ~ Days + (1 | Subject)"
+    d = df.assign(Days=df["Days"] * 1e-120, Reaction=df["Reaction"] * 1e100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = jaxhlm.lmer(f, d, reml=False)
+        b = jaxhlm.lmer(f, dd.from_pandas(d, npartitions=3), reml=False)
+    np.testing.assert_allclose(b.fixef, a.fixef, rtol=1e-9)
+    np.testing.assert_allclose(b.se, a.se, rtol=1e-8)
+    np.testing.assert_allclose(b.theta, a.theta, rtol=1e-8)
+    assert b.objective == pytest.approx(a.objective, rel=1e-12)
+    with pytest.warns(jaxhlm.JaxhlmWarning, match=r"\['Days'\] have a mean over"):
+        jaxhlm.lmer(f, dd.from_pandas(df.assign(Days=df["Days"] + 1e6), npartitions=3), reml=False)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from . import build as _design
 from .build import Design, GroupingFactor, TermDesign, r_name
-from ..base.errors import ArgumentError, DataError, FormulaError
+from ..base.errors import ArgumentError, DataError, FormulaError, JaxhlmWarning
 from ..formula.terms import ParsedFormula, parse_formula
 
 __all__ = ["is_out_of_core", "out_of_core_design", "OutOfCoreDesign", "DaskSource", "FileSource"]
@@ -339,6 +339,35 @@ def _term_order(terms, factors):
     return order
 
 
+LARGE_MEAN = 1e4
+
+
+def _warn_uncentred(XytXy, names, keep, ycol) -> None:
+    """Out-of-core second moments are summed raw, chunk by chunk (before the fit's own centring
+    and scaling, :func:`jaxhlm._src.stats.suffstats.preconditioner`, can act): a column whose
+    mean is ``LARGE_MEAN`` times its standard deviation has lost about ``2 log10(ratio)`` of its
+    16 digits there. Warn, naming the columns."""
+    if "(Intercept)" not in names:
+        return
+    i = names.index("(Intercept)")
+    n = XytXy[i, i]
+    if not n > 0:
+        return
+    bad = []
+    for j, nm in enumerate(list(names) + [ycol]):
+        if j == i or (j < len(keep) and not keep[j]):
+            continue
+        m = XytXy[i, j] / n
+        var = max(XytXy[j, j] / n - m * m, 0.0)
+        if abs(m) > LARGE_MEAN * np.sqrt(var) and m != 0:
+            bad.append(nm)
+    if bad:
+        warnings.warn(
+            f"column(s) {bad} have a mean over {LARGE_MEAN:g} times their standard deviation: out-of-core fits "
+            "accumulate raw cross-products, which loses digits; centre them in the data (subtract a constant) "
+            "for full accuracy", JaxhlmWarning, stacklevel=4)
+
+
 def out_of_core_design(formula, data, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple:
     """The design of ``formula`` on a Dask DataFrame or Parquet/CSV files (see the module docstring).
 
@@ -457,6 +486,7 @@ def out_of_core_design(formula, data, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> t
             stacklevel=3,
         )
     fixef_names = [nm for nm, k in zip(names_full, keep) if k]
+    _warn_uncentred(XytXy, names_full, keep, ycol)
     p = len(fixef_names)
     if n <= p:
         raise DataError(f"{n} observations are too few for {p} fixed-effects coefficients")
