@@ -168,6 +168,14 @@ class FitState:
         sigma_c = self.sigma / float(self.xform.s)
         return original_scale(self.xform, self.opt.beta, sigma_c**2 * (Li.T @ Li))[1]
 
+    @functools.cached_property
+    def vcov_centred(self) -> np.ndarray:
+        """``(X_c' V^{-1} X_c)^{-1}``: the covariance of the coefficients of the preconditioned
+        columns ``X_c = X A`` (``vcov = A vcov_c A'``; ``V`` in the response's own units)."""
+        Lx = np.asarray(self.opt.Lx)
+        Li = np.linalg.solve(Lx, np.eye(self.p)) if self.p else np.zeros((0, 0))
+        return self.sigma**2 * (Li.T @ Li)
+
     @property
     def vcov(self) -> pd.DataFrame:
         """Covariance matrix of the fixed effects (lme4's ``vcov``)."""
