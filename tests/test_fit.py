@@ -28,7 +28,7 @@ def _nels(formula):
 
     d = build_design(formula, load_data("nels_like.csv"))
     lay = build_layout(d)
-    return d, lay, compute_stats(d, lay)
+    return d, lay, compute_stats(d, lay, precondition=False)  # absolute numbers of the raw [X y]
 
 
 @pytest.mark.parametrize("reml", [False, True])

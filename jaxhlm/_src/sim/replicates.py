@@ -168,7 +168,8 @@ def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
         t = beta / se
         s2 = sigma**2
         logw = float(spec.stats.logw)
-        objective = np.array([original_objective(o, xf, n, p, reml) for o in res["objective"]])
+        objective = np.array([original_objective(o, xf, n, p, reml) if np.isfinite(o) else np.nan
+                              for o in res["objective"]])
         dev = res["ldL2"] - logw + r2 / s2 + n * np.log(2.0 * np.pi * s2) if reml else objective
     finite = np.isfinite(res["objective"]) & np.all(np.isfinite(beta), axis=1) & np.isfinite(sigma)
     conv = np.asarray(res["converged"], bool) & finite
