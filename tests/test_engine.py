@@ -67,7 +67,7 @@ for _name, _formula in DESIGNS.items():
 def _setup(formula, plan):
     d = build_design(formula, _data())
     lay = dataclasses.replace(build_layout(d), plan=plan)
-    return d, lay, compute_stats(d, lay)
+    return d, lay, compute_stats(d, lay, precondition=False)  # the engine on the raw [X y]
 
 
 def _dense_modes(d, theta):

@@ -49,15 +49,18 @@ def test_kr_tight_where_lme4_converged():
 def test_blocked_and_dense_paths_agree(case_id):
     """One grouping factor: per-level blocks; the dense Q x Q path must give the same numbers."""
     m = fit_case(case_id)
-    a = kr._pieces_blocked(m)
-    b = kr._pieces_dense(m, kr.MAX_Q)
-    np.testing.assert_allclose(a[0], b[0], rtol=1e-9)
+    a = kr._pieces_blocked(m)  # in the statistics' preconditioned columns X_c = X A
+    b = kr._pieces_dense(m, kr.MAX_Q)  # in the original columns
+    A = np.asarray(m.xform.A)
+    c = lambda M: A.T @ M @ A  # noqa: E731
+    np.testing.assert_allclose(a[0], c(b[0]), rtol=1e-9, atol=1e-12 * np.max(np.abs(a[0])))  # (zeros: rounding)
     for Pa, Pb in zip(a[1], b[1]):
-        np.testing.assert_allclose(Pa, Pb, rtol=1e-8, atol=1e-12 * np.max(np.abs(Pb)))
+        np.testing.assert_allclose(Pa, c(Pb), rtol=1e-8, atol=1e-12 * np.max(np.abs(c(Pb))))
     m_ = len(a[1])
     for i in range(m_):
         for j in range(i, m_):
-            np.testing.assert_allclose(a[2][i][j], b[2][i][j], rtol=1e-8, atol=1e-12 * np.max(np.abs(b[2][i][j])))
+            np.testing.assert_allclose(a[2][i][j], c(b[2][i][j]), rtol=1e-8,
+                                       atol=1e-12 * np.max(np.abs(c(b[2][i][j]))))
     np.testing.assert_allclose(a[3], b[3], rtol=1e-8)
 
 

@@ -34,7 +34,7 @@ import jaxhlm
 from jaxhlm._src.engine.pls import objective
 from jaxhlm._src.design.build import build_design
 from jaxhlm._src.stats.layout import build_layout
-from jaxhlm._src.stats.suffstats import compute_stats
+from jaxhlm._src.stats.suffstats import compute_stats, original_objective, xform_of
 
 LOG2PI = math.log(2.0 * math.pi)
 
@@ -139,9 +139,11 @@ def _engine_fn(struct):
 
 def engine_deviances(design, theta):
     struct = build_layout(design)
-    stats = compute_stats(design, struct)
+    stats = compute_stats(design, struct)  # preconditioned: criteria of the original columns below
     ml, reml = _engine_fn(struct)(np.asarray(theta, dtype=np.float64), stats)
-    return float(ml), float(reml)
+    xf = xform_of(stats, design.p)
+    return (original_objective(ml, xf, design.n, design.p, False),
+            original_objective(reml, xf, design.n, design.p, True))
 
 
 # ------------------------------------------------------------------------------ designs

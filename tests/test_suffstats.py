@@ -33,7 +33,7 @@ def test_statistics_equal_dense_cross_products_with_weights():
     w = d.weights
     for plan in [Plan("crossed", "dense", "dense"), Plan("crossed", "sparse", "scalar")]:
         lay = dataclasses.replace(build_layout(d), plan=plan)
-        st = compute_stats(d, lay)
+        st = compute_stats(d, lay, precondition=False)
         Xy = np.column_stack([d.X, d.y])
         np.testing.assert_allclose(st.XytXy, Xy.T @ (w[:, None] * Xy), rtol=1e-12)
         assert float(st.logw) == pytest.approx(np.sum(np.log(w)))
@@ -49,24 +49,31 @@ def test_response_statistics_of_many_responses_equal_recomputation():
     d = build_design("y ~ x + (x | g) + (1 | h)", pd.DataFrame({
         "y": np.arange(40.0) % 7, "x": np.sin(np.arange(40.0)), "g": np.arange(40) % 8, "h": np.arange(40) % 3}))
     lay = build_layout(d)
-    st = compute_stats(d, lay)
-    Y = np.random.default_rng(1).normal(size=(40, 3))
-    ys = y_stats(y_operator(d, lay), Y, lay)
-    base = base_y_stats(st, lay)
-    np.testing.assert_allclose(base.X, y_stats(y_operator(d, lay), d.y[:, None], lay).X, rtol=1e-12)
-    for b in range(3):
-        one = type(ys)(tuple(v[b] for v in ys.levels), ys.X[b], ys.yy[b], None if ys.dense is None else ys.dense[b])
-        got = with_y(st, one)
-        want = compute_stats(dataclasses.replace(d, y=Y[:, b]), lay)
-        np.testing.assert_allclose(got.XytXy, want.XytXy, rtol=1e-12)
-        np.testing.assert_allclose(got.levels[0].ZtXy, want.levels[0].ZtXy, rtol=1e-12, atol=1e-13)
-        np.testing.assert_allclose(got.dense.ZtXy, want.dense.ZtXy, rtol=1e-12, atol=1e-13)
+    Y = np.random.default_rng(1).normal(size=(40, 3)) * 10 + 50
+    for pc in (False, True):  # raw statistics; preconditioned ones (X_c = X A, y -> (y - X g) / s)
+        st = compute_stats(d, lay, precondition=pc)
+        G = y_operator(d, lay, st.xform)
+        ys = y_stats(G, Y, lay)
+        base = base_y_stats(st, lay)
+        np.testing.assert_allclose(base.X, y_stats(G, d.y[:, None], lay).X, rtol=1e-12, atol=1e-12)
+        for b in range(3):
+            one = type(ys)(tuple(v[b] for v in ys.levels), ys.X[b], ys.yy[b], None if ys.dense is None else ys.dense[b])
+            got = with_y(st, one)
+            if pc:  # the statistics of the base fit's map of the new response
+                xf = st.xform
+                dc = dataclasses.replace(d, X=d.X @ xf.A, y=(Y[:, b] - d.X @ xf.g) / xf.s)
+            else:
+                dc = dataclasses.replace(d, y=Y[:, b])
+            want = compute_stats(dc, lay, precondition=False)
+            np.testing.assert_allclose(got.XytXy, want.XytXy, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(got.levels[0].ZtXy, want.levels[0].ZtXy, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(got.dense.ZtXy, want.dense.ZtXy, rtol=1e-12, atol=1e-12)
 
 
 def test_transform_xy_equals_transformed_columns():
     d = build_design("Reaction ~ Days + (Days | Subject)", load_data("sleepstudy.csv"))
     lay = build_layout(d)
-    st = compute_stats(d, lay)
+    st = compute_stats(d, lay, precondition=False)
     M = np.array([[1.0, 0.0, 0.5], [2.0, 1.0, -1.0], [0.0, 0.0, 1.0]])
     got = transform_xy(st, M, xp=np)
     Xy = np.column_stack([d.X, d.y]) @ M
@@ -84,3 +91,33 @@ def test_block_description_names_the_storage_of_every_block():
     bd = fit_case("penicillin_reml").block_description  # crossed: every plate meets every sample
     assert bd["storage"].iloc[1] == "Dense" and bd["size"].iloc[1] == "6x24"
     assert bd["storage"].iloc[2] == "Dense"
+
+
+def test_preconditioned_statistics_are_those_of_the_centred_scaled_columns():
+    """``compute_stats`` forms the statistics of ``[X A, (y - X g) / s]``: columns centred about
+    the intercept, unit root mean square, also where the raw ones would overflow or underflow."""
+    from jaxhlm._src.stats.suffstats import preconditioner
+
+    df = load_data("sleepstudy.csv").copy()
+    for xs, xo, ys, yo in [(1.0, 0.0, 1.0, 0.0), (1.0, 1e6, 1.0, 1e10), (1e155, 0.0, 1e150, 0.0), (1e-170, 0.0, 1e-3, 0.0)]:
+        df["x"] = df["Days"] * xs + xo
+        df["y"] = df["Reaction"] * ys + yo
+        d = build_design("y ~ x + (1 | Subject)", df)
+        lay = build_layout(d)
+        st = compute_stats(d, lay)
+        xf = st.xform
+        Xc = d.X @ xf.A
+        yc = (d.y - d.X @ xf.g) / xf.s
+        np.testing.assert_allclose(Xc[:, 0], 1.0)
+        assert abs(Xc[:, 1].mean()) < 1e-9 and abs(np.sqrt(np.mean(Xc[:, 1] ** 2)) - 1) < 1e-9
+        assert abs(yc.mean()) < 1e-6 and abs(np.sqrt(np.mean(yc**2)) - 1) < 1e-9
+        Xy = np.column_stack([Xc, yc])
+        np.testing.assert_allclose(st.XytXy, Xy.T @ Xy, rtol=1e-12, atol=1e-9)
+        assert np.all(np.isfinite(st.XytXy))
+        assert float(xf.yy) == pytest.approx(float(np.sum((d.y / np.abs(d.y).max()) ** 2)) * np.abs(d.y).max() ** 2,
+                                             rel=1e-12)
+        assert float(xf.logdetA) == pytest.approx(np.log(abs(np.linalg.det(xf.A))), rel=1e-12, abs=1e-12)
+    raw = compute_stats(d, lay, precondition=False)
+    assert raw.xform is None
+    xf = preconditioner(np.ones((5, 1)), np.zeros(5))  # a zero response: no scaling
+    assert float(xf.s) == 1.0

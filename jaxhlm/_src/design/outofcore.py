@@ -28,7 +28,6 @@ this module assembles the designs.
 from __future__ import annotations
 
 import time
-import warnings
 
 import formulaic
 import numpy as np
@@ -43,7 +42,7 @@ from .chunksource import DaskSource
 from .chunksource import FileSource
 from .chunksource import is_out_of_core
 from .chunksource import _is_dask_frame
-from ..base.errors import DataError, FormulaError
+from ..base.errors import DataError, FormulaError, JaxhlmWarning, RankDeficiencyWarning, warn
 from ..formula.terms import ParsedFormula, parse_formula
 
 __all__ = ["is_out_of_core", "out_of_core_design", "OutOfCoreDesign", "DaskSource", "FileSource"]
@@ -94,6 +93,35 @@ def _term_order(terms, factors):
     if any(b > a for a, b in zip(nl, nl[1:])):
         order = sorted(order, key=lambda i: nl[i])[::-1]
     return order
+
+
+LARGE_MEAN = 1e4
+
+
+def _warn_uncentred(XytXy, names, keep, ycol) -> None:
+    """Out-of-core second moments are summed raw, chunk by chunk (before the fit's own centring
+    and scaling, :func:`jaxhlm._src.stats.suffstats.preconditioner`, can act): a column whose
+    mean is ``LARGE_MEAN`` times its standard deviation has lost about ``2 log10(ratio)`` of its
+    16 digits there. Warn, naming the columns."""
+    if "(Intercept)" not in names:
+        return
+    i = names.index("(Intercept)")
+    n = XytXy[i, i]
+    if not n > 0:
+        return
+    bad = []
+    for j, nm in enumerate(list(names) + [ycol]):
+        if j == i or (j < len(keep) and not keep[j]):
+            continue
+        m = XytXy[i, j] / n
+        var = max(XytXy[j, j] / n - m * m, 0.0)
+        if abs(m) > LARGE_MEAN * np.sqrt(var) and m != 0:
+            bad.append(nm)
+    if bad:
+        warn(
+            f"column(s) {bad} have a mean over {LARGE_MEAN:g} times their standard deviation: out-of-core fits "
+            "accumulate raw cross-products, which loses digits; centre them in the data (subtract a constant) "
+            "for full accuracy", JaxhlmWarning)
 
 
 def out_of_core_design(formula, data, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> tuple:
@@ -208,12 +236,10 @@ def out_of_core_design(formula, data, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> t
     keep, y_resid = _gram_rank(XytXy, p_full)
     dropped = [nm for nm, k in zip(names_full, keep) if not k]
     if dropped:
-        warnings.warn(
-            f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s) / coefficient(s): {dropped}",
-            _design.RankDeficiencyWarning,
-            stacklevel=3,
-        )
+        warn(f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} column(s) / coefficient(s): "
+             f"{dropped}", RankDeficiencyWarning)
     fixef_names = [nm for nm, k in zip(names_full, keep) if k]
+    _warn_uncentred(XytXy, names_full, keep, ycol)
     p = len(fixef_names)
     if n <= p:
         raise DataError(f"{n} observations are too few for {p} fixed-effects coefficients")

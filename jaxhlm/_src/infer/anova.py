@@ -174,12 +174,21 @@ def _check_same_data(models, labels):
             )
 
 
+def _response_ss(model) -> float:
+    """``y'W y`` of the raw response: kept by the preconditioner (``Stats.xform.yy``); the last
+    entry of ``[X y]'W[X y]`` when the statistics are not preconditioned."""
+    xf = getattr(model.stats, "xform", None)
+    if xf is not None:
+        return float(xf.yy)
+    return float(model.stats.XytXy[-1, -1])
+
+
 def _same_response(a, b) -> bool:
     """Same rows and response. Out-of-core fits keep no rows: their response's (weighted) sum
     of squares, from the statistics, must agree to rounding."""
     da, db = a.design, b.design
     if da.index is None or db.index is None:
-        ya, yb = float(a.stats.XytXy[-1, -1]), float(b.stats.XytXy[-1, -1])
+        ya, yb = _response_ss(a), _response_ss(b)
         return abs(ya - yb) <= 1e-12 * max(abs(ya), abs(yb))
     return bool(np.array_equal(da.index, db.index) and np.array_equal(da.y, db.y))
 

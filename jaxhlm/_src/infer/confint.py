@@ -30,6 +30,14 @@ Constrained parametrisations (nuisance parameters ``z`` unconstrained, fixed val
 * a fixed effect ``beta_j = x``: the column moves to an offset, ``y - x X_j``; the sufficient
   statistics are transformed exactly (``[X y] -> [X_{-j}, y - x X_j]`` is linear), and the
   deviance is profiled over ``theta`` (sigma and the other fixed effects analytically).
+
+The statistics are those of the preconditioned columns ``X_c = X A``, ``y_c = (y - X g) / s``
+(:class:`~jaxhlm._src.stats.suffstats.Xform`), and the profiles are computed there: the ML
+deviance differs from the original one by the constant ``n log s^2``, standard deviations and
+sigma are profiled in units of ``s``, and ``beta_j = x`` is the constraint on the response
+``(y - x X_j) / s = y_c + X_c A^{-1}(g - x e_j) / s`` with the span of ``X_{-j}`` written in the
+centred columns (``X_c`` without column ``j`` when ``j`` is not the intercept; the raw columns
+``X_c A^{-1}`` without the intercept when it is).
 """
 from __future__ import annotations
 
@@ -300,7 +308,7 @@ def nonmonotone_points(points, xhat, tol: float = MONOTONE_TOL) -> list:
     return out
 
 
-def _check_monotone(prof, ends, name, n_inner=3):
+def _check_monotone(prof, ends, name, n_inner=3, unit=1.0):
     """Evaluate zeta at ``n_inner`` points between the estimate and each end (warm starts from
     the nearest evaluated point) and report a non-monotonic profile."""
     for end in ends:
@@ -314,8 +322,8 @@ def _check_monotone(prof, ends, name, n_inner=3):
     if bad:
         x1, x2 = bad[0]
         warnings.warn(
-            f"the profile of {name} is not monotonic (the signed root deviance falls between {x1:.4g} and "
-            f"{x2:.4g}): its interval may be wrong; inspect the profile", NonMonotonicProfileWarning, stacklevel=5)
+            f"the profile of {name} is not monotonic (the signed root deviance falls between {x1 * unit:.4g} and "
+            f"{x2 * unit:.4g}): its interval may be wrong; inspect the profile", NonMonotonicProfileWarning, stacklevel=5)
         return True
     return False
 
@@ -356,7 +364,7 @@ def _solve_side(prof, target, step0, lo_bound, hi_bound, tol=1e-6, maxit=60):
             if np.isfinite(bound) and (xn - bound) * sgn >= 0:
                 xn = bound
         else:
-            if abs(outer - inner) < 1e-10 * max(1.0, abs(xhat)):
+            if abs(outer - inner) < max(1e-10 * step0, 4e-16 * abs(xhat)):  # (scale free)
                 return 0.5 * (inner + outer)
             a_, b_ = min(inner, outer), max(inner, outer)
             if not (np.isfinite(xn) and a_ < xn < b_):
@@ -378,9 +386,16 @@ def _profile_ci(model, idx, allnames, level, maxit=60, check_monotone=True):
     specs = _term_specs(mml)
     nvar = len(allnames) - mml.p
     zq = scipy.stats.norm.ppf(0.5 + level / 2)
-    base = mml.objective
+    xf = mml.xform  # the statistics are the preconditioned ones: work in their units
+    s_y = float(xf.s)
+    Ai = np.linalg.inv(np.asarray(xf.A, dtype=np.float64))
+    g_c = np.asarray(xf.g, dtype=np.float64)
+    # the intercept: where g (y's mean) or A (the columns' means) has its entries; when neither
+    # has, A is diagonal and the intercept needs no special treatment below
+    icpt = next((k for k in range(mml.p) if g_c[k] != 0 or np.count_nonzero(np.asarray(xf.A)[k]) > 1), None)
+    base = float(mml.opt.objective)  # the ML deviance of the preconditioned statistics
     theta = mml.theta.to_numpy()
-    sigma = mml.sigma
+    sigma = mml.sigma / s_y  # sigma_c
     covs = mml.term_covariances()
     lo = np.full(len(idx), np.nan)
     hi = np.full(len(idx), np.nan)
@@ -404,6 +419,7 @@ def _profile_ci(model, idx, allnames, level, maxit=60, check_monotone=True):
         M0, E = eye, zero
         which, a = 0, 0
         alternatives = None
+        unit = s_y  # sigma and standard deviations are profiled in units of s
         if i == nvar - 1:  # sigma
             kind = 0
             xhat, lb, ub = sigma, 0.0, np.inf
@@ -416,7 +432,7 @@ def _profile_ci(model, idx, allnames, level, maxit=60, check_monotone=True):
             slots = {(rr, cc): sp.theta_start + k for k, (rr, cc) in enumerate(zip(sp.rows, sp.cols))}
             if r == c:
                 kind, a = 1, r
-                xhat, lb, ub = math.sqrt(S[r, r]), 0.0, np.inf
+                xhat, lb, ub = math.sqrt(S[r, r]) / s_y, 0.0, np.inf
                 step = 0.2 * xhat if xhat > 0 else 0.1 * sigma
                 others = np.array([k for (rr, _), k in slots.items() if rr != r], dtype=int)
                 if others.size:
@@ -425,7 +441,7 @@ def _profile_ci(model, idx, allnames, level, maxit=60, check_monotone=True):
                         z[others] *= 0.08
                         return [z]
             else:
-                kind = 2
+                kind, unit = 2, 1.0
                 order = [c, r] + [k for k in range(sp.q) if k not in (c, r)]
                 perm = np.array(order + list(range(sp.q, qmax)))
                 den = math.sqrt(S[r, r] * S[c, c])
@@ -433,7 +449,7 @@ def _profile_ci(model, idx, allnames, level, maxit=60, check_monotone=True):
                 lb, ub = -1.0, 1.0
                 step = 0.1
                 # starting nuisance for the permuted parametrisation
-                Sp = (S / sigma**2)[np.ix_(order, order)]
+                Sp = (S / mml.sigma**2)[np.ix_(order, order)]
                 try:
                     Tp = np.linalg.cholesky(Sp + 1e-12 * max(np.trace(Sp), 1e-12) * np.eye(sp.q))
                 except np.linalg.LinAlgError:
@@ -452,14 +468,21 @@ def _profile_ci(model, idx, allnames, level, maxit=60, check_monotone=True):
                         out.append(zz)
                     return out
         else:
-            kind = 3
+            kind, unit = 3, 1.0
             j = i - nvar
             keep = [k for k in range(p) if k != j]
+            # [X_c y_c] M, M = M0 - x E: a basis of span X_{-j}, the unit column, then
+            # (y - x X_j) / s = y_c + X_c v(x), v(x) = A^{-1}(g - x e_j) / s
+            basis = np.eye(p) if (icpt is not None and j != icpt) else Ai
+            v0, vj = Ai @ g_c / s_y, Ai[:, j] / s_y
+            if icpt is not None and j != icpt:  # the intercept column is kept: its part drops out
+                v0[icpt] = vj[icpt] = 0.0
             M0 = np.zeros((p + 1, p + 1))
-            M0[keep, np.arange(p - 1)] = 1.0  # X_{-j} first, then the unit column, then y - x X_j
+            M0[:p, :p - 1] = basis[:, keep]
+            M0[:p, p] = v0
             M0[p, p] = 1.0
             E = np.zeros((p + 1, p + 1))
-            E[j, p] = 1.0
+            E[:p, p] = vj
             xhat = float(mml.fixef.iloc[j])
             lb, ub = -np.inf, np.inf
             step = float(mml.se.iloc[j])
@@ -472,7 +495,8 @@ def _profile_ci(model, idx, allnames, level, maxit=60, check_monotone=True):
         lo[n] = _solve_side(prof, -zq, step, lb, ub, maxit=maxit)
         hi[n] = _solve_side(prof, zq, step, lb, ub, maxit=maxit)
         if check_monotone:
-            _check_monotone(prof, (lo[n], hi[n]), allnames[i])
+            _check_monotone(prof, (lo[n], hi[n]), allnames[i], unit=unit)
+        lo[n], hi[n] = lo[n] * unit, hi[n] * unit
         if prof.lower_dev < -1e-6:
             notes.append(f"profiling {allnames[i]} found a deviance {-prof.lower_dev:.3g} below the fit's optimum")
         if prof.nonconv:

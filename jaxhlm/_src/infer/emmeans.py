@@ -115,6 +115,9 @@ def _df_engine(model, mode: str):
             base = refit_formula(model, model.formula, reml=True)
     parts = dict(_cached_parts(base))
     parts["Phi"] = model.vcov.to_numpy()  # pbkrtest's Lb_ddf(L, vcov(object), vcovAdj(REML refit))
+    if parts.get("centred") is not None:  # the same in the (shared) preconditioned columns
+        _, P_c, Am = parts["centred"]
+        parts["centred"] = (model.vcov_centred, P_c, Am) if np.array_equal(Am, model.xform.A) else None
 
     def dffun(L):
         return np.array([_kr_scaling(*_kr_A(parts, row[None, :]), 1)[0] for row in L])

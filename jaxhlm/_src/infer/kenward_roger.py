@@ -183,7 +183,9 @@ def _pieces_blocked(model):
     """The same from the per-level sufficient statistics (one grouping factor: V is block diagonal).
 
     Every Q x Q matrix is block diagonal with one ``q x q`` block per level, so all products
-    are batched over levels (O(J q^3)) and no row of the data is touched.
+    are batched over levels (O(J q^3)) and no row of the data is touched. The fixed-effects
+    pieces are those of the statistics' preconditioned columns ``X_c = X A``
+    (``X_c'V^{-1}X_c = A'X'V^{-1}X A``, and so on: congruent by ``A``); ``y`` is not used.
     """
     d = model.design
     st = model.stats
@@ -257,10 +259,12 @@ def kr_parts(model, max_q: int = MAX_Q) -> dict:
             "Kenward-Roger df need a REML fit (as pbkrtest/lmerTest); refit with reml=True "
             "or use the Satterthwaite df (coef_table)"
         )
-    if model.layout.nfactors == 1:
+    if model.layout.nfactors == 1:  # from the statistics: in the preconditioned columns X_c = X A
         XVX, P, Qm, Kt, names = _pieces_blocked(model)
+        Am = np.asarray(model.xform.A, dtype=np.float64)
     else:
         XVX, P, Qm, Kt, names = _pieces_dense(model, max_q)
+        Am = None
     m = len(P)
     for i in range(m):
         for j in range(i):
@@ -283,11 +287,26 @@ def kr_parts(model, max_q: int = MAX_Q) -> dict:
             UU += Wk[i, j] * (Qm[i][j] - P[i] @ Phi @ P[j])
     UU = 0.5 * (UU + UU.T)
     PhiA = Phi + 2 * Phi @ UU @ Phi
-    return {"Phi": Phi, "PhiA": PhiA, "P": P, "W": Wk, "names": names + ["sigma2"]}
+    centred = None
+    if Am is not None:  # back to the original columns: Phi = A Phi_c A', P_i = A^{-T} P_ci A^{-1}
+        centred = (Phi, P, Am)  # (what _kr_A uses: no cancellation for badly scaled columns)
+        Ai = np.linalg.inv(Am)
+        Phi, PhiA = (0.5 * (M + M.T) for M in (Am @ Phi @ Am.T, Am @ PhiA @ Am.T))
+        P = [0.5 * (M + M.T) for M in (Ai.T @ Pi @ Ai for Pi in P)]
+    return {"Phi": Phi, "PhiA": PhiA, "P": P, "W": Wk, "names": names + ["sigma2"], "centred": centred}
 
 
 def _kr_A(parts, L):
+    """``A1``, ``A2`` of the contrasts ``L``. They depend on ``L`` only through its row space
+    and are invariant under ``X -> X A`` (``L -> L A``, ``Phi -> A^{-1} Phi A^{-T}``,
+    ``P_i -> A' P_i A``): with ``parts["centred"] = (Phi_c, P_c, A)`` they are computed in the
+    preconditioned columns, rows of ``L A`` scaled to a largest entry of 1."""
     Phi, P, Wk = parts["Phi"], parts["P"], parts["W"]
+    if parts.get("centred") is not None:
+        Phi, P, Am = parts["centred"]
+        L = L @ Am
+        mx = np.max(np.abs(L), axis=1, keepdims=True)
+        L = L / np.where(mx > 0, mx, 1.0)
     Theta = L.T @ np.linalg.solve(L @ Phi @ L.T, L)
     TP = Theta @ Phi
     u = [TP @ Pi @ Phi for Pi in P]

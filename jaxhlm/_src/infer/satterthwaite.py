@@ -22,7 +22,7 @@ from ..base.errors import JaxhlmWarning, warn
 from ..base.lazy import scipy  # submodules imported on first use
 from ..engine.pls import vp_derivatives
 
-__all__ = ["positive_inverse", "df_from_parts", "satterthwaite_parts", "satterthwaite_df",
+__all__ = ["positive_inverse", "df_from_parts", "original_parts", "centred_contrasts", "satterthwaite_parts", "satterthwaite_df",
            "coef_table"]
 
 
@@ -46,30 +46,75 @@ def df_from_parts(A, J, C, L) -> np.ndarray:
     L = np.atleast_2d(np.asarray(L, dtype=np.float64))
     var = np.einsum("ki,...ij,kj->...k", L, C, L)
     g = np.einsum("ki,...ijm,kj->...km", L, J, L)
-    den = np.einsum("...km,...mn,...kn->...k", g, A, g)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, 2.0 * var**2 / den, np.inf)
+        # 2 / (h'A h) with h = g / var: the same number, without squaring var (which overflows
+        # for a response scaled by 1e151)
+        h = np.where((var != 0)[..., None], g / np.where(var != 0, var, 1.0)[..., None], g)
+        den = np.einsum("...km,...mn,...kn->...k", h, A, h)
+        return np.where(var != 0, np.where(den > 0, 2.0 / den, np.inf),
+                        np.where(den > 0, 0.0, np.inf))
+
+
+def original_parts(xf, H_c, J_c, C_c, A_c=None):
+    """The Satterthwaite ingredients of the original columns from those of the preconditioned
+    statistics (:class:`~jaxhlm._src.stats.suffstats.Xform`; leading batch axes allowed).
+
+    The engine works with ``X_c = X A``, ``y_c = (y - X g) / s``: the variance parameters are
+    ``(theta, sigma_c = sigma / s)`` and ``C = s^2 A C_c A'``, so with ``D = diag(1, ..., 1, 1/s)``
+
+        H = D H_c D,   A = D^{-1} A_c D^{-1},   dC/dtheta = s^2 A (dC_c/dtheta) A',
+        dC/dsigma = s A (dC_c/dsigma_c) A'.
+
+    ``A_c = 2 H_c^+`` is best formed before the transform (it is then better conditioned).
+    """
+    s = float(xf.s)
+    Am = np.asarray(xf.A, dtype=np.float64)
+    H_c, J_c, C_c = (np.asarray(v, dtype=np.float64) for v in (H_c, J_c, C_c))
+    m1 = H_c.shape[-1]
+    d = np.ones(m1)
+    d[-1] = 1.0 / s
+    H = H_c * d[:, None] * d[None, :]
+    C = s**2 * np.einsum("ij,...jk,lk->...il", Am, C_c, Am)
+    J = np.einsum("ij,...jkm,lk->...ilm", Am, J_c, Am) * (s**2 * d)
+    if A_c is None:
+        return H, J, C
+    return H, np.asarray(A_c) / d[:, None] / d[None, :], J, C
+
+
+def centred_contrasts(L, Am) -> np.ndarray:
+    """The rows of ``L A`` (contrasts of the preconditioned coefficients), each divided by its
+    largest absolute entry: the df do not depend on the scale of a contrast, and ``A`` holds
+    ``1/sd`` of every column (1e170 for a column times 1e-170)."""
+    Lc = np.atleast_2d(np.asarray(L, dtype=np.float64)) @ np.asarray(Am, dtype=np.float64)
+    mx = np.max(np.abs(Lc), axis=1, keepdims=True) if Lc.shape[1] else np.ones((Lc.shape[0], 1))
+    return Lc / np.where(mx > 0, mx, 1.0)
 
 
 def satterthwaite_parts(model) -> dict:
-    """``H``, ``A = 2 H^{-1}``, ``J`` and ``C`` at the fit (cached in ``model.cache``)."""
+    """``H``, ``A = 2 H^{-1}``, ``J`` and ``C`` at the fit, in the original columns (cached in
+    ``model.cache``); ``"centred"``: ``(A_c, J_c, C_c, A)`` of the preconditioned statistics
+    (:func:`original_parts`), from which :func:`satterthwaite_df` computes the df of ``L`` as
+    those of ``L A`` (no overflow or cancellation for badly scaled columns)."""
     found = model.cache.get("satterthwaite")
     if found is not None:
         return found
     from ..base import programcache  # (a new process reuses the traced program)
 
-    varpar = np.concatenate([np.asarray(model.opt.theta, dtype=np.float64), [model.sigma]])
+    xf = model.xform  # the engine's variance parameters are (theta, sigma / s)
+    varpar = np.concatenate([np.asarray(model.opt.theta, dtype=np.float64), [model.sigma / float(xf.s)]])
     args = (varpar, model.stats)
-    H, J, C = jax.device_get(programcache.call(_vp_program, "vp_derivatives", args,
-                                               {"layout": model.layout, "reml": bool(model.reml)}))
-    H = 0.5 * (np.asarray(H) + np.asarray(H).T)
-    A, pd_ok = positive_inverse(H)
+    H_c, J_c, C_c = jax.device_get(programcache.call(_vp_program, "vp_derivatives", args,
+                                                     {"layout": model.layout, "reml": bool(model.reml)}))
+    H_c = 0.5 * (np.asarray(H_c) + np.asarray(H_c).T)
+    A_c, pd_ok = positive_inverse(H_c)
+    H, A, J, C = original_parts(xf, H_c, J_c, C_c, A_c)
     note = None
     if not pd_ok:
         note = ("Hessian of the deviance in (theta, sigma) is not positive definite "
                 f"(smallest eigenvalue {np.linalg.eigvalsh(H).min():.3g}); Satterthwaite df use its positive part")
         warn(note, JaxhlmWarning)
-    out = {"H": H, "A": A, "J": np.asarray(J), "C": np.asarray(C), "note": note}
+    out = {"H": H, "A": A, "J": np.asarray(J), "C": np.asarray(C), "note": note,
+           "centred": (A_c, np.asarray(J_c), np.asarray(C_c), np.asarray(xf.A, dtype=np.float64))}
     model.cache["satterthwaite"] = out
     return out
 
@@ -77,7 +122,8 @@ def satterthwaite_parts(model) -> dict:
 def satterthwaite_df(model, L) -> np.ndarray:
     """Satterthwaite df of each row of the contrast matrix ``L`` (shape (k, p) or (p,))."""
     parts = satterthwaite_parts(model)
-    return df_from_parts(parts["A"], parts["J"], parts["C"], L)
+    A_c, J_c, C_c, Am = parts["centred"]  # the df are invariant: L C L' = s^2 (L A) C_c (L A)'
+    return df_from_parts(A_c, J_c, C_c, centred_contrasts(L, Am))
 
 
 def coef_table(model) -> pd.DataFrame:

@@ -23,6 +23,7 @@ import pandas as pd
 from ..base.config import jit
 from ..engine import pls
 from ..stats.layout import theta_names
+from ..stats.suffstats import original_objective, original_scale, xform_of
 
 __all__ = ["FitState", "conditional_modes"]
 
@@ -88,6 +89,7 @@ class FitState:
         self.data = None  # the user's data frame (a reference, never modified), when fitted by lmer()
         self.design_args = {}  # build_design's keywords (weights, offset, contrasts), for refits
         self.formula = design.formula.formula
+        self.xform = xform_of(stats, design.p)  # the engine works on centred, scaled [X y]
         self.optinfo = {
             "iterations": int(opt.iterations),
             "grad": np.asarray(opt.grad),
@@ -136,17 +138,22 @@ class FitState:
     @property
     def objective(self) -> float:
         """The minimised criterion: ML deviance or REML criterion."""
-        return float(self.opt.objective)
+        return original_objective(self.opt.objective, self.xform, self.nobs, self.p, self.reml)
+
+    @property
+    def r2(self) -> float:
+        """The penalised residual sum of squares at the optimum (original units)."""
+        return float(self.opt.r2) * float(self.xform.s) ** 2
 
     @property
     def sigma(self) -> float:
         """Residual standard deviation ``sqrt(r^2 / n)`` (ML) or ``sqrt(r^2 / (n - p))`` (REML)."""
-        return math.sqrt(self.opt.r2 / (self.nobs - self.p if self.reml else self.nobs))
+        return math.sqrt(self.r2 / (self.nobs - self.p if self.reml else self.nobs))
 
-    @property
+    @functools.cached_property
     def beta(self) -> np.ndarray:
         """Fixed-effects estimates as an array (see :attr:`fixef`)."""
-        return np.asarray(self.opt.beta, dtype=np.float64)
+        return original_scale(self.xform, self.opt.beta)
 
     @property
     def fixef(self) -> pd.Series:
@@ -155,7 +162,16 @@ class FitState:
 
     @functools.cached_property
     def vcov_array(self) -> np.ndarray:
-        """``sigma^2 (L_X L_X')^{-1} = sigma^2 (X' V^{-1} X)^{-1}`` as an array."""
+        """``sigma^2 (X' V^{-1} X)^{-1}`` as an array (from the preconditioned ``L_X``)."""
+        Lx = np.asarray(self.opt.Lx)
+        Li = np.linalg.solve(Lx, np.eye(self.p)) if self.p else np.zeros((0, 0))
+        sigma_c = self.sigma / float(self.xform.s)
+        return original_scale(self.xform, self.opt.beta, sigma_c**2 * (Li.T @ Li))[1]
+
+    @functools.cached_property
+    def vcov_centred(self) -> np.ndarray:
+        """``(X_c' V^{-1} X_c)^{-1}``: the covariance of the coefficients of the preconditioned
+        columns ``X_c = X A`` (``vcov = A vcov_c A'``; ``V`` in the response's own units)."""
         Lx = np.asarray(self.opt.Lx)
         Li = np.linalg.solve(Lx, np.eye(self.p)) if self.p else np.zeros((0, 0))
         return self.sigma**2 * (Li.T @ Li)
@@ -169,7 +185,17 @@ class FitState:
     @property
     def se(self) -> pd.Series:
         """Standard errors of the fixed effects."""
-        return pd.Series(np.sqrt(np.diag(self.vcov_array)), index=self.design.fixef_names, name="se")
+        if self.p == 0:
+            return pd.Series(np.zeros(0), index=self.design.fixef_names, name="se")
+        # s ||L_X^{-1} A'e_j|| sigma_c, each row of A scaled first: finite also where the
+        # variance itself overflows (a column times 1e-170)
+        Lx = np.asarray(self.opt.Lx)
+        Am = np.asarray(self.xform.A)
+        mx = np.max(np.abs(Am), axis=1)
+        mx = np.where(mx > 0, mx, 1.0)
+        R = np.linalg.solve(Lx, (Am / mx[:, None]).T)  # columns L_X^{-1} A'e_j / max|A_j.|
+        se = self.sigma * mx * np.sqrt(np.sum(R * R, axis=0))
+        return pd.Series(se, index=self.design.fixef_names, name="se")
 
     # ------------------------------------------------------------------ fit statistics
     @property
@@ -193,7 +219,7 @@ class FitState:
         if not self.reml:
             return self.objective
         s2 = self.sigma**2
-        return (self.opt.ldL2 - float(self.stats.logw) + self.opt.r2 / s2
+        return (self.opt.ldL2 - float(self.stats.logw) + self.r2 / s2
                 + self.nobs * math.log(2 * math.pi * s2))
 
     @property
@@ -215,7 +241,8 @@ class FitState:
     def factor_modes(self) -> list:
         """Conditional modes per factor as arrays of shape ``(nlevels, q_f)`` (computed on first use)."""
         bs = conditional_modes(self.opt.theta, self.stats, self.layout)
-        return [b.T[:fac.nlevels] for b, fac in zip(bs, self.design.factors)]
+        s = float(self.xform.s)  # the modes of the scaled response
+        return [s * b.T[:fac.nlevels] for b, fac in zip(bs, self.design.factors)]
 
     def factor_colnames(self, f: int) -> list:
         """Random-effect column names of factor ``f`` (its terms' columns in order)."""

@@ -133,7 +133,9 @@ def refit_batches(spec: RefitSpec, Y_chunks, nrep: int, *, satterthwaite=True, b
 
     Returns the per-replicate arrays (theta, objective, grad, Lxx, ldL2, converged, iterations,
     and with ``satterthwaite`` the exact ``H``, ``J``, ``C``); ``on_chunk(k)`` is called after
-    each chunk (progress).
+    each chunk (progress). With preconditioned statistics (``spec.stats.xform``) every response
+    is mapped as the base fit's (``(y - X g) / s``) and the arrays are in those units
+    (:func:`jaxhlm._src.sim.replicates.tidy` transforms them back).
     """
     from ..stats.response import y_operator, y_stats
 
@@ -147,7 +149,7 @@ def refit_batches(spec: RefitSpec, Y_chunks, nrep: int, *, satterthwaite=True, b
     bs = int(min(bs, cs))
     padded = padded_chunk(cs, bs)
     if spec.G is None:
-        spec.G = y_operator(spec.design, spec.layout)
+        spec.G = y_operator(spec.design, spec.layout, getattr(spec.stats, "xform", None))
     ensure_seed(spec)
     base = jax.device_put(spec.stats)
     offset = getattr(spec.design, "offset", None)

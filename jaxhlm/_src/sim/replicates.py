@@ -14,9 +14,10 @@ import pandas as pd
 
 from ..base.errors import ConvergenceWarning, warn
 from ..base.lazy import scipy
-from ..infer.satterthwaite import df_from_parts, positive_inverse
+from ..infer.satterthwaite import centred_contrasts, df_from_parts, positive_inverse
 from ..optim.batch import RefitSpec, default_chunk, refit_batches
 from ..stats.layout import theta_names
+from ..stats.suffstats import original_objective, xform_of
 
 __all__ = ["spec_of", "refit_design_many", "tidy", "progress_bar", "chunk_count"]
 
@@ -142,26 +143,38 @@ def _beta_W(Lxx, p):
 
 
 def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
-    """One row per replicate: estimates, SEs, Satterthwaite df and p-values, flags."""
+    """One row per replicate: estimates, SEs, Satterthwaite df and p-values, flags.
+
+    The arrays of :func:`refit_batches` are those of the preconditioned statistics
+    (``X_c = X A``, ``y_c = (y - X g) / s``); every column is in the original units:
+    ``beta = s A beta_c + g``, ``C = s^2 A C_c A'``, ``sigma = s sigma_c``, the criterion
+    shifted as :func:`~jaxhlm._src.stats.suffstats.original_objective`, the Satterthwaite df
+    of ``beta_j`` as those of the contrast ``e_j' A`` of the centred coefficients (invariant).
+    """
     layout = spec.layout
     p, n, reml = layout.p, spec.n, bool(spec.reml)
+    xf = xform_of(spec.stats, p)
+    s_y = float(xf.s)
     B = res["theta"].shape[0]
     TH = layout.rectify(res["theta"]) if B else res["theta"]
     Lxx = res["Lxx"]
-    r2 = Lxx[:, p, p] ** 2
+    r2 = Lxx[:, p, p] ** 2 * s_y**2
     sigma = np.sqrt(r2 / ((n - p) if reml else n))
     with np.errstate(all="ignore"):
-        beta, W = _beta_W(Lxx, p)
-        C = sigma[:, None, None] ** 2 * W
+        beta_c, W = _beta_W(Lxx, p)
+        beta = s_y * beta_c @ xf.A.T + xf.g
+        C = sigma[:, None, None] ** 2 * np.einsum("ij,bjk,lk->bil", xf.A, W, xf.A)
         se = np.sqrt(np.einsum("bkk->bk", C))
         t = beta / se
         s2 = sigma**2
         logw = float(spec.stats.logw)
-        dev = res["ldL2"] - logw + r2 / s2 + n * np.log(2.0 * np.pi * s2) if reml else res["objective"]
+        objective = np.array([original_objective(o, xf, n, p, reml) if np.isfinite(o) else np.nan
+                              for o in res["objective"]])
+        dev = res["ldL2"] - logw + r2 / s2 + n * np.log(2.0 * np.pi * s2) if reml else objective
     finite = np.isfinite(res["objective"]) & np.all(np.isfinite(beta), axis=1) & np.isfinite(sigma)
     conv = np.asarray(res["converged"], bool) & finite
     TH = np.where(np.isfinite(res["objective"])[:, None], TH, np.nan)
-    cols = {"objective": res["objective"], "deviance": dev, "sigma": sigma}
+    cols = {"objective": objective, "deviance": dev, "sigma": sigma}
     for j, nm in enumerate(spec.theta_names):
         cols[f"theta.{nm}"] = TH[:, j]
     for j, nm in enumerate(spec.fixef_names):
@@ -171,8 +184,8 @@ def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
     if satterthwaite:
         with np.errstate(all="ignore"):
             H = np.where(np.isfinite(res["H"]), res["H"], 0.0)
-            A, _ = positive_inverse(H)
-            df = df_from_parts(A, res["J"], res["C"], np.eye(p))
+            A_c, _ = positive_inverse(H)  # the df of beta_j are those of row j of A (centred)
+            df = df_from_parts(A_c, res["J"], res["C"], centred_contrasts(np.eye(p), xf.A))
         df = np.where(res["sat_ok"][:, None], df, np.nan)
         for j, nm in enumerate(spec.fixef_names):
             cols[f"df.{nm}"] = df[:, j]

@@ -5,7 +5,10 @@ Only the ``y`` column of the statistics changes with the response: ``Z_f'W y`` p
 ``y'W y`` are linear in ``y``; one sparse matrix ``G`` (a row per statistic, weights folded in)
 gives them for a block of responses as ``G Y`` (:func:`y_stats`), and :func:`with_y` puts one
 replicate's into the statistics inside a compiled program. The design's offset is subtracted
-from every response first, as :func:`~jaxhlm._src.stats.suffstats.compute_stats` does.
+from every response first, as :func:`~jaxhlm._src.stats.suffstats.compute_stats` does, and with
+the statistics' preconditioner (:class:`~jaxhlm._src.stats.suffstats.Xform`) every response is
+mapped to ``(y - X g) / s`` and the fixed-effects rows use ``X_c = X A``: the replicates are
+then in the base model's units (``beta = s A beta_c + g``, ``sigma = s sigma_c``).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import numpy as np
 from ..base.lazy import scipy
 from .suffstats import Dense, Level, factor_Z
 
-__all__ = ["YStats", "y_operator", "y_stats", "base_y_stats", "with_y"]
+__all__ = ["YStats", "YOperator", "y_operator", "y_stats", "base_y_stats", "with_y"]
 
 
 class YStats(NamedTuple):
@@ -29,8 +32,21 @@ class YStats(NamedTuple):
     dense: object = None
 
 
-def y_operator(design, layout):
-    """Sparse ``G`` with ``G y = [vec Z_f'Wy per batched factor, X'Wy, Z_D'Wy]``."""
+class YOperator(NamedTuple):
+    """``G`` (sparse), the weights ``w``, and the preconditioner's response map
+    ``y -> (y - Xg) / s`` (``Xg`` None: no shift)."""
+
+    G: object
+    w: object
+    Xg: object = None
+    s: float = 1.0
+
+
+def y_operator(design, layout, xform=None) -> YOperator:
+    """Sparse ``G`` with ``G y = [vec Z_f'Wy per batched factor, X_c'Wy, Z_D'Wy]``.
+
+    ``xform``: the preconditioner of the statistics the responses go with (``Stats.xform``;
+    None: the raw columns), so that ``X_c = X A`` and ``y -> (y - X g) / s``."""
     n = design.n
     w = getattr(design, "weights", None)
     w = np.ones(n) if w is None else np.asarray(w, dtype=np.float64)
@@ -47,10 +63,11 @@ def y_operator(design, layout):
             cols.append(ar)
             vals.append(Z[:, i] * w)
         o += layout.q[f] * L
+    X = design.X if xform is None else design.X @ np.asarray(xform.A, dtype=np.float64)
     for k in range(layout.p):
         rows.append(np.full(n, o + k))
         cols.append(ar)
-        vals.append(design.X[:, k] * w)
+        vals.append(X[:, k] * w)
     o += layout.p
     offs = layout.dense_offsets
     for f in layout.dense_factors:
@@ -63,15 +80,21 @@ def y_operator(design, layout):
     G = scipy.sparse.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                                 shape=(o + layout.QD, n))
     G.sum_duplicates()
-    return G, w
+    if xform is None:
+        return YOperator(G, w)
+    g = np.asarray(xform.g, dtype=np.float64)
+    Xg = design.X @ g if layout.p else np.zeros(n)
+    return YOperator(G, w, Xg, float(xform.s))
 
 
 def y_stats(Gw, Y: np.ndarray, layout, offset=None) -> YStats:
     """The response statistics of every column of ``Y (n, B)`` (arrays lead with B)."""
-    G, w = Gw
+    G, w, Xg, s = Gw if isinstance(Gw, YOperator) else YOperator(*Gw)
     Y = np.asarray(Y, dtype=np.float64)
     if offset is not None:
         Y = Y - np.asarray(offset, dtype=np.float64)[:, None]
+    if Xg is not None:
+        Y = (Y - Xg[:, None]) / s
     B = Y.shape[1]
     Lm = np.asarray(G @ Y).T  # (B, m)
     o = 0
