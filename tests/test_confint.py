@@ -235,17 +235,17 @@ def test_profile_correlation_nels_m2():
 
 
 def test_nonmonotone_detection():
-    from jaxhlm._src.infer import confint as C
+    from jaxhlm._src.infer import profile as P
 
     xs = np.linspace(0.1, 1.0, 10)
     mono = [(x, 2 * x) for x in xs] + [(-x, -2 * x) for x in xs]
-    assert C.nonmonotone_points(mono, 0.0) == []
+    assert P.nonmonotone_points(mono, 0.0) == []
     plateau = [(x, min(2 * x, 1.5)) for x in xs]
-    assert C.nonmonotone_points(plateau, 0.0) == []
+    assert P.nonmonotone_points(plateau, 0.0) == []
     bumpy = [(x, 2 * x) for x in xs] + [(1.1, 1.2)]
-    assert C.nonmonotone_points(bumpy, 0.0) == [(1.0, 1.1)]
+    assert P.nonmonotone_points(bumpy, 0.0) == [(1.0, 1.1)]
     left = [(-x, -(2 * x)) for x in xs] + [(-1.2, -1.0)]
-    assert C.nonmonotone_points(left, 0.0) == [(-1.0, -1.2)]
+    assert P.nonmonotone_points(left, 0.0) == [(-1.0, -1.2)]
 
     class FakeProfile:  # zeta dips between the estimate and the end
         xhat = 0.0
@@ -259,4 +259,4 @@ def test_nonmonotone_detection():
             return z, 1.0, None
 
     with pytest.warns(jaxhlm._src.base.errors.NonMonotonicProfileWarning, match="not monotonic"):
-        assert C._check_monotone(FakeProfile(), (np.nan, 1.0), ".sig02")
+        assert P._check_monotone(FakeProfile(), (np.nan, 1.0), ".sig02")

@@ -34,7 +34,8 @@ import jaxhlm
 from jaxhlm._src.engine.pls import objective
 from jaxhlm._src.design.build import build_design
 from jaxhlm._src.stats.layout import build_layout
-from jaxhlm._src.stats.suffstats import compute_stats, original_objective, xform_of
+from jaxhlm._src.stats.suffstats import compute_stats
+from jaxhlm._src.stats.xform import original_objective, xform_of
 
 LOG2PI = math.log(2.0 * math.pi)
 

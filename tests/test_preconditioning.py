@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import jaxhlm
 from jaxhlm._src.infer.satterthwaite import satterthwaite_df
-from jaxhlm._src.stats.suffstats import preconditioning
+from jaxhlm._src.stats.xform import preconditioning
 
 from conftest import load_data
 

@@ -129,7 +129,8 @@ def test_refit_many_at_optimum_gradient(nels, nels_refits):
     """Independent check: the exact gradient of the criterion at the batched estimates is ~0."""
     _, m = nels
     Y, r = nels_refits
-    from jaxhlm._src.stats.suffstats import compute_stats, original_objective, xform_of
+    from jaxhlm._src.stats.suffstats import compute_stats
+    from jaxhlm._src.stats.xform import original_objective, xform_of
 
     stats = compute_stats(m.design, m.layout, y=Y[:, 0])  # an independent pass over the rows
     th = _vals(r.iloc[0], "theta", m.theta.index)

@@ -96,7 +96,7 @@ def test_block_description_names_the_storage_of_every_block():
 def test_preconditioned_statistics_are_those_of_the_centred_scaled_columns():
     """``compute_stats`` forms the statistics of ``[X A, (y - X g) / s]``: columns centred about
     the intercept, unit root mean square, also where the raw ones would overflow or underflow."""
-    from jaxhlm._src.stats.suffstats import preconditioner
+    from jaxhlm._src.stats.xform import preconditioner
 
     df = load_data("sleepstudy.csv").copy()
     for xs, xo, ys, yo in [(1.0, 0.0, 1.0, 0.0), (1.0, 1e6, 1.0, 1e10), (1e155, 0.0, 1e150, 0.0), (1e-170, 0.0, 1e-3, 0.0)]:

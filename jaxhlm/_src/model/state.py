@@ -23,7 +23,7 @@ import pandas as pd
 from ..base.config import jit
 from ..engine import pls
 from ..stats.layout import theta_names
-from ..stats.suffstats import original_objective, original_scale, xform_of
+from ..stats.xform import original_objective, original_scale, xform_of
 
 __all__ = ["FitState", "conditional_modes"]
 

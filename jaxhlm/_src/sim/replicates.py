@@ -17,7 +17,7 @@ from ..base.lazy import scipy
 from ..infer.satterthwaite import centred_contrasts, df_from_parts, positive_inverse
 from ..optim.batch import RefitSpec, default_chunk, refit_batches
 from ..stats.layout import theta_names
-from ..stats.suffstats import original_objective, xform_of
+from ..stats.xform import original_objective, xform_of
 
 __all__ = ["spec_of", "refit_design_many", "tidy", "progress_bar", "chunk_count"]
 
@@ -148,7 +148,7 @@ def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
     The arrays of :func:`refit_batches` are those of the preconditioned statistics
     (``X_c = X A``, ``y_c = (y - X g) / s``); every column is in the original units:
     ``beta = s A beta_c + g``, ``C = s^2 A C_c A'``, ``sigma = s sigma_c``, the criterion
-    shifted as :func:`~jaxhlm._src.stats.suffstats.original_objective`, the Satterthwaite df
+    shifted as :func:`~jaxhlm._src.stats.xform.original_objective`, the Satterthwaite df
     of ``beta_j`` as those of the contrast ``e_j' A`` of the centred coefficients (invariant).
     """
     layout = spec.layout
