@@ -154,3 +154,34 @@ def test_default_newdata_is_the_fitted_rows(sleep):
     out = sleep.predict(interval="confidence")
     assert len(out) == sleep.nobs
     np.testing.assert_allclose(out["fit"], sleep.fitted.to_numpy())
+
+
+def test_weighted_fit_confidence_se_is_the_dense_pev():
+    """With prior weights the prediction-error variance of ``x'beta + z'b`` for a seen level is
+    ``sigma^2 [x; Lambda'z]' (C'WC + diag(0, I))^{-1} [x; Lambda'z]``, ``C = [X, Z Lambda]``."""
+    d = jaxhlm.datasets.load("sleepstudy").copy()
+    d["w"] = np.random.default_rng(3).uniform(0.3, 3.0, len(d))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = jaxhlm.lmer("Reaction ~ Days + (Days | Subject)", d, weights="w")
+    new = pd.DataFrame({"Days": [0.0, 9.0, 4.0], "Subject": ["308", "372", "350"]})
+    got = m.predict(new, interval="confidence")["se"].to_numpy()
+    des = m.design
+    offs, qf, Q = kr._z_layout(des)
+    Z = kr._full_z(des).toarray()
+    T = kr.factor_T(m)[0]
+    Lam = np.kron(np.eye(des.factors[0].nlevels), T)
+    C = np.hstack([des.X, Z @ Lam])
+    W = np.asarray(des.weights)
+    P = C.T @ (W[:, None] * C)
+    P[des.p:, des.p:] += np.eye(Q)
+    levels = list(des.factors[0].levels)
+    want = []
+    for days, subj in zip(new["Days"], new["Subject"]):
+        x = np.array([1.0, days])
+        z = np.zeros(Q)
+        j = [str(v) for v in levels].index(str(subj))
+        z[j * qf[0]:(j + 1) * qf[0]] = [1.0, days]
+        v = np.r_[x, Lam.T @ z]
+        want.append(np.sqrt(m.sigma ** 2 * v @ np.linalg.solve(P, v)))
+    np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -89,10 +89,11 @@ def _pev_blocked(model, Xn, w, codes):
     for i, td in enumerate(d.terms):
         Zd[:, offs[i]:offs[i] + td.p] = td.Z
     c0 = d.factors[0].codes
+    wt = np.ones(d.n) if d.weights is None else np.asarray(d.weights, dtype=np.float64)  # prior weights
     S = np.zeros((J, q, q))
-    np.add.at(S, c0, Zd[:, :, None] * Zd[:, None, :])
+    np.add.at(S, c0, wt[:, None, None] * Zd[:, :, None] * Zd[:, None, :])
     R = np.zeros((J, q, d.p))
-    np.add.at(R, c0, Zd[:, :, None] * d.X[:, None, :])
+    np.add.at(R, c0, wt[:, None, None] * Zd[:, :, None] * d.X[:, None, :])
     seen = codes >= 0
     cond = np.zeros(len(w))
     adj = np.zeros_like(Xn)
@@ -117,9 +118,10 @@ def _pev_dense(model, Xn, wfull, max_q):
         )
     s2 = model.sigma ** 2
     Lam = _lambda(model, Q)
-    S = (Z.T @ Z).toarray()
+    ZW = Z.T if d.weights is None else Z.T.multiply(np.asarray(d.weights, dtype=np.float64)[None, :]).tocsr()
+    S = np.asarray((ZW @ Z).todense())  # Z'WZ (prior weights)
     D = Lam.T @ S @ Lam + np.eye(Q)
-    B = np.asarray(Z.T @ d.X).T @ Lam  # (p, Q)
+    B = np.asarray(ZW @ d.X).T @ Lam  # (p, Q)
     cf = scipy.linalg.cho_factor(D, lower=True)
     M = scipy.linalg.cho_solve(cf, wfull.T)  # (Q, m)
     cond = s2 * np.einsum("qm,qm->m", wfull.T, M)
