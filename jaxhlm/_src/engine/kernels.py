@@ -120,19 +120,34 @@ def _eliminate_bwd(spec, res, cts):
 eliminate.defvjp(_eliminate_fwd, _eliminate_bwd)
 
 
+def _times_W(W, C):
+    """``V_u = sum_v W_uv C_v`` per level: ``W (q,q,L)``, ``C (q,r,L)`` -> list of ``q`` arrays
+    ``(r, L)`` (unrolled over ``q`` only; the ``r`` columns stay one array)."""
+    q = W.shape[0]
+    return [soa._sum(W[u, v][None, :] * C[v] for v in range(q)) for u in range(q)]
+
+
+UNROLL_BUDGET = 40  # sandwich sums with at most this many (entry, u) terms are written out
+
+
 def sandwich_sum(B, W, C=None, sym=None):
     """``sum_j B_j' W_j C_j`` over levels: ``B (q,m,L)``, ``W (q,q,L)``, ``C (q,r,L)`` (default B).
 
-    Written out entry by entry with one stacked reduction (the upper triangle only when the
-    result is symmetric, ``C`` is ``B``).
+    Two forms, the same sum. Few columns (``q`` times the number of entries at most
+    :data:`UNROLL_BUDGET`): written out entry by entry with one stacked reduction (the upper
+    triangle only when the result is symmetric); its gradient is the cheapest at many levels.
+    More columns (the fixed effects of a factorial design): ``V = W C`` unrolled over ``q``
+    only, then one contraction over ``(u, j)``, so that the program's size (and its compile
+    time, under nested autodiff) does not grow as ``m r q^2``. Symmetric results are symmetrised.
     """
     sym = C is None if sym is None else sym
     C = B if C is None else C
     q, m, r = B.shape[0], B.shape[1], C.shape[1]
-    Wl = soa.to_lists(W)
-    Cl = soa.to_lists(C)
-    V = soa.mm(Wl, Cl)  # (q, r) lists
     pairs = [(a, b) for a in range(m) for b in range(a if sym else 0, r)]
+    if len(pairs) * q > UNROLL_BUDGET:
+        out = jnp.einsum("uaj,ubj->ab", B, jnp.stack(_times_W(W, C)))
+        return 0.5 * (out + out.T) if sym else out
+    V = soa.mm(soa.to_lists(W), soa.to_lists(C))  # (q, r) lists
     terms = [soa._sum(B[u, a] * V[u][b] for u in range(q) if not soa.is_zero(V[u][b])) for a, b in pairs]
     sums = soa.sum_levels(terms, B[0, 0])
     out = [[None] * r for _ in range(m)]
@@ -234,12 +249,10 @@ def dense_factor(M):
 
 def level_sandwich(B, W, C):
     """``B_j' W_j C_j`` for every level (no sum): ``B (q,m,L)``, ``W (q,q,L)``, ``C (q,r,L)`` ->
-    ``(m, r, L)``; the rank update of a nested block, summed into parent levels by the caller."""
-    q, m, r = B.shape[0], B.shape[1], C.shape[1]
-    V = soa.mm(soa.to_lists(W), soa.to_lists(C))
-    ref = B[0, 0]
-    return jnp.stack([jnp.stack([jnp.broadcast_to(soa._sum(B[u, a] * V[u][b] for u in range(q) if not soa.is_zero(V[u][b])), ref.shape)
-                                 for b in range(r)]) for a in range(m)])
+    ``(m, r, L)``; the rank update of a nested block, summed into parent levels by the caller.
+    Unrolled over ``q`` only (``q`` broadcast outer products)."""
+    V = _times_W(W, C)
+    return soa._sum(B[u][:, None, :] * V[u][None, :, :] for u in range(W.shape[0]))
 
 
 def level_apply(W, v):
