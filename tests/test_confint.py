@@ -194,14 +194,14 @@ def test_profile_nels_m2_independent():
 def _zeta_cor_independent(m, rho):
     """Signed root ML deviance with the correlation of (1 + x | g) fixed at rho: Nelder-Mead over
     the log scales of the two columns (theta = (t1, rho r, sqrt(1 - rho^2) r)), several starts."""
-    from jaxhlm._src.optim.fit import criterion
+    from jaxhlm._src.optim.fit import criterion_at as criterion
 
     th = m.theta.to_numpy()
     rho_hat = th[1] / np.hypot(th[1], th[2])
 
     def dev(z):
         return float(criterion(np.array([np.exp(z[0]), rho * np.exp(z[1]), np.sqrt(1 - rho**2) * np.exp(z[1])]),
-                               m._stats, m._struct, False))
+                               m.stats, m.layout, False))
 
     best = np.inf
     for start in ([np.log(th[0]), np.log(np.hypot(th[1], th[2]))], [np.log(0.36), np.log(0.008)], [np.log(0.4), np.log(0.02)]):

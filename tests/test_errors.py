@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 import jaxhlm
-import jaxhlm._src.model.lmm as lmm_mod
+import jaxhlm._src.model.pipeline as pipeline_mod
+import jaxhlm._src.optim.fit as fit_mod
 from jaxhlm import (
     ArgumentError,
     ColumnNotFoundError,
@@ -120,8 +121,8 @@ def no_fit(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the fit was reached: the error should have been raised before any JAX code")
 
-    monkeypatch.setattr(lmm_mod, "_fit_design", boom)
-    monkeypatch.setattr(lmm_mod, "run_fit", boom)
+    monkeypatch.setattr(pipeline_mod, "fit_design", boom)
+    monkeypatch.setattr(fit_mod, "run_fit", boom)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
@@ -150,7 +151,7 @@ def test_bad_input_is_refused_before_jax(case, no_fit):
     [("abc", "start"), ([1.0, 0.0], "3 elements"), ([1.0, np.nan, 1.0], "finite"), ([[1.0, 0.0, 1.0]], "3 elements")],
 )
 def test_bad_start_is_refused(start, words, monkeypatch):
-    monkeypatch.setattr(lmm_mod, "run_fit", lambda *a, **k: pytest.fail("fit reached"))
+    monkeypatch.setattr(fit_mod, "run_fit", lambda *a, **k: pytest.fail("fit reached"))
     with pytest.raises(ArgumentError) as ei:
         jaxhlm.lmer(F, sleep(), start=start)
     assert words in str(ei.value)

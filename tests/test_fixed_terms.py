@@ -7,7 +7,7 @@ import pytest
 
 import jaxhlm
 from inference_refs import data, fit
-from jaxhlm._src.infer.fixed_terms import dummy_matrices, expr_columns, fixed_structure, model_frame
+from jaxhlm._src.infer.fixed_terms import dummy_matrices, factor_matrix, fixed_structure, model_frame
 
 
 def _names(ts):
@@ -49,8 +49,8 @@ def test_dummy_matrices_span_the_model():
     rdX, Xt, match, term_cols = dummy_matrices(m, frame)
     assert rdX.shape[1] == 1 + 3 + 4 + 12 and Xt.shape[1] == m.p
     np.testing.assert_array_equal(rdX[:, match], Xt)  # each Xt column is one rdX cell
-    B, *_ = np.linalg.lstsq(Xt, m._design.X, rcond=None)
-    np.testing.assert_allclose(Xt @ B, m._design.X, atol=1e-10)
+    B, *_ = np.linalg.lstsq(Xt, m.design.X, rcond=None)
+    np.testing.assert_allclose(Xt @ B, m.design.X, atol=1e-10)
 
 
 def test_model_frame_needs_the_data():
@@ -71,8 +71,17 @@ def test_model_frame_does_not_touch_the_data():
     pd.testing.assert_frame_equal(d, before)
 
 
-def test_expr_columns():
-    cols = ["x", "x2", "f", "my.var"]
-    assert expr_columns("np.log(x + 1)", cols) == ["x"]
-    assert expr_columns("C(f, contr.sum)", cols) == ["f"]
-    assert expr_columns("I(x2 ** 2) + my.var", cols) == ["x2", "my.var"]
+def test_factor_matrix_encodes_as_the_fit():
+    d = data("cake_numtemp").copy()
+    m = jaxhlm.lmer("angle ~ log(temp) + C(recipe, sum) + (1 | recipe:replicate)", d)
+    fs = fixed_structure(m)
+    assert fs.numeric == {"log(temp)": True, "C(recipe, sum)": False}
+    assert fs.columns["log(temp)"] == ("temp",)
+    frame = model_frame(m)
+    x, names = factor_matrix(m, "log(temp)", frame)
+    np.testing.assert_allclose(x[:, 0], np.log(frame["temp"].to_numpy(float)))
+    ind, labels = factor_matrix(m, "C(recipe, sum)", frame.iloc[::-1])
+    assert labels == ["C(recipe, sum)" + lv for lv in fs.levels["C(recipe, sum)"]]
+    assert np.all(ind.sum(axis=1) == 1)
+    with pytest.raises(jaxhlm.InferenceError, match="not a variable"):
+        factor_matrix(m, "recipe", frame)

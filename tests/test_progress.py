@@ -8,6 +8,7 @@ import pytest
 
 import jaxhlm
 from jaxhlm._src.optim import batch
+from jaxhlm._src.sim import replicates
 
 
 @pytest.fixture(scope="module")
@@ -73,5 +74,5 @@ def test_no_bar_when_off_or_not_interactive(fits, capsys):
     m0.bootstrap(nsim=4, seed=1, chunk_size=1, progress=False)
     m0.bootstrap(nsim=4, seed=1, chunk_size=1)  # default: output is not a terminal here
     assert capsys.readouterr().err == ""
-    assert batch.progress_bar(None, 10, "x", chunks=100) is None
-    assert batch.progress_bar(False, 10, "x") is None
+    assert replicates.progress_bar(None, 10, "x", chunks=100) is None
+    assert replicates.progress_bar(False, 10, "x") is None

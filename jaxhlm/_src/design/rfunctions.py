@@ -187,9 +187,11 @@ class RFunctions:
 
     def _fn_C(self, node):
         a = match_args(node, ["object", "contr", "how.many"])
-        if "how.many" in a or "contr" not in a:
-            raise FormulaError(f"write C(f, contr) with contr one of sum, treatment, helmert, poly, SAS: {deparse(node)}")
+        if "how.many" in a:
+            raise FormulaError(f"C(f, contr, how.many) is not supported; write C(f, contr): {deparse(node)}")
         f = self._to_factor(self.eval(a["object"]))
+        if "contr" not in a:  # R: the default contrasts (options("contrasts")) for its orderedness
+            return Factor(f.codes, f.levels, ordered=f.ordered, contrasts=f.contrasts)
         return Factor(f.codes, f.levels, ordered=f.ordered, contrasts=self._contrast_arg(a["contr"], node))
 
     def _contrast_arg(self, c, node) -> Contrast:

@@ -61,6 +61,12 @@ class LinearMixedModel(FitState):
 
         return Summary(self, **kwargs)
 
+    def _repr_html_(self) -> str:
+        """Jupyter's display of the model (R's ``print(m)``); see ``Summary.short_html``."""
+        from ..infer.summary import Summary
+
+        return Summary(self).short_html()
+
     def confint(self, parm=None, level: float = 0.95, method: str = "profile", **kwargs) -> pd.DataFrame:
         """Confidence intervals: ``method="profile"`` (lme4's default), ``"wald"`` or ``"boot"``.
 

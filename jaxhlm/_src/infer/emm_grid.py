@@ -7,8 +7,8 @@ The reference grid (Lenth's emmeans, ``ref_grid``) has one row per combination o
 * each numeric predictor at its mean over the rows of the fit (or at the values given in
   ``at``; ``at`` may also restrict a factor to some levels),
 
-the first predictor varying fastest. Its model matrix ``X_g`` (from the formulaic spec kept at
-fit time: same coding, same transformations) gives the predictions ``X_g beta``. The estimated
+the first predictor varying fastest. Its model matrix ``X_g`` (from the fixed side's encoding kept
+at fit time: same coding, same transformations) gives the predictions ``X_g beta``. The estimated
 marginal means of ``specs`` (within each ``by`` group) average the grid rows over the other
 predictors with equal weights: ``L = A X_g`` with ``A`` the averaging matrix. A row of ``L``
 that is not a combination of the rows of the full model matrix (aliased columns dropped at fit
@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import ArgumentError, ColumnNotFoundError, InferenceError
-from .fixed_terms import expr_columns, fixed_structure
+from ..design.rvalues import r_label
+from .fixed_terms import fixed_structure
 
 __all__ = ["RefGrid", "ref_grid", "emm_linfct", "estimable", "r_level"]
 
@@ -67,36 +68,36 @@ class RefGrid:
 
 
 def _variables(model, frame) -> tuple:
-    d = model.design
+    """Predictors (data columns) of the fixed effects in order of appearance, whether each is
+    categorical, and the levels of the categorical ones present in ``frame`` (data values)."""
     fs = fixed_structure(model)
-    spec = d.fixed_spec
-    cols = list(frame.columns)
+    cols = set(frame.columns)
     used: list = []
-    for v in expr_columns(d.formula.fixed, cols):
-        if any(v in expr_columns(f, cols) for t in fs.terms for f in t.factors) and v not in used:
-            used.append(v)
-    for t in fs.terms:  # any the text scan missed (quoted names)
+    for t in fs.terms:
         for f in t.factors:
-            for v in expr_columns(f, cols):
-                if v not in used:
+            for v in fs.columns.get(f, ()):
+                if v in cols and v not in used:
                     used.append(v)
     factor, levels = {}, {}
     for v in used:
         col = frame[v]
-        cat_exprs = [f for t in fs.terms for f in t.factors if not fs.numeric[f] and v in expr_columns(f, cols)]
+        cat_vars = [f for t in fs.terms for f in t.factors if not fs.numeric[f] and v in fs.columns.get(f, ())]
         is_num = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
-        factor[v] = (not is_num) or bool(cat_exprs)
+        factor[v] = (not is_num) or bool(cat_vars)
         if factor[v]:
+            present = list(col.dropna().unique())
+            by_label = {}
+            for x in present:
+                by_label.setdefault(r_label(x) if not isinstance(x, str) else x, x)
             lev = None
-            for f in cat_exprs:
-                st = spec.encoder_state.get(f)
-                if st is not None and isinstance(st[1], dict) and "categories" in st[1] and expr_columns(f, cols) == [v]:
-                    lev = list(st[1]["categories"])
+            for f in cat_vars:  # the fit's level order of a variable reading this column alone
+                if list(fs.columns.get(f, ())) == [v]:
+                    lev = [by_label[lb] for lb in fs.levels[f] if lb in by_label]
                     break
             if lev is None:
-                lev = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else sorted(col.unique())
-            present = set(col.unique())
-            levels[v] = [x for x in lev if x in present]
+                lev = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else sorted(present)
+                lev = [x for x in lev if x in set(present)]
+            levels[v] = lev
     return used, factor, levels
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import ArgumentError, InferenceError, JaxhlmWarning
 from .emm_grid import emm_linfct, estimable, r_level, ref_grid
-from .fixed_terms import expr_columns, fixed_structure, model_frame
+from .fixed_terms import fixed_structure, model_frame
 
 __all__ = ["emmeans", "EMMeans", "EMMContrasts"]
 
@@ -147,7 +147,7 @@ def _interaction_note(model, frame, keys, grid) -> bool:
     fs = fixed_structure(model)
     cols = list(frame.columns)
     for t in fs.terms:
-        vs = {v for f in t.factors for v in expr_columns(f, cols)}
+        vs = {v for f in t.factors for v in fs.columns.get(f, ()) if v in cols}
         if vs & set(keys) and vs - set(keys):
             return True
     return False

@@ -3,7 +3,7 @@
 What lmerTest's hypothesis matrices, drop1 and emmeans' reference grid need from a fit:
 
 * the terms of the fixed part (``Variety``, ``nitro``, ``Variety:nitro``) with their factors
-  (formulaic's factor expressions: ``x``, ``np.log(x)``, ``C(g, contr.sum)``), whether each
+  (R's variable labels: ``x``, ``log(x)``, ``C(g, contr.sum)``), whether each
   factor is numeric or categorical (R's ``dataClasses``), and the columns of ``X`` each term
   owns (R's ``assign``; aliased columns dropped at fit time are not in ``X``);
 * containment (lmerTest): term ``A`` is contained in ``B`` when ``B`` has all of ``A``'s
@@ -27,6 +27,9 @@ import pandas as pd
 
 from ..base.errors import InferenceError
 from ..design.build import _required_columns
+from ..design.evaluate import Evaluator
+from ..design.rvalues import Factor
+from ..formula.plan import referenced_names
 
 __all__ = ["FixedTerm", "FixedStructure", "fixed_structure", "model_frame", "factor_matrix",
            "dummy_matrices", "expr_columns"]
@@ -60,6 +63,8 @@ class FixedStructure:
     terms: tuple
     numeric: dict
     names: tuple
+    levels: dict = dataclasses.field(default_factory=dict)  # factor label -> level labels (categorical)
+    columns: dict = dataclasses.field(default_factory=dict)  # factor label -> data columns it reads
 
     @property
     def labels(self) -> list:
@@ -89,15 +94,9 @@ class FixedStructure:
         return [t for t in self.terms if not any(u is not t and set(t.factors) <= set(u.factors) for u in self.terms)]
 
 
-def _kind_is_numeric(spec, expr) -> bool:
-    state = spec.encoder_state.get(expr)
-    if state is None:
-        raise InferenceError(f"cannot tell whether the fixed-effects factor {expr!r} is numeric or categorical")
-    return "NUMERICAL" in str(state[0]).upper()
-
-
 def fixed_structure(model) -> FixedStructure:
-    """The fixed-effects terms of ``model`` (from the formulaic ModelSpec kept at fit time)."""
+    """The fixed-effects terms of ``model``, read from the fixed side's encoding kept at fit time
+    (R's ``terms``: the variables of each term, their ``factors``-matrix codes and ``assign``)."""
     cached = model.cache.get("fixed_structure")
     if cached is not None:
         return cached
@@ -106,28 +105,25 @@ def fixed_structure(model) -> FixedStructure:
     spec = d.fixed_spec
     keep = np.asarray(d.fixed_keep, bool)
     full_to_kept = np.cumsum(keep) - 1
-    terms, numeric = [], {}
-    intercept = False
-    pos = 0
-    for st in spec.structure:
-        ncol = len(st.columns)
-        cols_full = np.arange(pos, pos + ncol)
-        pos += ncol
-        factors = tuple(str(f.expr) for f in st.term.factors)
-        if factors == ("1",):
-            intercept = bool(keep[cols_full].any())
-            continue
-        for f in factors:
-            numeric[f] = _kind_is_numeric(spec, f)
-        cols = tuple(int(full_to_kept[c]) for c in cols_full if keep[c])
-        terms.append(FixedTerm(label=":".join(factors), factors=factors, cols=cols,
-                               cols_full=tuple(int(c) for c in cols_full)))
-    if pos != keep.size:
+    assign = np.asarray(spec.assign, dtype=np.int64)
+    if assign.size != keep.size:
         raise InferenceError("the fixed-effects model specification does not match the model matrix")
-    present = {frozenset(t.factors) for t in terms}
-    terms = [dataclasses.replace(t, codes=tuple(
-        1 if t.order == 1 or (frozenset(t.factors) - {f}) in present else 2 for f in t.factors)) for t in terms]
-    out = FixedStructure(intercept=intercept, terms=tuple(terms), numeric=numeric, names=tuple(d.fixef_names))
+    tm = spec.terms
+    intercept = bool(tm.intercept) and bool(keep[assign == 0].any())
+    terms, numeric, levels, columns = [], {}, {}, {}
+    for j, (vars_, codes) in enumerate(zip(tm.terms, tm.codes)):  # R's terms codes (no model.matrix rule)
+        factors = tuple(tm.variables[i] for i in vars_)
+        for i, f in zip(vars_, factors):
+            info = spec.infos[i]
+            numeric[f] = info.kind in ("num", "mat")
+            levels[f] = tuple(info.levels)
+            columns[f] = tuple(referenced_names([tm.nodes[i]]))
+        cols_full = np.nonzero(assign == j + 1)[0]
+        cols = tuple(int(full_to_kept[c]) for c in cols_full if keep[c])
+        terms.append(FixedTerm(label=tm.labels[j], factors=factors, cols=cols,
+                               cols_full=tuple(int(c) for c in cols_full), codes=tuple(int(c) for c in codes)))
+    out = FixedStructure(intercept=intercept, terms=tuple(terms), numeric=numeric, names=tuple(d.fixef_names),
+                         levels=levels, columns=columns)
     model.cache["fixed_structure"] = out
     return out
 
@@ -175,22 +171,38 @@ def expr_columns(expr: str, columns) -> list:
     return out
 
 
-def factor_matrix(expr: str, frame: pd.DataFrame, numeric: bool) -> tuple:
-    """``(matrix, level_labels)`` of one factor: numeric values, or indicators of every level."""
-    import formulaic
-
+def factor_matrix(model, label: str, frame: pd.DataFrame) -> tuple:
+    """``(matrix, level_labels)`` of one fixed-effects variable on ``frame``: its numeric values
+    (one column, or a matrix's columns), or indicators of every level of a categorical one, encoded
+    as at fit time (same levels, same learned transformations)."""
+    spec = model.design.fixed_spec
+    tm = spec.terms
     try:
-        mm = formulaic.model_matrix(f"0 + {expr}", frame, na_action="ignore")
+        i = tm.variables.index(label)
+    except ValueError:
+        raise InferenceError(f"{label!r} is not a variable of the fixed effects ({list(tm.variables)})") from None
+    info = spec.infos[i]
+    ev = Evaluator(frame, spec.state, learn=False)
+    try:
+        v = ev.variable(tm.nodes[i], spec.where)
+        if info.kind in ("factor", "logical"):
+            v = spec._recode(v, info, ev)
     except Exception as exc:
-        raise InferenceError(f"cannot evaluate the fixed-effects factor {expr!r} on the data: {exc}") from None
-    arr = np.asarray(mm, dtype=np.float64)
-    arr = arr[:, None] if arr.ndim == 1 else arr
-    labels = [str(c) for c in mm.columns]
-    if not numeric:
-        ok = np.all((arr == 0) | (arr == 1)) and np.allclose(arr.sum(axis=1), 1.0)
-        if not ok:
-            raise InferenceError(f"the categorical factor {expr!r} does not give one indicator per level")
-    return arr, labels
+        raise InferenceError(f"cannot evaluate the fixed-effects variable {label!r} on the data: {exc}") from None
+    n = len(frame)
+    if info.kind in ("factor", "logical"):
+        codes = v.codes if isinstance(v, Factor) else np.where(np.isnan(v.values), -1, v.values).astype(np.int64)
+        k = len(info.levels)
+        arr = np.full((n, k), np.nan)
+        ok = codes >= 0
+        arr[ok] = np.eye(k)[codes[ok]]
+        return arr, [label + str(lv) for lv in info.levels]
+    vals = np.asarray(v.values, dtype=np.float64)
+    if vals.ndim == 0:
+        vals = np.full(n, float(vals))
+    arr = vals.reshape(n, -1)
+    names = [label] if info.kind == "num" else [label + c for c in info.colnames]
+    return arr, names
 
 
 def _row_kron(mats: list) -> np.ndarray:
@@ -223,7 +235,7 @@ def dummy_matrices(model, frame: pd.DataFrame) -> tuple:
 
     def fm(f):
         if f not in cache:
-            cache[f] = factor_matrix(f, frame, fs.numeric[f])[0]
+            cache[f] = factor_matrix(model, f, frame)[0]
         return cache[f]
 
     # R's model.matrix: a factor coded 1 gets contrasts, 2 indicators; without an intercept the

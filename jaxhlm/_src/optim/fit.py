@@ -11,9 +11,10 @@ transfer), and beta and ``r^2`` follow on the host from the optimum's ``L_XX``.
 * the boundary: the criterion is even in every column of ``T_f``, so its gradient vanishes
   wherever a diagonal element is 0, minimum or not (ENGINE-NOTES pitfall 2), and with few
   groups it can have an interior local optimum above a boundary one. A fit that ends singular,
-  or has a factor with few levels, is refitted from every boundary face (each column of each
-  term's block set to zero, each whole term set to zero), from a point lifted off zero and
-  (few levels) from lme4's start; the lowest optimum wins. Diagonal elements that end within
+  or has a factor with few levels, is compared with every boundary face (each column of each
+  term's block set to zero, each whole term set to zero), a point lifted off zero and (few
+  levels) lme4's start: small models are refitted from each, larger ones from those where the
+  criterion is already lower; the lowest optimum wins. Diagonal elements that end within
   rounding of 0 are snapped to exactly 0 when that does not raise the criterion;
 * convergence: lme4's gradient check (tolerance 0.002, scaled by the Hessian's Cholesky factor).
 """
@@ -192,24 +193,32 @@ def _fewest_levels(stats, layout) -> int:
     return min((used,) + tuple(layout.nlev[1:]))
 
 
+THOROUGH_MAX_THETA = 6  # up to this many parameters a fit is cheap: refit from every boundary face
+
+
 def _improve_boundary(fit, stats, layout, reml, depth=0):
     """Compare the fit with the boundary faces (and, for few levels, with lme4's start).
 
     A singular fit, or one with a grouping factor of fewer than :data:`FEW_LEVELS` levels (where
-    the criterion can have an interior local optimum above a boundary one), is refitted from
-    every face of :func:`_faces`, from a point lifted off zero and from lme4's start; the
-    lowest optimum wins.
+    the criterion can have an interior local optimum above a boundary one), is compared with
+    every face of :func:`_faces`, a point lifted off zero and (few levels) lme4's start. Small
+    models (at most :data:`THOROUGH_MAX_THETA` parameters) are refitted from each of them; larger
+    ones (maximal crossed models, where each fit costs more) evaluate the criterion there and
+    refit only from points below the fit. The lowest optimum wins.
     """
     theta = np.asarray(fit["theta"], dtype=np.float64)
     few = depth == 0 and _fewest_levels(stats, layout) < FEW_LEVELS
     if depth > 2 or not (few or layout.singular(theta)):
         return fit
+    thorough = layout.ntheta <= THOROUGH_MAX_THETA
     tol = 1e-7 * (1.0 + abs(fit["objective"]))
     starts = _faces(theta, layout) + [layout.lifted(theta)]
-    if few:
+    if few and thorough:
         starts.append(layout.lme4_start())
     best = fit
     for start in starts:
+        if not thorough and not criterion_at(start, stats, layout, reml) < best["objective"] - tol:
+            continue
         trial = run_fit(start, stats, layout, reml)
         if np.isfinite(trial["objective"]) and trial["objective"] < best["objective"] - tol:
             best = trial

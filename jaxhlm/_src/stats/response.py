@@ -101,11 +101,12 @@ def with_y(base, ys: YStats):
     """The statistics of one replicate: ``base`` with its response columns replaced (traceable)."""
     import jax.numpy as jnp
 
+    a = jnp.asarray  # host (numpy) statistics too
     p = base.XytXy.shape[0] - 1
-    levels = tuple(Level(lv.ZtZ, lv.ZtXy.at[:, p, :].set(y)) for lv, y in zip(base.levels, ys.levels))
-    row = jnp.concatenate([ys.X, ys.yy[None]])
-    M = base.XytXy.at[p, :].set(row).at[:, p].set(row)
+    levels = tuple(Level(lv.ZtZ, a(lv.ZtXy).at[:, p, :].set(y)) for lv, y in zip(base.levels, ys.levels))
+    row = jnp.concatenate([a(ys.X), a(ys.yy)[None]])
+    M = a(base.XytXy).at[p, :].set(row).at[:, p].set(row)
     out = base._replace(levels=levels, XytXy=M)
     if base.dense is not None:
-        out = out._replace(dense=Dense(base.dense.ZtZ, base.dense.ZtXy.at[:, p].set(ys.dense)))
+        out = out._replace(dense=Dense(base.dense.ZtZ, a(base.dense.ZtXy).at[:, p].set(ys.dense)))
     return out
