@@ -32,9 +32,11 @@ from ..base.config import jit
 from ..base.errors import FitError
 from .bfgs import quasi_newton
 from .fit import CONV_TOL
-from .pirls import laplace_value, objective, pirls, u_layout
+from ..engine import pls
+from ..stats.weighted import weighted_stats_wz
+from .pirls import laplace_value, linear_predictor, objective, pirls, u_layout
 
-__all__ = ["GlmmOpt", "fit_program", "hessian_program", "mode_program", "optimize", "run_fit", "check_hessian",
+__all__ = ["GlmmOpt", "fit_program", "final_program", "optimize", "run_fit", "check_hessian", "conv_messages",
            "HESS_TOL"]
 
 HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance
@@ -156,45 +158,42 @@ def run_fit(theta0, op, data, layout, family, nagq, maxit=500) -> dict:
 
 
 @jit(static_argnames=("layout", "family", "nagq"))
-def hessian_program(x, u0, op, data, layout, family, nagq):
-    """Value, exact gradient and exact Hessian of the objective in ``(theta, beta)`` at ``x``
-    (PIRLS from ``u0`` first; two Newton steps from the mode: exact second derivatives)."""
+def final_program(x, u0, op, data, layout, family, nagq):
+    """What the fitted model reads at the optimum ``x = (theta, beta)``: PIRLS from ``u0`` to the
+    conditional mode, then the value, exact gradient and exact Hessian of the objective in
+    ``(theta, beta)`` (reverse over reverse mode through two Newton steps from the mode: exact
+    second derivatives), and at the mode ``u``, ``eta``, the Fisher weights, ``log|L|^2``, the
+    penalised deviance, the PIRLS flag, ``L_XX`` and the Fisher-weighted statistics (for
+    lme4's ``R_X`` and the conditional variances)."""
     m = layout.ntheta
-    _, u, _, _, _ = pirls(x[:m], x[m:], u0, op, data, layout, family, joint=False)
+    theta, beta = x[:m], x[m:]
+    _, u, pd, _, ok = pirls(theta, beta, u0, op, data, layout, family, joint=False)
 
     def f(v):
         return objective(v[:m], v[m:], u, op, data, layout, family, nagq=max(nagq, 1), steps=2)[0]
 
     val, g = jax.value_and_grad(f)(x)
-    return val, g, jax.jacrev(jax.grad(f))(x)
-
-
-@jit(static_argnames=("layout", "family"))
-def mode_program(theta, beta, u0, op, data, layout, family):
-    """The conditional mode at ``(theta, beta)`` and what the fitted state reads there: ``u``,
-    ``eta``, the Fisher weights, ``log|L|^2``, the penalised deviance, the PIRLS flag, ``L_XX``
-    (from the statistics with the Fisher weights: ``R_X``) and those statistics."""
-    from ..engine import pls
-    from ..stats.weighted import weighted_stats_wz
-    from .pirls import linear_predictor
-
-    _, u, pd, _, ok = pirls(theta, beta, u0, op, data, layout, family, joint=False)
+    H = jax.jacrev(jax.grad(f))(x)
     eta = linear_predictor(theta, beta, u, op, data, layout)
     _, _, W, _ = family.working(eta, data.y, data.wt)
-    st = weighted_stats_wz(op, W, jnp.zeros_like(W), jnp.asarray(1.0, W.dtype), layout)
+    zero, one = jnp.zeros_like(W), jnp.asarray(1.0, W.dtype)
+    st = weighted_stats_wz(op, W, zero, one, layout)
     fc = pls.factorize(theta, st, layout)
-    st0 = weighted_stats_wz(op, W, jnp.zeros_like(W), jnp.asarray(1.0, W.dtype), u_layout(layout), fixed=False)
-    ld = pls.factorize(theta, st0, u_layout(layout)).ldL2
-    return {"u": u, "eta": eta, "W": W, "ldL2": ld, "pd": pd, "pirls_converged": ok, "Lxx": fc.Lxx, "stats": st}
+    ld = pls.factorize(theta, weighted_stats_wz(op, W, zero, one, u_layout(layout), fixed=False), u_layout(layout)).ldL2
+    return {"value": val, "grad": g, "hessian": H, "u": u, "eta": eta, "W": W, "ldL2": ld, "pd": pd,
+            "pirls_converged": ok, "Lxx": fc.Lxx, "stats": st}
 
 
 # ---------------------------------------------------------------------------------------------
 # host: lme4's checks
 # ---------------------------------------------------------------------------------------------
 class GlmmOpt(NamedTuple):
-    """The optimum (NumPy): ``theta`` (sign-normalised), ``beta``, ``u`` per factor, the objective,
-    its exact gradient and Hessian in ``(theta, beta)``, the stage-1 objective, iterations per
-    stage, ``converged`` (optimiser and lme4's checks), ``messages`` (lme4's wording), ``nagq``."""
+    """The optimum (NumPy): ``theta`` (sign-normalised), ``beta``, ``u`` per factor (``(q_f, L_f)``,
+    padded levels included), the objective, its exact gradient and Hessian in ``(theta, beta)``,
+    the stage-1 objective, iterations per stage, ``converged`` (optimiser and lme4's checks),
+    ``messages`` (lme4's wording), ``nagq``, ``pirls_converged``; at the mode: ``eta``, the
+    Fisher weights ``W``, ``ldL2``, the penalised deviance ``pwrss``, ``Lxx`` (``R_X`` in its
+    first ``p`` rows) and the Fisher-weighted statistics ``stats``."""
 
     theta: np.ndarray
     beta: np.ndarray
@@ -208,6 +207,12 @@ class GlmmOpt(NamedTuple):
     messages: tuple
     nagq: int
     pirls_converged: bool
+    eta: np.ndarray
+    W: np.ndarray
+    ldL2: float
+    pwrss: float
+    Lxx: np.ndarray
+    stats: object
 
 
 def check_hessian(H, tol=HESS_TOL, what: str = "") -> tuple:
@@ -266,3 +271,53 @@ def finite_or_raise(fit: dict) -> None:
         raise FitError(f"the GLMM objective is not finite at the optimum (objective = {fit['objective']}); "
                        "check for complete separation (a predictor that determines the response) or extreme "
                        "predictor values")
+
+
+def _normalise_signs(theta, u, layout):
+    """Flip every column of ``T_f`` whose diagonal is negative (and the matching row of ``u_f``):
+    ``b = T_f u_f``, ``||u||`` and so the objective are unchanged; lme4 keeps diagonals >= 0."""
+    theta = np.array(theta, dtype=np.float64)
+    u = [np.array(uf) for uf in u]
+    tf, tr, tc = (np.asarray(v) for v in (layout.theta_factor, layout.theta_row, layout.theta_col))
+    for k in np.flatnonzero((tr == tc) & (theta < 0)):
+        cols = (tf == tf[k]) & (tc == tc[k])
+        theta[cols] = -theta[cols]
+        u[tf[k]][tc[k]] = -u[tf[k]][tc[k]]
+    return theta, tuple(u)
+
+
+def optimize(op, data, layout, family, nagq: int, start=None, maxit: int = 500) -> GlmmOpt:
+    """Fit (:func:`fit_program`), normalise signs, evaluate exact derivatives and the mode at the
+    optimum (:func:`final_program`) and apply lme4's checks (:func:`conv_messages`).
+
+    Parameters
+    ----------
+    op, data : WeightedOp, GlmmData
+        The design's row arrays and the response.
+    layout : Layout
+    family : Family
+    nagq : int
+        0 (fixed effects inside PIRLS), 1 (Laplace) or the number of quadrature nodes.
+    start : array, optional
+        Starting theta (lme4's default: 1 on diagonals, 0 below).
+    """
+    theta0 = layout.lme4_start() if start is None else np.asarray(start, dtype=np.float64)
+    fit = run_fit(theta0, op, data, layout, family, nagq, maxit=maxit)
+    finite_or_raise(fit)
+    theta, u = _normalise_signs(fit["theta"], _unflat_u(fit["u"], layout), layout)
+    x = np.concatenate([theta, fit["beta"]])
+    out = jax.device_get(final_program(x, tuple(jnp.asarray(v) for v in u), op, data, layout=layout, family=family,
+                                       nagq=int(nagq)))
+    grad, H = np.asarray(out["grad"]), np.asarray(out["hessian"])
+    if nagq == 0:  # the objective was minimised in theta alone (beta at the joint mode)
+        grad = np.concatenate([np.asarray(fit["grad"])[:layout.ntheta], np.zeros(layout.p)])
+    ok, msgs = conv_messages(grad, H, layout.ntheta, layout.singular(theta), fit["converged"], fit["iterations"])
+    if not bool(out["pirls_converged"]):
+        msgs = list(msgs) + ["PIRLS did not converge at the optimum"]
+        ok = False
+    return GlmmOpt(theta=theta, beta=np.asarray(fit["beta"]), u=tuple(np.asarray(v) for v in out["u"]),
+                   objective=float(out["value"]), grad=grad, hessian=H, objective_stage1=fit["objective1"],
+                   iterations=fit["iterations"], converged=bool(ok), messages=tuple(msgs), nagq=int(nagq),
+                   pirls_converged=bool(out["pirls_converged"]), eta=np.asarray(out["eta"]),
+                   W=np.asarray(out["W"]), ldL2=float(out["ldL2"]), pwrss=float(out["pd"]),
+                   Lxx=np.asarray(out["Lxx"]), stats=out["stats"])
