@@ -65,3 +65,18 @@ def best(case_id: str) -> dict:
                                                if isinstance(a, dict) and a.get("objective") is not None]
     return {"theta": np.array(list(t["theta"].values())), "beta": np.array(list(t["beta"].values())),
             "se": np.array(list(t["se"].values())), "objective": min(objs), "objective_tight": t["objective"]}
+
+
+@functools.lru_cache(maxsize=None)
+def fit(case_id: str):
+    """jaxhlm's glmer fit of a case (once per test session); warnings recorded in ``fit_warnings``."""
+    import warnings
+
+    import jaxhlm
+
+    c = CASES[case_id]
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        m = jaxhlm.glmer(c["formula"], frame(case_id), **fit_kwargs(case_id), name=case_id)
+    m.fit_warnings = [str(x.message) for x in w]
+    return m

@@ -61,6 +61,17 @@ class GlmmSummary(Summary):
             head = [f"{mtit} [{CLASS}]"]
         return head + [f" Family: {m.family.family}  ( {m.family.link} )"]
 
+    def lines(self) -> list:
+        """The summary as text (lme4's layout; ``Weights:`` under ``Data:`` for a weights column)."""
+        out = super().lines()
+        w = getattr(self.model, "design_args", {}).get("weights")
+        if isinstance(w, str):
+            k = next(i for i, ln in enumerate(out) if ln.startswith("Formula:"))
+            while out[k + 1].startswith(("   Data:", "  ")) and out[k + 1].strip():
+                k += 1
+            out.insert(k + 1, f"Weights: {w}")
+        return out
+
     def _criterion(self) -> tuple:
         m = self.model
         vals = [round(v, 1) for v in (m.aic, m.bic, m.loglik, -2.0 * m.loglik)]

@@ -16,7 +16,7 @@ normalised afterwards (the objective is even in every column of ``T_f``).
 
 On the host, :func:`optimize` adds lme4's ``checkConv``: a singular fit (a diagonal theta
 within 1e-4 of 0) skips the gradient checks; otherwise the gradient scaled by the Cholesky
-factor of the exact Hessian (:func:`hessian_program`, reverse over reverse mode) must be below
+factor of the exact Hessian (:func:`final_program`, forward over reverse mode) must be below
 0.002, and the Hessian must be positive definite, with lme4's messages for a very large
 eigenvalue (> 1e6) or eigenvalue ratio (< 1e-6).
 """
@@ -111,7 +111,6 @@ def _unflat_u(v, layout):
     return tuple(out)
 
 
-@jit(static_argnames=("layout", "family", "nagq"))
 def fit_program(theta0, op, data, maxit, layout, family, nagq):
     """Both stages (see the module docstring); one float64 vector out (:func:`_unpack`)."""
     r1 = _stage1(theta0, op, data, layout, family, maxit)
@@ -152,16 +151,15 @@ def _unpack(flat, layout) -> dict:
 
 def run_fit(theta0, op, data, layout, family, nagq, maxit=500) -> dict:
     """:func:`fit_program` through the program cache; results as NumPy."""
-    flat = fit_program(np.asarray(theta0, dtype=np.float64), op, data, np.asarray(maxit, dtype=np.int64),
+    flat = _program("fit", data)(np.asarray(theta0, dtype=np.float64), op, data, np.asarray(maxit, dtype=np.int64),
                        layout=layout, family=family, nagq=int(nagq))
     return _unpack(np.asarray(flat), layout)
 
 
-@jit(static_argnames=("layout", "family", "nagq"))
 def final_program(x, u0, op, data, layout, family, nagq):
     """What the fitted model reads at the optimum ``x = (theta, beta)``: PIRLS from ``u0`` to the
     conditional mode, then the value, exact gradient and exact Hessian of the objective in
-    ``(theta, beta)`` (reverse over reverse mode through two Newton steps from the mode: exact
+    ``(theta, beta)`` (forward over reverse mode through two Newton steps from the mode: exact
     second derivatives), and at the mode ``u``, ``eta``, the Fisher weights, ``log|L|^2``, the
     penalised deviance, the PIRLS flag, ``L_XX`` and the Fisher-weighted statistics (for
     lme4's ``R_X`` and the conditional variances)."""
@@ -173,7 +171,7 @@ def final_program(x, u0, op, data, layout, family, nagq):
         return objective(v[:m], v[m:], u, op, data, layout, family, nagq=max(nagq, 1), steps=2)[0]
 
     val, g = jax.value_and_grad(f)(x)
-    H = jax.jacrev(jax.grad(f))(x)
+    H = jax.jacfwd(jax.grad(f))(x)  # forward over reverse: traces faster than reverse over reverse
     eta = linear_predictor(theta, beta, u, op, data, layout)
     _, _, W, _ = family.working(eta, data.y, data.wt)
     zero, one = jnp.zeros_like(W), jnp.asarray(1.0, W.dtype)
@@ -182,6 +180,22 @@ def final_program(x, u0, op, data, layout, family, nagq):
     ld = pls.factorize(theta, weighted_stats_wz(op, W, zero, one, u_layout(layout), fixed=False), u_layout(layout)).ldL2
     return {"value": val, "grad": g, "hessian": H, "u": u, "eta": eta, "W": W, "ldL2": ld, "pd": pd,
             "pirls_converged": ok, "Lxx": fc.Lxx, "stats": st}
+
+
+_STATIC = ("layout", "family", "nagq")
+# Small problems: XLA's backend optimisations cost more compile time than they save at run time
+# (cbpp: 20 s -> 5 s to compile, 3.4 -> 5.4 ms to run); from SMALL_ROWS rows they pay.
+SMALL_ROWS = 20000
+_PROGRAMS = {
+    (name, small): jit(fn, static_argnames=_STATIC, **({"cpu_options": {"xla_backend_optimization_level": 0}}
+                                                       if small else {}))
+    for name, fn in (("fit", fit_program), ("final", final_program)) for small in (False, True)
+}
+
+
+def _program(name: str, data):
+    return _PROGRAMS[(name, int(np.shape(data.y)[0]) < SMALL_ROWS)]
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +320,7 @@ def optimize(op, data, layout, family, nagq: int, start=None, maxit: int = 500) 
     finite_or_raise(fit)
     theta, u = _normalise_signs(fit["theta"], _unflat_u(fit["u"], layout), layout)
     x = np.concatenate([theta, fit["beta"]])
-    out = jax.device_get(final_program(x, tuple(jnp.asarray(v) for v in u), op, data, layout=layout, family=family,
+    out = jax.device_get(_program("final", data)(x, tuple(jnp.asarray(v) for v in u), op, data, layout=layout, family=family,
                                        nagq=int(nagq)))
     grad, H = np.asarray(out["grad"]), np.asarray(out["hessian"])
     if nagq == 0:  # the objective was minimised in theta alone (beta at the joint mode)

@@ -217,8 +217,10 @@ def _agq(theta, beta, u, op, data, layout, family, nodes, weights):
         return jax.ops.segment_sum(dev, codes, num_segments=L) + uu * uu
 
     pd0 = pd_groups(uf)
-    terms = [np.log(wk) - 0.5 * (pd_groups(uf + s * xk) - pd0 - xk * xk) for xk, wk in zip(nodes, weights)]
-    lse = jax.scipy.special.logsumexp(jnp.stack(terms), axis=0)
+    xs = jnp.asarray(nodes, dtype=uf.dtype)
+    pds = jax.vmap(lambda xk: pd_groups(uf + s * xk))(xs)  # (K, L): one traced copy for all nodes
+    terms = jnp.log(jnp.asarray(weights, dtype=uf.dtype))[:, None] - 0.5 * (pds - pd0[None, :] - (xs * xs)[:, None])
+    lse = jax.scipy.special.logsumexp(terms, axis=0)
     return jnp.sum(jnp.log(L2) + pd0 - 2.0 * lse)
 
 
