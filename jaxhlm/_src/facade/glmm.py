@@ -89,6 +89,33 @@ class GeneralizedLinearMixedModel(GlmmFitState):
         out = pd.DataFrame({pct[0]: lo, pct[1]: hi})
         return out if parm is None else out.loc[list(np.atleast_1d(parm))]
 
+    def simulate(self, nsim: int = 1, seed=None, *, fixef=None, theta=None, use_u: bool = False) -> np.ndarray:
+        """Responses simulated from the fit, ``(nobs, nsim)`` (see :func:`jaxhlm._src.sim.glmm_sim.simulate_glmm`)."""
+        from ..sim.glmm_sim import simulate_glmm
+
+        return simulate_glmm(self, nsim, seed, fixef=fixef, theta=theta, use_u=use_u)
+
+    def refit_many(self, Y, *, chunk_size=None) -> pd.DataFrame:
+        """Refits to the columns of ``Y``, all of a chunk in one compiled program
+        (see :func:`jaxhlm._src.sim.glmm_sim.refit_many_glmm`)."""
+        from ..sim.glmm_sim import refit_many_glmm
+
+        return refit_many_glmm(self, Y, chunk_size=chunk_size)
+
+    def bootstrap(self, nsim: int = 1000, seed=None, *, use_u: bool = False):
+        """Parametric bootstrap (lme4's ``bootMer``); a BootstrapResult with ``confint()``."""
+        from ..sim.glmm_sim import bootstrap_glmm
+
+        return bootstrap_glmm(self, nsim, seed, use_u=use_u)
+
+    def power(self, test=None, nsim: int = 1000, alpha: float = 0.05, *, fixef=None, theta=None, seed=None,
+              level: float = 0.95):
+        """Power of the Wald z test of ``test`` by simulation (simr's ``powerSim``; see
+        :func:`jaxhlm._src.sim.glmm_sim.power_glmm`)."""
+        from ..sim.glmm_sim import power_glmm
+
+        return power_glmm(self, test, nsim, alpha, fixef=fixef, theta=theta, seed=seed, level=level)
+
     def refit(self, y, *, name=None) -> "GeneralizedLinearMixedModel":
         """The same model fitted to a new response (proportions for cbind responses), from this fit's theta."""
         y = np.asarray(y, dtype=np.float64)
