@@ -41,6 +41,7 @@ __all__ = ["GlmmOpt", "fit_program", "final_program", "optimize", "run_fit", "ch
 
 HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance
 SEED_MAX = 20  # up to this many parameters, stage 2 seeds its inverse Hessian by differences
+SNAP_TOL = 1e-5  # a diagonal theta below this is set to 0 when that does not raise the objective
 
 
 def _zeros_u(layout, dtype=jnp.float64):
@@ -319,9 +320,20 @@ def optimize(op, data, layout, family, nagq: int, start=None, maxit: int = 500) 
     fit = run_fit(theta0, op, data, layout, family, nagq, maxit=maxit)
     finite_or_raise(fit)
     theta, u = _normalise_signs(fit["theta"], _unflat_u(fit["u"], layout), layout)
-    x = np.concatenate([theta, fit["beta"]])
-    out = jax.device_get(_program("final", data)(x, tuple(jnp.asarray(v) for v in u), op, data, layout=layout, family=family,
-                                       nagq=int(nagq)))
+    final = _program("final", data)
+    u0 = tuple(jnp.asarray(v) for v in u)
+    out = None
+    diag = np.asarray(layout.theta_row) == np.asarray(layout.theta_col)
+    tiny = diag & (np.abs(theta) < SNAP_TOL)
+    if tiny.any():  # on the boundary: lme4's bounded optimisers return exact zeros there
+        snapped = np.where(tiny, 0.0, theta)
+        cand = jax.device_get(final(np.concatenate([snapped, fit["beta"]]), u0, op, data, layout=layout,
+                                    family=family, nagq=int(nagq)))
+        if float(cand["value"]) <= fit["objective"] + 1e-10 * (1.0 + abs(fit["objective"])):
+            theta, out = snapped, cand
+    if out is None:
+        out = jax.device_get(final(np.concatenate([theta, fit["beta"]]), u0, op, data, layout=layout, family=family,
+                                   nagq=int(nagq)))
     grad, H = np.asarray(out["grad"]), np.asarray(out["hessian"])
     if nagq == 0:  # the objective was minimised in theta alone (beta at the joint mode)
         grad = np.concatenate([np.asarray(fit["grad"])[:layout.ntheta], np.zeros(layout.p)])
