@@ -49,16 +49,40 @@ class GeneralizedLinearMixedModel(GlmmFitState):
         return ranef_condvar(self)
 
     def summary(self, correlation: bool | None = None):
-        """lme4's glmer summary; ``print()`` it."""
+        """lme4's glmer summary; ``print()`` it.
+
+        Parameters
+        ----------
+        correlation : bool, optional
+            Show the correlation of the fixed effects (default: up to 12 of them).
+
+        Returns
+        -------
+        GlmmSummary
+        """
         from ..infer.glmm_summary import GlmmSummary
 
         return GlmmSummary(self, correlation=correlation)
 
     def predict(self, newdata=None, type: str = "link", re_form=None,  # noqa: A002  (R's argument name)
                 allow_new_levels: bool = True) -> pd.Series:
-        """Predictions on the link (``type="link"``, lme4's default) or response scale,
-        conditional on the random effects (``re_form=None``) or at the population level
-        (``re_form="~0"`` / ``"NA"``); unseen levels get the population value."""
+        """Predictions (lme4's ``predict.merMod``).
+
+        Parameters
+        ----------
+        newdata : DataFrame, optional
+            Rows to predict for (default: the rows of the fit).
+        type : {"link", "response"}
+            The linear predictor (lme4's default) or the mean ``g^{-1}(eta)``.
+        re_form : None, "~0" or "NA"
+            Conditional on the random effects (None) or at the population level.
+        allow_new_levels : bool
+            Unseen grouping levels get the population value.
+
+        Returns
+        -------
+        pandas.Series
+        """
         if type not in _TYPES:
             raise ArgumentError(f"type must be 'link' or 'response', got {type!r}")
         from ..infer.predict import predict
@@ -73,11 +97,35 @@ class GeneralizedLinearMixedModel(GlmmFitState):
         return pd.Series(np.asarray(self.family.linkinv(eta.to_numpy())), index=eta.index, name="response")
 
     def anova(self, *others, names=None):
-        """Likelihood-ratio tests against other glmer fits (lme4's ``anova(m1, m2)``)."""
+        """Likelihood-ratio tests against other glmer fits (lme4's ``anova(m1, m2)``).
+
+        Parameters
+        ----------
+        *others : GeneralizedLinearMixedModel
+        names : list of str, optional
+            Row labels.
+
+        Returns
+        -------
+        AnovaTable
+        """
         return anova_glmer(self, *others, names=names)
 
     def confint(self, parm=None, level: float = 0.95, method: str = "wald") -> pd.DataFrame:
-        """Wald intervals of the fixed effects (``method="wald"``; lme4's ``confint(m, method="Wald")``)."""
+        """Wald intervals of the fixed effects (lme4's ``confint(m, method = "Wald")``).
+
+        Parameters
+        ----------
+        parm : str or list of str, optional
+            Fixed effects (default: all).
+        level : float
+        method : {"wald"}
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``"2.5 %"``, ``"97.5 %"`` (for ``level = 0.95``).
+        """
         if str(method).lower() != "wald":
             raise ArgumentError("glmer fits have Wald intervals only here (method='wald')")
         from ..base.lazy import scipy
@@ -90,34 +138,101 @@ class GeneralizedLinearMixedModel(GlmmFitState):
         return out if parm is None else out.loc[list(np.atleast_1d(parm))]
 
     def simulate(self, nsim: int = 1, seed=None, *, fixef=None, theta=None, use_u: bool = False) -> np.ndarray:
-        """Responses simulated from the fit, ``(nobs, nsim)`` (see :func:`jaxhlm._src.sim.glmm_sim.simulate_glmm`)."""
+        """Responses simulated from the fit (see :func:`jaxhlm._src.sim.glmm_sim.simulate_glmm`).
+
+        Parameters
+        ----------
+        nsim : int
+        seed : int, Generator or SeedSequence, optional
+        fixef, theta : optional
+            Parameters to simulate from instead of the estimates.
+        use_u : bool
+            Keep the conditional modes of the random effects.
+
+        Returns
+        -------
+        numpy.ndarray, shape (nobs, nsim)
+            Proportions for binomial responses with trials, counts for Poisson ones.
+        """
         from ..sim.glmm_sim import simulate_glmm
 
         return simulate_glmm(self, nsim, seed, fixef=fixef, theta=theta, use_u=use_u)
 
     def refit_many(self, Y, *, chunk_size=None) -> pd.DataFrame:
-        """Refits to the columns of ``Y``, all of a chunk in one compiled program
-        (see :func:`jaxhlm._src.sim.glmm_sim.refit_many_glmm`)."""
+        """Refits to the columns of ``Y``, all of a chunk in one compiled program.
+
+        Parameters
+        ----------
+        Y : array (nobs, nrep)
+            Responses (proportions for cbind responses).
+        chunk_size : int, optional
+            Replicates per program call (default up to 256).
+
+        Returns
+        -------
+        pandas.DataFrame
+            See :func:`jaxhlm._src.sim.glmm_sim.refit_many_glmm`.
+        """
         from ..sim.glmm_sim import refit_many_glmm
 
         return refit_many_glmm(self, Y, chunk_size=chunk_size)
 
     def bootstrap(self, nsim: int = 1000, seed=None, *, use_u: bool = False):
-        """Parametric bootstrap (lme4's ``bootMer``); a BootstrapResult with ``confint()``."""
+        """Parametric bootstrap (lme4's ``bootMer``).
+
+        Parameters
+        ----------
+        nsim : int
+        seed : int, optional
+        use_u : bool
+            Keep the conditional modes of the random effects.
+
+        Returns
+        -------
+        BootstrapResult
+            With ``confint()`` (percentile intervals) and ``summary()``.
+        """
         from ..sim.glmm_sim import bootstrap_glmm
 
         return bootstrap_glmm(self, nsim, seed, use_u=use_u)
 
     def power(self, test=None, nsim: int = 1000, alpha: float = 0.05, *, fixef=None, theta=None, seed=None,
               level: float = 0.95):
-        """Power of the Wald z test of ``test`` by simulation (simr's ``powerSim``; see
-        :func:`jaxhlm._src.sim.glmm_sim.power_glmm`)."""
+        """Power of the Wald z test of ``test`` by simulation (simr's ``powerSim``).
+
+        Parameters
+        ----------
+        test : str, optional
+            The fixed effect tested (default: the only non-intercept one).
+        nsim : int
+        alpha : float
+        fixef, theta : optional
+            Effect sizes / variance parameters to simulate from, e.g. ``{"x": 0.5}``.
+        seed : int, optional
+        level : float
+            Confidence level of the Clopper-Pearson interval.
+
+        Returns
+        -------
+        PowerResult
+        """
         from ..sim.glmm_sim import power_glmm
 
         return power_glmm(self, test, nsim, alpha, fixef=fixef, theta=theta, seed=seed, level=level)
 
     def refit(self, y, *, name=None) -> "GeneralizedLinearMixedModel":
-        """The same model fitted to a new response (proportions for cbind responses), from this fit's theta."""
+        """The same model fitted to a new response, from this fit's theta.
+
+        Parameters
+        ----------
+        y : array (nobs,)
+            The response (proportions for cbind responses).
+        name : str, optional
+
+        Returns
+        -------
+        GeneralizedLinearMixedModel
+        """
         y = np.asarray(y, dtype=np.float64)
         if y.shape != (self.nobs,):
             raise ArgumentError(f"y must have one value per row used ({self.nobs}), got shape {y.shape}")
