@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import glmm_refs as G
+import jaxhlm
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,8 @@ def test_refit_many_equals_single_refits(model):
 
 
 def test_power_and_bootstrap(model):
-    pw = model.power("period2", nsim=40, seed=2, fixef={"period2": -0.6})
-    assert pw.trials + pw.n_failed == 40 and pw.method == "z"
+    pw = model.power("period2", nsim=64, seed=2, fixef={"period2": -0.6})
+    assert pw.trials + pw.n_failed == 64 and pw.method == "z"
     assert 0 <= pw.lower <= pw.power <= pw.upper <= 1
     assert pw.effect["period2"] == -0.6
     p = pw.pvalues
@@ -56,8 +57,10 @@ def test_power_and_bootstrap(model):
 
     np.testing.assert_allclose(p, 2 * norm.sf(np.abs(z)))
     # no effect: about alpha of the tests reject
-    null = model.power("period2", nsim=40, seed=4, fixef={"period2": 0.0})
+    null = model.power("period2", nsim=64, seed=4, fixef={"period2": 0.0})
     assert null.power < 0.25
-    bs = model.bootstrap(nsim=20, seed=1)
+    bs = model.bootstrap(nsim=64, seed=1)
     ci = bs.confint()
+    with pytest.raises(jaxhlm.ArgumentError, match="glmer"):
+        jaxhlm.power(model, "period2", nsim=10)
     assert "period2" in ci.index and ci.loc["period2"].iloc[0] < model.fixef["period2"] < ci.loc["period2"].iloc[1]

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..base.errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning, warn
 from ..design.build import build_design
-from ..engine.families import Family, get_family
+from ..engine.families import EPS, Family, get_family
 from ..optim.glmm_fit import optimize
 from ..optim.pirls import GlmmData
 from ..stats.layout import build_layout
@@ -98,6 +98,12 @@ def mk_glmer_mod(design, layout, family, nagq, opt, data, op, timings=None, name
     """The fitted model with lme4's warnings for unconverged and singular fits."""
     model = cls(design, layout, family, nagq, opt, data, op, timings, name)
     msgs = model.optinfo["messages"]
+    if family.family == "binomial":
+        mu = np.asarray(model.fitted)
+        extreme = int(np.sum((mu < 10 * EPS) | (mu > 1 - 10 * EPS)))
+        if extreme:  # R's glm.fit warning; usually complete separation
+            msgs.append(f"fitted probabilities numerically 0 or 1 occurred ({extreme} rows): is the response "
+                        "completely separated by a predictor or a grouping level?")
     for m in list(msgs):  # lme4 warns also for converged fits ("nearly unidentifiable")
         warn(m, ConvergenceWarning)
     if model.is_singular:

@@ -98,7 +98,7 @@ def refit_many_glmm(model, Y, chunk_size: int | None = None) -> pd.DataFrame:
     """
     Y = _as_matrix(model, Y)
     nrep = Y.shape[1]
-    size = int(chunk_size or min(CHUNK, nrep))
+    size = int(chunk_size or min(CHUNK, max(8, 1 << (nrep - 1).bit_length())))  # few shapes: few programs
     parts = []
     for s in range(0, nrep, size):
         blk = Y[:, s:s + size]
