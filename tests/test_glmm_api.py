@@ -85,3 +85,18 @@ def test_user_data_not_modified_and_repr():
         m.predict(type="probability")
     with pytest.raises(jaxhlm.ArgumentError):
         m.residuals("raw")
+
+
+def test_small_programs_are_separate_cache_entries():
+    from jaxhlm._src.optim import glmm_fit
+
+    fast, full = glmm_fit._PROGRAMS[("fit", True)], glmm_fit._PROGRAMS[("fit", False)]
+    assert fast._name != full._name and "xla_backend_optimization_level" in fast._name
+    from jaxhlm._src.optim.pirls import GlmmData
+
+    assert glmm_fit._program("fit", GlmmData(np.zeros(10), None, None, None)) is fast
+
+
+def test_out_of_core_refused():
+    with pytest.raises(jaxhlm.ArgumentError, match="in memory"):
+        jaxhlm.glmer("y ~ x + (1 | g)", "some/file.parquet", family="binomial")

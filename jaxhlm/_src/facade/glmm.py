@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import ArgumentError, ModelComparisonError
+from ..design.outofcore import is_out_of_core
 from ..model import glmm_pipeline as gp
 from ..model.glmm_state import GlmmFitState
 
@@ -302,6 +303,10 @@ def glmer(formula: str, data, family="binomial", nAGQ: int = 1, *, weights=None,
     glmmTMB's. The covariance of the fixed effects is lme4's Hessian-based one, from the exact
     Hessian.
     """
+    if is_out_of_core(data):
+        raise ArgumentError("glmer needs the rows in memory: unlike a linear mixed model a GLMM has no sufficient "
+                            "statistics (every PIRLS step reweights the rows); pass a pandas DataFrame "
+                            "(e.g. dask_df.compute())")
     t0 = time.perf_counter()
     fam = gp.as_family(family)
     kwargs = {k: v for k, v in (("weights", weights), ("offset", offset), ("contrasts", contrasts)) if v is not None}
