@@ -80,3 +80,28 @@ def fit(case_id: str):
         m = jaxhlm.glmer(c["formula"], frame(case_id), **fit_kwargs(case_id), name=case_id)
     m.fit_warnings = [str(x.message) for x in w]
     return m
+
+
+EXTRA = os.path.join(DATA, "reference_glmm_extra")
+EXTRA_IDS = sorted(f[:-5] for f in os.listdir(EXTRA) if f.endswith(".json"))
+_EXTRA_FRAMES = {"cbpp": "cbpp_cbind_laplace", "contra": "contra_ri"}
+
+
+@functools.lru_cache(maxsize=None)
+def ref_extra(case_id: str) -> dict:
+    with open(os.path.join(EXTRA, f"{case_id}.json")) as fh:
+        return json.load(fh)
+
+
+@functools.lru_cache(maxsize=None)
+def fit_extra(case_id: str):
+    """jaxhlm's fit of an extra case (tools/reference_glmm_extra.R), once per session."""
+    import warnings
+
+    import jaxhlm
+
+    r = ref_extra(case_id)
+    fam = jaxhlm.families.Binomial(r["link"]) if r["family"] == "binomial" else jaxhlm.families.Poisson()
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        return jaxhlm.glmer(r["formula"], frame(_EXTRA_FRAMES[r["data"]]), family=fam, nAGQ=r["nAGQ"])

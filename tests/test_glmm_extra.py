@@ -2,26 +2,14 @@
 tests/data/reference_glmm_extra): probit and cloglog links (lme4's Laplace with the IRLS weights
 in the log-determinant), a probit random slope, a Poisson rate with offset(log(size)), nAGQ = 0
 and quadrature with a probit link. Held to lme4's fit with tolPwrss = 1e-12 (``tight``)."""
-import glob
-import json
-import os
-
 import numpy as np
 import pytest
 
 import glmm_refs as G
-import jaxhlm
 
-FILES = sorted(glob.glob(os.path.join(G.DATA, "reference_glmm_extra", "*.json")))
-FRAMES = {"cbpp": lambda: G.frame("cbpp_cbind_laplace"), "contra": lambda: G.frame("contra_ri")}
-
-
-@pytest.fixture(scope="module", params=[os.path.basename(f)[:-5] for f in FILES])
+@pytest.fixture(scope="module", params=G.EXTRA_IDS)
 def case(request):
-    with open(os.path.join(G.DATA, "reference_glmm_extra", request.param + ".json")) as fh:
-        r = json.load(fh)
-    fam = jaxhlm.families.Binomial(r["link"]) if r["family"] == "binomial" else jaxhlm.families.Poisson()
-    return r, jaxhlm.glmer(r["formula"], FRAMES[r["data"]](), family=fam, nAGQ=r["nAGQ"])
+    return G.ref_extra(request.param), G.fit_extra(request.param)
 
 
 def test_estimates(case):
