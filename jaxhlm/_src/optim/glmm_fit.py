@@ -185,8 +185,9 @@ def final_program(x, u0, op, data, layout, family, nagq):
 
 _STATIC = ("layout", "family", "nagq")
 # Small problems: XLA's backend optimisations cost more compile time than they save at run time
-# (cbpp: 20 s -> 5 s to compile, 3.4 -> 5.4 ms to run); from SMALL_ROWS rows they pay.
-SMALL_ROWS = 20000
+# (cbpp: 20 s -> 5 s to compile, 3.4 -> 5.4 ms to run); from SMALL_ROWS rows they pay (VerbAgg,
+# 7584 rows: 14 s -> 8 s to compile but 0.8 -> 2.1 s to run, and a cached program is reused).
+SMALL_ROWS = 5000
 _PROGRAMS = {
     (name, small): jit(fn, static_argnames=_STATIC, **({"cpu_options": {"xla_backend_optimization_level": 0}}
                                                        if small else {}))
