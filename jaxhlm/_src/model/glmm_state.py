@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..base.errors import ArgumentError, ConvergenceWarning, warn
 from ..base.lazy import scipy
+from ..stats.xform import xform_of
 from .state import FitState, _make_unique
 
 __all__ = ["GlmmFitState"]
@@ -57,6 +58,7 @@ class GlmmFitState(FitState):
         self.glmm_data = glmm_data
         self.op = op
         self.stats = opt.stats
+        self.xform = xform_of(opt.stats, design.p)  # the identity: PIRLS works on the raw columns
         self.reml = False
         self.timings = dict(timings or {})
         self.name = name
@@ -153,6 +155,11 @@ class GlmmFitState(FitState):
     def vcov_array(self) -> np.ndarray:
         """The fixed effects' covariance (see :attr:`vcov_method`)."""
         return self._vcov_hessian if self.vcov_method == "hessian" else self.vcov_rx
+
+    @property
+    def se(self) -> pd.Series:
+        """Standard errors of the fixed effects (from :attr:`vcov_array`)."""
+        return pd.Series(np.sqrt(np.diag(self.vcov_array)), index=self.design.fixef_names, name="se")
 
     @property
     def coef_table(self) -> pd.DataFrame:
