@@ -105,7 +105,7 @@ def build_weighted_op(design, layout: Layout, template: Stats | None = None) -> 
     index arrays (pair lists, fill map, chain parents) are reused; computed when not given.
     """
     if template is None:
-        template = compute_stats(design, layout)
+        template = compute_stats(design, layout, precondition=False)
     F = layout.nfactors
     Zs = tuple(np.ascontiguousarray(factor_Z(design, f), dtype=np.float64) for f in range(F))
     codes = tuple(np.asarray(fac.codes, dtype=np.int64) for fac in design.factors)
