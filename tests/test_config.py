@@ -58,7 +58,8 @@ def test_user_jax_state_untouched_except_x64():
 
 
 def test_scipy_stats_is_imported_on_first_use():
-    """import jaxhlm and a fit leave scipy.stats (0.6 s to import) alone; p-values load it."""
+    """import jaxhlm, a fit and its t-test p-values (scipy.special) leave scipy.stats (0.6 s to
+    import) alone; intervals load it."""
     code = (
         "import sys, os, pandas as pd, jaxhlm;"
         "assert 'scipy.stats' not in sys.modules, 'import';"
@@ -66,7 +67,9 @@ def test_scipy_stats_is_imported_on_first_use():
         "m = jaxhlm.lmer('Reaction ~ Days + (Days | Subject)', d);"
         "assert 'scipy.stats' not in sys.modules, 'fit';"
         "p = m.coef_table['Pr(>|t|)'];"
-        "assert 'scipy.stats' in sys.modules and (p < 1e-3).all(); print('ok')"
+        "assert 'scipy.stats' not in sys.modules and (p < 1e-3).all(), 'p-values';"
+        "m.confint(method='wald');"
+        "assert 'scipy.stats' in sys.modules; print('ok')"
     )
     import os
 
