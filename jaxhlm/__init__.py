@@ -28,19 +28,23 @@ from ._src.base.errors import (
 from ._src.formula.terms import parse_formula
 from ._src.facade.entry import lmer, lmer_sharded
 from ._src.facade.lmm import LinearMixedModel
+from ._src.facade.glmm import GeneralizedLinearMixedModel, glmer
 from ._src.infer.anova import AnovaTable
 from ._src.facade.compare import anova
 from ._src.base.errors import FitError, InferenceError, NewLevelsWarning
 from ._src.infer.icc import icc
 from ._src.sim.bootstrap import BootstrapResult, bootstrap_lrt
 from ._src.sim.power import PowerResult, power, power_curve
-from . import datasets, plotting  # noqa: E402  (plotting imports matplotlib only when drawing)
+from . import datasets, families, plotting  # noqa: E402  (plotting imports matplotlib only when drawing)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
     "LinearMixedModel",
+    "glmer",
+    "GeneralizedLinearMixedModel",
+    "families",
     "parse_formula",
     "build_design",
     "JaxhlmError",

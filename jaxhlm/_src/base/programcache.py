@@ -139,12 +139,16 @@ class CachedJit:
     """
 
     def __init__(self, fun, kwargs):
-        self._fun, self._kwargs, self._by_backend = fun, dict(kwargs), {}
+        kwargs = dict(kwargs)
+        self._extra = dict(kwargs.pop("cpu_options", None) or {})  # this program's own CPU options
+        self._fun, self._kwargs, self._by_backend = fun, kwargs, {}
         self._nested = jax.jit(fun, **kwargs)  # inside another trace (no XLA options there)
         names = kwargs.get("static_argnames") or ()
         self._static = frozenset([names] if isinstance(names, str) else names)
         self._cacheable = not kwargs.get("static_argnums") and not kwargs.get("donate_argnums")
         self._name = f"{getattr(fun, '__module__', '?')}.{getattr(fun, '__qualname__', repr(fun))}"
+        if self._extra:  # the same function with other options is another program
+            self._name += repr(sorted(self._extra.items()))
         functools.update_wrapper(self, fun)
 
     def jitted(self, backend: str | None = None):
@@ -162,7 +166,10 @@ class CachedJit:
         backend = backend or jax.default_backend()
         j = self._by_backend.get(backend)
         if j is None:
-            j = jax.jit(self._fun, compiler_options=compiler_options(backend), **self._kwargs)
+            opts = compiler_options(backend)
+            if self._extra and backend == "cpu":
+                opts = {**(opts or {}), **self._extra}
+            j = jax.jit(self._fun, compiler_options=opts, **self._kwargs)
             self._by_backend[backend] = j
         return j
 
@@ -197,7 +204,9 @@ def jit(fun=None, **kwargs):
     fun : callable, optional
         The function; without it, a decorator is returned.
     **kwargs
-        Passed to :func:`jax.jit` (``static_argnames=...``).
+        Passed to :func:`jax.jit` (``static_argnames=...``); ``cpu_options`` (a dict) adds XLA
+        options of this program on the CPU (e.g. ``{"xla_backend_optimization_level": 0}`` for
+        programs whose compile time outweighs their run time).
 
     Returns
     -------

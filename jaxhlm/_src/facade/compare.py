@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from ..base.errors import ArgumentError, ModelComparisonError
 from ..infer.anova import lrt
+from ..model.glmm_state import GlmmFitState
+from .glmm import anova_glmer
 
 __all__ = ["anova"]
 
 
 def anova(*models, names=None, refit: bool = True, boundary: bool = False, method: str = "lrt",
           nsim: int = 1000, seed=None, **boot_kwargs):
-    """Likelihood-ratio tests of nested linear mixed models (lme4's ``anova(m1, m2, ...)``).
+    """Likelihood-ratio tests of nested linear or generalized linear mixed models (lme4's ``anova(m1, m2, ...)``).
 
     Parameters
     ----------
@@ -37,6 +39,10 @@ def anova(*models, names=None, refit: bool = True, boundary: bool = False, metho
         raise ArgumentError(f"method must be 'lrt' or 'bootstrap', got {method!r}")
     if len(models) == 1 and isinstance(models[0], (list, tuple)):
         models = tuple(models[0])
+    if any(isinstance(m, GlmmFitState) for m in models):
+        if method != "lrt":
+            raise ArgumentError("glmer fits are compared by likelihood-ratio tests (method='lrt')")
+        return anova_glmer(*models, names=names)
     if method == "bootstrap":
         from ..sim.bootstrap import bootstrap_lrt
 

@@ -16,7 +16,7 @@ __all__ = ["quasi_newton", "minimize"]
 
 
 def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed_hessian=False, aux_shapes=None,
-                 Hinv0=None):
+                 Hinv0=None, warm=False, aux0=None):
     """BFGS with one gradient call site per iteration (a compact compiled program).
 
     ``vg(x) -> ((f, aux), g)`` (``jax.value_and_grad(..., has_aux=True)``). Each iteration of the
@@ -41,6 +41,10 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
     step ``-Hinv0 g`` capped at ``max(1, |x0|)``. ``aux_shapes`` (a pytree of arrays or shapes
     like ``vg``'s auxiliary output) saves a trace.
 
+    ``warm`` (GLMM fits, whose every evaluation solves an inner problem): ``vg`` is called as
+    ``vg(x, aux)`` with the auxiliary output of the best point so far (``aux0`` before the first
+    evaluation; default zeros), so the inner iteration starts where the last accepted one ended.
+
     Returns
     -------
     dict with ``x, f, g, aux`` (at the best point), ``it`` (gradient calls), ``converged``.
@@ -50,6 +54,7 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
     eye = jnp.eye(m, dtype=dtype)
     if aux_shapes is None:  # shapes only: traces vg once more (pass them to save the trace)
         aux_shapes = jax.eval_shape(lambda x: vg(x)[0][1], x0)
+    call = (lambda s: vg(s["xt"], s["aux"])) if warm else (lambda s: vg(s["xt"]))
     nseed = m if seed_hessian else 0
     hstep = 1e-4 * jnp.maximum(1.0, jnp.abs(x0))
 
@@ -57,7 +62,7 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
         return (~s["done"]) & (s["it"] < maxit)
 
     def body(s):
-        (fe, auxe), ge = vg(s["xt"])
+        (fe, auxe), ge = call(s)
         fin = jnp.isfinite(fe) & jnp.all(jnp.isfinite(ge))
         x, f, g, Hi, d, a = s["x"], s["f"], s["g"], s["Hi"], s["d"], s["a"]
         start = s["it"] == 0
@@ -136,7 +141,7 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
                 "xt": xt_next, "it": s["it"] + 1, "nacc": nacc, "done": done, "conv": conv,
                 "phase": next_phase, "Hc": Hc, "seeded": seeded}
 
-    zero_aux = jax.tree_util.tree_map(lambda u: jnp.zeros(u.shape, u.dtype), aux_shapes)
+    zero_aux = jax.tree_util.tree_map(lambda u: jnp.zeros(u.shape, u.dtype), aux_shapes) if aux0 is None else aux0
     given = Hinv0 is not None
     Hi_init = jnp.asarray(Hinv0, dtype) if given else eye
     s0 = {"x": x0, "f": jnp.asarray(jnp.inf, dtype), "g": jnp.zeros_like(x0), "aux": zero_aux, "Hi": Hi_init,

@@ -209,6 +209,8 @@ def _check_arguments(caller, fit, nsim, alpha, level, method, test):
 
     if not isinstance(fit, LinearMixedModel):
         raise ArgumentError(f"{caller} needs a fitted model from lmer(), got {type(fit).__name__}")
+    if getattr(fit, "family", None) is not None:  # a glmer fit: its own simulation (Wald z tests)
+        raise ArgumentError(f"{caller} is for lmer fits; for a glmer fit call fit.power(test, nsim=...)")
     nsim = _check_nsim(nsim)
     alpha = _check_level(alpha, "alpha")
     level = _check_level(level, "level")

@@ -1,0 +1,66 @@
+"""Simulation from glmer fits: simulate's distribution, batched refits equal to single refits,
+bootstrap and power (checked against exact binomial / normal calculations)."""
+import numpy as np
+import pytest
+
+import glmm_refs as G
+import jaxhlm
+
+
+@pytest.fixture(scope="module")
+def model():
+    return G.fit("cbpp_cbind_laplace")
+
+
+def test_simulate_shapes_and_reproducibility(model):
+    Y = model.simulate(5, seed=3)
+    assert Y.shape == (model.nobs, 5)
+    n = np.asarray(model.glmm_data.n)[:, None]
+    np.testing.assert_allclose(Y * n, np.round(Y * n), atol=1e-9)  # successes out of the trials
+    assert np.all((Y >= 0) & (Y <= 1))
+    np.testing.assert_array_equal(Y[:, :2], model.simulate(2, seed=3))
+    with pytest.raises(Exception):
+        model.simulate(0)
+
+
+def test_simulate_mean_matches_marginal_mean(model):
+    """Without random effects (theta = 0) the mean of the simulated proportions is mu = g^-1(X beta)."""
+    Y = model.simulate(4000, seed=5, theta=[0.0])
+    mu = 1 / (1 + np.exp(-(model.design.X @ model.beta)))
+    se = np.sqrt(mu * (1 - mu) / np.asarray(model.glmm_data.n) / 4000)
+    assert np.max(np.abs(Y.mean(axis=1) - mu) / se) < 4.5
+
+
+def test_refit_many_equals_single_refits(model):
+    Y = model.simulate(3, seed=11)
+    R = model.refit_many(Y)
+    assert list(R.columns[:2]) == ["objective", "theta.herd.(Intercept)"] and R["converged"].all()
+    for j in range(3):
+        mj = model.refit(Y[:, j])
+        assert R["objective"][j] == pytest.approx(mj.objective, abs=1e-7)
+        np.testing.assert_allclose(R.filter(like="beta.").iloc[j].to_numpy(), mj.beta, atol=1e-4)
+        np.testing.assert_allclose(R.filter(like="se.").iloc[j].to_numpy(), mj.se.to_numpy(), rtol=1e-4)
+        assert R["theta.herd.(Intercept)"][j] == pytest.approx(mj.theta.iloc[0], abs=1e-4)
+    # refitting the observed response reproduces the fit
+    R0 = model.refit_many(model.glmm_data.y)
+    assert R0["objective"][0] == pytest.approx(model.objective, abs=1e-7)
+
+
+def test_power_and_bootstrap(model):
+    pw = model.power("period2", nsim=64, seed=2, fixef={"period2": -0.6})
+    assert pw.trials + pw.n_failed == 64 and pw.method == "z"
+    assert 0 <= pw.lower <= pw.power <= pw.upper <= 1
+    assert pw.effect["period2"] == -0.6
+    p = pw.pvalues
+    z = pw.replicates["beta.period2"] / pw.replicates["se.period2"]
+    from scipy.stats import norm
+
+    np.testing.assert_allclose(p, 2 * norm.sf(np.abs(z)))
+    # no effect: about alpha of the tests reject
+    null = model.power("period2", nsim=64, seed=4, fixef={"period2": 0.0})
+    assert null.power < 0.25
+    bs = model.bootstrap(nsim=64, seed=1)
+    ci = bs.confint()
+    with pytest.raises(jaxhlm.ArgumentError, match="glmer"):
+        jaxhlm.power(model, "period2", nsim=10)
+    assert "period2" in ci.index and ci.loc["period2"].iloc[0] < model.fixef["period2"] < ci.loc["period2"].iloc[1]
