@@ -7,7 +7,7 @@ response ``y``. :func:`refit_program` maps over the responses one program that, 
    (lme4's second stage; started at the fitted model's estimates, which replaces lme4's
    first stage as a start),
 2. normalises the signs of theta (diagonals of ``T_f`` >= 0),
-3. takes the exact gradient and Hessian there (:func:`jaxhlm._src.optim.glmm_fit.final_program`'s
+3. takes the exact gradient and the Hessian there (:func:`jaxhlm._src.optim.glmm_fit.final_program`'s
    definition) and from them ``V = 2 [H^{-1}]_{beta beta}`` (lme4's Hessian-based covariance)
    and the standard errors.
 
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..base.config import jit
-from .glmm_fit import SMALL_ROWS, _stage2, _zeros_u
+from .glmm_fit import SMALL_ROWS, _stage2, _zeros_u, value_grad_hessian
 from .pirls import GlmmData, objective, pirls
 
 __all__ = ["refit_program", "refit_batch"]
@@ -50,9 +50,7 @@ def _one(x0, op, data, maxit, layout, family, nagq):
     def f(v):
         return objective(v[:m], v[m:], u, op, data, layout, family, nagq=nagq, steps=2)[0]
 
-    val, g = jax.value_and_grad(f)(x)
-    H = jax.jacfwd(jax.grad(f))(x)
-    H = 0.5 * (H + H.T)
+    val, g, H = value_grad_hessian(f, x)
     V = 2.0 * jnp.linalg.inv(H)[m:, m:]
     return {"theta": theta, "beta": beta, "se": jnp.sqrt(jnp.diagonal(V)), "objective": val,
             "max_grad": jnp.max(jnp.abs(g)), "converged": r["converged"] & ok & jnp.isfinite(val),

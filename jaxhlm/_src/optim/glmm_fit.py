@@ -36,7 +36,7 @@ from ..engine import pls
 from ..stats.weighted import weighted_stats_wz
 from .pirls import laplace_value, linear_predictor, objective, pirls, u_layout
 
-__all__ = ["GlmmOpt", "fit_program", "final_program", "optimize", "run_fit", "check_hessian", "conv_messages",
+__all__ = ["GlmmOpt", "value_grad_hessian", "fit_program", "final_program", "optimize", "run_fit", "check_hessian", "conv_messages",
            "HESS_TOL"]
 
 HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance
@@ -157,11 +157,33 @@ def run_fit(theta0, op, data, layout, family, nagq, maxit=500) -> dict:
     return _unpack(np.asarray(flat), layout)
 
 
+HESS_STEP = 1e-4  # relative step of the Hessian's central differences
+
+
+def value_grad_hessian(f, x):
+    """``f(x)``, its exact gradient (reverse mode) and its Hessian by central differences of
+    that gradient, ``H e_i = (g(x + h_i e_i) - g(x - h_i e_i)) / (2 h_i)`` with
+    ``h_i = HESS_STEP max(1, |x_i|)``, symmetrised.
+
+    The error is ``O(h^2)`` (about 1e-8 relative; lme4 differentiates the deviance twice
+    numerically). One gradient program serves all ``2 m`` evaluations (``lax.map``): forward
+    over reverse mode through PIRLS's Newton steps compiled 3-10x longer (23 s for VerbAgg).
+    """
+    val, g = jax.value_and_grad(f)(x)
+    h = HESS_STEP * jnp.maximum(1.0, jnp.abs(x))
+    E = jnp.diag(h)
+    grad = jax.grad(f)
+    G = jax.lax.map(grad, jnp.concatenate([x[None, :] + E, x[None, :] - E]))
+    n = x.shape[0]
+    H = (G[:n] - G[n:]) / (2.0 * h[:, None])
+    return val, g, 0.5 * (H + H.T)
+
+
 def final_program(x, u0, op, data, layout, family, nagq):
     """What the fitted model reads at the optimum ``x = (theta, beta)``: PIRLS from ``u0`` to the
     conditional mode, then the value, exact gradient and exact Hessian of the objective in
-    ``(theta, beta)`` (forward over reverse mode through two Newton steps from the mode: exact
-    second derivatives), and at the mode ``u``, ``eta``, the Fisher weights, ``log|L|^2``, the
+    ``(theta, beta)`` (through two Newton steps from the mode; the Hessian by
+    :func:`value_grad_hessian`), and at the mode ``u``, ``eta``, the Fisher weights, ``log|L|^2``, the
     penalised deviance, the PIRLS flag, ``L_XX`` and the Fisher-weighted statistics (for
     lme4's ``R_X`` and the conditional variances)."""
     m = layout.ntheta
@@ -171,8 +193,7 @@ def final_program(x, u0, op, data, layout, family, nagq):
     def f(v):
         return objective(v[:m], v[m:], u, op, data, layout, family, nagq=max(nagq, 1), steps=2)[0]
 
-    val, g = jax.value_and_grad(f)(x)
-    H = jax.jacfwd(jax.grad(f))(x)  # forward over reverse: traces faster than reverse over reverse
+    val, g, H = value_grad_hessian(f, x)
     eta = linear_predictor(theta, beta, u, op, data, layout)
     _, _, W, _ = family.working(eta, data.y, data.wt)
     zero, one = jnp.zeros_like(W), jnp.asarray(1.0, W.dtype)
