@@ -64,3 +64,33 @@ def test_power_and_bootstrap(model):
     with pytest.raises(jaxhlm.ArgumentError, match="glmer"):
         jaxhlm.power(model, "period2", nsim=10)
     assert "period2" in ci.index and ci.loc["period2"].iloc[0] < model.fixef["period2"] < ci.loc["period2"].iloc[1]
+
+
+def test_power_curve_of_a_binomial_fit(model):
+    """simr's powerCurve for glmer: each size is a resized design whose rows keep their trials;
+    power grows with the number of herds; jaxhlm.power_curve dispatches to it."""
+    from jaxhlm._src.sim.glmm_sim import _on_design
+    from jaxhlm._src.sim.power import resize_design
+
+    d = model.design
+    r = resize_design(d, "herd", 40, np.random.default_rng(0))
+    assert r.trials.shape == (r.n,)
+    for j in range(r.factors[0].nlevels):
+        src = d.factors[0].levels.astype(str).get_loc(str(r.factors[0].levels[j]).split("#")[0])
+        a, b = r.factors[0].codes == j, d.factors[0].codes == src
+        assert sorted(zip(r.trials[a], r.y[a], r.X[a, 1:].tolist())) == sorted(zip(d.trials[b], d.y[b], d.X[b, 1:].tolist()))
+    proto = _on_design(model, r)
+    np.testing.assert_array_equal(proto.glmm_data.n, r.trials)
+    np.testing.assert_array_equal(proto.theta, model.theta)
+    pc = jaxhlm.power_curve(model, "herd", [6, 60], test="period2", nsim=48, effect=-1.0, seed=7)
+    assert list(pc.columns) == ["size", "nobs", "power", "lower", "upper", "successes", "trials", "n_failed"]
+    assert pc["nobs"].iloc[1] > pc["nobs"].iloc[0]
+    assert pc["power"].iloc[0] < pc["power"].iloc[1] and pc["power"].iloc[1] > 0.8
+    res = pc.attrs["results"][1]
+    assert res.method == "z" and res.effect["period2"] == -1.0
+    z = res.replicates["beta.period2"] / res.replicates["se.period2"]
+    from scipy.stats import norm
+
+    np.testing.assert_allclose(res.pvalues, 2 * norm.sf(np.abs(z)))
+    same = model.power_curve("herd", [6], test="period2", nsim=48, fixef={"period2": -1.0}, seed=7)
+    assert same["power"].iloc[0] == pc["power"].iloc[0]

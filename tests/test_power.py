@@ -131,3 +131,24 @@ def test_power_curve_nested_factor_copies():
     fc = big.factors[names.index("cask:batch")]
     assert fb.nlevels == 14
     assert fc.nlevels == 14 * 3  # casks are nested in batches: copies get their own casks
+
+
+def test_resized_design_carries_weights_and_offsets():
+    """Prior weights and offsets go with their rows (a weighted fit's power curve)."""
+    dat = load_data("sleepstudy.csv")
+    dat = dat.assign(w=np.linspace(0.5, 2.0, len(dat)), off=np.linspace(-3.0, 3.0, len(dat)))
+    m = jaxhlm.lmer("Reaction ~ Days + offset(off) + (Days | Subject)", dat, weights="w")
+    d = m.design
+    for size in (7, 30):
+        r = resize_design(d, "Subject", size, np.random.default_rng(1))
+        assert r.weights.shape == r.offset.shape == r.y.shape == (r.n,)
+        key = lambda des: sorted(zip(des.X[:, 1], des.y, des.weights, des.offset))  # noqa: E731
+        for j in range(r.factors[0].nlevels):  # each level's rows are those of its source level
+            lab = str(r.factors[0].levels[j]).split("#")[0]
+            src = d.factors[0].levels.astype(str).get_loc(lab)
+            rows_r, rows_d = r.factors[0].codes == j, d.factors[0].codes == src
+            sub = lambda des, rows: sorted(zip(des.X[rows, 1], des.y[rows], des.weights[rows], des.offset[rows]))  # noqa: E731
+            assert sub(r, rows_r) == sub(d, rows_d)
+        assert key(r) != [] and len(key(r)) == r.n
+    pc = jaxhlm.power_curve(m, "Subject", [8, 24], test="Days", nsim=40, effect=4.0, seed=2)
+    assert list(pc["nobs"]) == [80, 240] and pc["trials"].sum() == 80

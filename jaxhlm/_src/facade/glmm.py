@@ -221,6 +221,31 @@ class GeneralizedLinearMixedModel(GlmmFitState):
 
         return power_glmm(self, test, nsim, alpha, fixef=fixef, theta=theta, seed=seed, level=level)
 
+    def power_curve(self, along: str, sizes, test=None, nsim: int = 1000, alpha: float = 0.05, *, fixef=None,
+                    theta=None, seed=None, level: float = 0.95) -> pd.DataFrame:
+        """Power of the Wald z test of ``test`` against the number of levels of ``along``
+        (simr's ``powerCurve`` with ``extend``).
+
+        Parameters
+        ----------
+        along : str
+            A grouping factor of the model.
+        sizes : sequence of int
+            Numbers of levels to simulate (a random subset or resampled copies of the levels).
+        test, nsim, alpha, fixef, theta, seed, level
+            As for :meth:`power`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per size: ``size``, ``nobs``, ``power``, ``lower``, ``upper``, ``successes``,
+            ``trials``, ``n_failed``.
+        """
+        from ..sim.glmm_sim import power_curve_glmm
+
+        return power_curve_glmm(self, along, sizes, test, nsim, alpha, fixef=fixef, theta=theta, seed=seed,
+                                level=level)
+
     def refit(self, y, *, name=None) -> "GeneralizedLinearMixedModel":
         """The same model fitted to a new response, from this fit's theta.
 

@@ -6,7 +6,8 @@ conditional modes with ``use_u``), ``b_f = T_f u_f``, ``eta = X beta + Z b + off
 of all replicates run in one compiled program per chunk (:mod:`jaxhlm._src.optim.glmm_batch`:
 ``vmap`` over the responses of BFGS with PIRLS inside, exact Hessians for the standard errors).
 
-Power (simr's ``powerSim`` for glmer fits): the share of replicates whose Wald z test of the
+Power (simr's ``powerSim`` for glmer fits; ``powerCurve`` over numbers of levels by
+:func:`power_curve_glmm`): the share of replicates whose Wald z test of the
 tested coefficient(s) rejects at ``alpha`` (several coefficients: the Wald chi-square test
 ``beta' V^{-1} beta``), with a Clopper-Pearson interval over the converged refits.
 """
@@ -22,7 +23,7 @@ from .bootstrap import BootstrapResult
 from .power import PowerResult, clopper_pearson
 from .simulate import replicate_rngs, resolve_params
 
-__all__ = ["simulate_glmm", "refit_many_glmm", "bootstrap_glmm", "power_glmm"]
+__all__ = ["simulate_glmm", "refit_many_glmm", "bootstrap_glmm", "power_glmm", "power_curve_glmm"]
 
 CHUNK = 256  # replicates per program call (a fixed shape: one compiled program)
 
@@ -172,3 +173,61 @@ def power_glmm(model, test=None, nsim: int = 1000, alpha: float = 0.05, *, fixef
                        n_failed=nsim - n, test=tests, method="z", alpha=alpha, level=level,
                        effect={t: eff[t] for t in tests} | {k_: v for k_, v in eff.items() if k_ not in tests},
                        pvalues=p, replicates=reps)
+
+
+def _on_design(model, design):
+    """The fit's family, parameters and number of quadrature nodes on another design of the same
+    formula (a resized one): a model object for :func:`simulate_glmm` and the refits only (its
+    conditional modes are zero; nothing at the mode is meaningful for the new rows)."""
+    from ..model.glmm_pipeline import mk_glmer_devfun
+
+    layout, op, data = mk_glmer_devfun(design, model.family)
+    u = tuple(np.zeros((layout.q[f], layout.nlev[f])) for f in range(layout.nfactors))
+    return type(model)(design, layout, model.family, model.nagq, model.opt._replace(u=u), data, op, name=model.name)
+
+
+def power_curve_glmm(model, along: str, sizes, test=None, nsim: int = 1000, alpha: float = 0.05, *, fixef=None,
+                     theta=None, seed=None, level: float = 0.95) -> pd.DataFrame:
+    """Power of the Wald z test as a function of the number of levels of a grouping factor
+    (simr's ``extend`` + ``powerCurve`` for a glmer fit).
+
+    Parameters
+    ----------
+    model : GeneralizedLinearMixedModel
+    along : str
+        A grouping factor of the model.
+    sizes : sequence of int
+        Numbers of levels; fewer than the data has: a random subset, more: the data's levels
+        and resampled copies (:func:`jaxhlm._src.sim.power.resize_design`; the rows keep their
+        covariates, binomial trials and offsets).
+    test, nsim, alpha, fixef, theta, seed, level
+        As for :func:`power_glmm`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per size: ``size``, ``nobs``, ``power``, ``lower``, ``upper``, ``successes``,
+        ``trials``, ``n_failed``; ``attrs["results"]`` holds each :class:`PowerResult`.
+        Every size is a new shape: its refit program compiles once.
+    """
+    from .power import resize_design
+
+    try:
+        sizes = [s for s in sizes]
+    except TypeError:
+        raise ArgumentError(f"sizes must be a sequence of integers, got {sizes!r}") from None
+    if not sizes:
+        raise ArgumentError("sizes is empty")
+    ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else seed.bit_generator.seed_seq
+    design_ss, sim_ss = ss.spawn(2)
+    rows, results = [], []
+    for s, dchild, schild in zip(sizes, design_ss.spawn(len(sizes)), sim_ss.spawn(len(sizes))):
+        design = resize_design(model.design, along, s, np.random.default_rng(dchild))
+        res = power_glmm(_on_design(model, design), test, nsim, alpha, fixef=fixef, theta=theta, seed=schild,
+                         level=level)
+        results.append(res)
+        rows.append({"size": int(s), "nobs": design.n, "power": res.power, "lower": res.lower, "upper": res.upper,
+                     "successes": res.successes, "trials": res.trials, "n_failed": res.n_failed})
+    out = pd.DataFrame(rows)
+    out.attrs["results"] = results
+    return out

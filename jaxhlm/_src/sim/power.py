@@ -287,7 +287,8 @@ def resize_design(design, along: str, size: int, rng: np.random.Generator):
     level and adds ``size - L`` copies of levels drawn with replacement, each a new level (label
     ``"<level>#<k>"``) with the rows -- covariates and random-effects values -- of its source.
     Grouping factors nested in ``along`` are copied along with it (new levels); crossed factors
-    keep their levels. The response is carried along but is irrelevant (it is simulated).
+    keep their levels. The response is carried along but is irrelevant (it is simulated); prior
+    weights, offsets and binomial trials go with their rows.
     """
     names = [f.name for f in design.factors]
     if along not in names:
@@ -340,9 +341,11 @@ def resize_design(design, along: str, size: int, rng: np.random.Generator):
             raise DataError(f"the resized design has only {f.nlevels} level of {f.name!r}")
     terms = [TermDesign(term=td.term, Z=np.ascontiguousarray(td.Z[rows]), names=td.names, factor=td.factor)
              for td in design.terms]
+    per_row = {k: np.ascontiguousarray(np.asarray(v)[rows]) for k in ("offset", "weights", "trials")
+               if (v := getattr(design, k, None)) is not None}  # prior weights, offsets, binomial trials
     return dataclasses.replace(
         design, y=design.y[rows], X=np.ascontiguousarray(design.X[rows]), terms=terms, factors=factors,
-        index=pd.RangeIndex(total), n_dropped=0,
+        index=pd.RangeIndex(total), n_dropped=0, **per_row,
     )
 
 
@@ -382,6 +385,19 @@ def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: floa
         One row per size: ``size``, ``nobs``, ``power``, ``lower``, ``upper``, ``successes``,
         ``trials``, ``n_failed``. ``attrs["results"]`` holds the :class:`PowerResult` of each.
     """
+    if getattr(fit, "family", None) is not None:  # a glmer fit: Wald z tests on its own simulation
+        if sigma is not None or str(method).lower() not in ("satterthwaite", "z", "wald"):
+            raise ArgumentError("power_curve() of a glmer fit uses Wald z tests and has no scale: "
+                                "sigma= and method= do not apply")
+        from .glmm_sim import power_curve_glmm
+
+        if effect is not None:
+            if not isinstance(test, str):
+                raise ArgumentError("effect= sets the one tested coefficient: name it with test='...'")
+            fixef = {**dict(fixef or {}), test: float(effect)}
+
+        return power_curve_glmm(fit, along, sizes, test, nsim, alpha, fixef=fixef, theta=theta, seed=seed,
+                                level=level)
     nsim, alpha, level, method, tests = _check_arguments("power_curve()", fit, nsim, alpha, level, method, test)
     try:
         sizes = [s for s in sizes]
