@@ -13,7 +13,7 @@ DATA = Path(__file__).parent / "data"
 REF = DATA / "reference"
 
 
-@pytest.mark.parametrize("name", ["sleepstudy", "nels_like", "Dyestuff", "Penicillin", "Pastes"])
+@pytest.mark.parametrize("name", ["sleepstudy", "nels_like", "Dyestuff", "Penicillin", "cbpp", "Pastes"])
 def test_load_matches_test_data(name):
     df = datasets.load(name)
     raw = pd.read_csv(DATA / f"{name}.csv")

@@ -112,6 +112,25 @@ _REGISTRY = {
             },
         ),
         _Dataset(
+            name="cbpp",
+            file="cbpp.csv",
+            description=(
+                "Contagious bovine pleuropneumonia: new serological cases among the cattle of 15 "
+                "herds in Ethiopia, 4 periods each (56 rows): binomial counts for glmer."
+            ),
+            source=(
+                "Lesnoff et al. (2004), Preventive Veterinary Medicine 64, 27-40; as distributed "
+                "with R's lme4 package (data set 'cbpp')."
+            ),
+            factors=("herd", "period"),
+            columns={
+                "herd": "herd, 1 to 15 (grouping factor)",
+                "incidence": "number of new serological cases in the period",
+                "size": "herd size at the start of the period",
+                "period": "period, 1 to 4 (a factor in the model)",
+            },
+        ),
+        _Dataset(
             name="Pastes",
             file="Pastes.csv",
             description=(
