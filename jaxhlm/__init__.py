@@ -34,7 +34,8 @@ from ._src.facade.compare import anova
 from ._src.base.errors import FitError, InferenceError, NewLevelsWarning
 from ._src.infer.icc import icc
 from ._src.sim.bootstrap import BootstrapResult, bootstrap_lrt
-from ._src.sim.power import PowerResult, power, power_curve
+from ._src.sim.power import PowerResult
+from ._src.facade.simulation import power, power_curve
 from . import datasets, families, plotting  # noqa: E402  (plotting imports matplotlib only when drawing)
 
 __version__ = "0.1.0"

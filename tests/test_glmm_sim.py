@@ -61,8 +61,12 @@ def test_power_and_bootstrap(model):
     assert null.power < 0.25
     bs = model.bootstrap(nsim=64, seed=1)
     ci = bs.confint()
-    with pytest.raises(jaxhlm.ArgumentError, match="glmer"):
-        jaxhlm.power(model, "period2", nsim=10)
+    # jaxhlm.power dispatches a glmer fit to its own simulation; lmer-only arguments are refused by name
+    a = jaxhlm.power(model, "period2", nsim=16, seed=9, effect=-0.6)
+    b = model.power("period2", nsim=16, seed=9, fixef={"period2": -0.6})
+    np.testing.assert_array_equal(a.pvalues, b.pvalues)
+    with pytest.raises(jaxhlm.ArgumentError, match="sigma"):
+        jaxhlm.power(model, "period2", nsim=10, sigma=2.0)
     assert "period2" in ci.index and ci.loc["period2"].iloc[0] < model.fixef["period2"] < ci.loc["period2"].iloc[1]
 
 

@@ -9,10 +9,10 @@ grouping columns and text predictors, row counts and the response's range; pass 
 """
 from __future__ import annotations
 
-import formulaic
 import numpy as np
 import pandas as pd
 
+from ..base.lazy import formulaic
 from . import build as _design
 from ..base.errors import DataError
 

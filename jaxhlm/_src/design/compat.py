@@ -4,9 +4,9 @@ from __future__ import annotations
 import functools
 import re
 
-import formulaic
 import numpy as np
 
+from ..base.lazy import formulaic
 from ..base.errors import DataError
 
 __all__ = ["r_name", "numeric_matrix", "cached_formula", "clean_message"]

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import time
 
-import formulaic
 import numpy as np
 import pandas as pd
 
+from ..base.lazy import formulaic
 from . import build as _design
 from .build import Design, GroupingFactor, TermDesign, r_name
 from .chunkmoments import _combine1, _combine2, _pass1, _pass2

@@ -238,7 +238,10 @@ def power(fit, test=None, nsim: int = 1000, alpha: float = 0.05, effect=None, *,
 
     Parameters
     ----------
-    fit : LinearMixedModel
+    fit : LinearMixedModel or GeneralizedLinearMixedModel
+        A glmer fit (through ``jaxhlm.power`` / ``jaxhlm.power_curve``) is tested by Wald z
+        tests and takes ``test``, ``nsim``, ``alpha``, ``effect``, ``fixef``, ``theta``,
+        ``seed`` and ``level`` only.
     test : str or list of str, optional
         Coefficient(s) to test (default: the first one that is not the intercept).
     nsim : int
@@ -366,7 +369,10 @@ def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: floa
 
     Parameters
     ----------
-    fit : LinearMixedModel
+    fit : LinearMixedModel or GeneralizedLinearMixedModel
+        A glmer fit (through ``jaxhlm.power`` / ``jaxhlm.power_curve``) is tested by Wald z
+        tests and takes ``test``, ``nsim``, ``alpha``, ``effect``, ``fixef``, ``theta``,
+        ``seed`` and ``level`` only.
     along : str
         A grouping factor of the model (e.g. ``"sch_id"``).
     sizes : sequence of int
@@ -385,19 +391,6 @@ def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: floa
         One row per size: ``size``, ``nobs``, ``power``, ``lower``, ``upper``, ``successes``,
         ``trials``, ``n_failed``. ``attrs["results"]`` holds the :class:`PowerResult` of each.
     """
-    if getattr(fit, "family", None) is not None:  # a glmer fit: Wald z tests on its own simulation
-        if sigma is not None or str(method).lower() not in ("satterthwaite", "z", "wald"):
-            raise ArgumentError("power_curve() of a glmer fit uses Wald z tests and has no scale: "
-                                "sigma= and method= do not apply")
-        from .glmm_sim import power_curve_glmm
-
-        if effect is not None:
-            if not isinstance(test, str):
-                raise ArgumentError("effect= sets the one tested coefficient: name it with test='...'")
-            fixef = {**dict(fixef or {}), test: float(effect)}
-
-        return power_curve_glmm(fit, along, sizes, test, nsim, alpha, fixef=fixef, theta=theta, seed=seed,
-                                level=level)
     nsim, alpha, level, method, tests = _check_arguments("power_curve()", fit, nsim, alpha, level, method, test)
     try:
         sizes = [s for s in sizes]
