@@ -52,6 +52,19 @@ def test_dense_threads_policy(monkeypatch):
     assert threads.dense_threads(10) == 1
     monkeypatch.setenv("JAXHLM_BLAS_THREADS", "3")
     assert threads.dense_threads(10) == 3
+    assert threads.dense_threads(2000) == 3
     monkeypatch.delenv("JAXHLM_BLAS_THREADS")
-    n = threads.dense_threads(threads.DENSE_PARALLEL)
-    assert 1 <= n <= (len(__import__("os").sched_getaffinity(0)))
+    assert threads.dense_threads(2000) == 1  # large blocks too: a lagging load average oversubscribed cores
+
+
+def test_scipy_openblas_is_controlled_from_the_first_limit():
+    """XLA's LAPACK kernels use scipy's OpenBLAS, loaded only by jax's first linear algebra: the
+    controller must include it even when the first limit comes before that (a fresh process)."""
+    import subprocess
+    import sys
+
+    code = ("from jaxhlm._src.base import threads\n"
+            "with threads.limited():\n"
+            "    print(sorted(lib.filepath.split('/')[-2] for lib in threads._libs()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "scipy.libs" in out

@@ -1,4 +1,4 @@
-"""BLAS threads while jaxhlm's programs run: one, unless a large dense block has the cores free.
+"""BLAS threads while jaxhlm's programs run: one (unless ``JAXHLM_BLAS_THREADS`` says otherwise).
 
 XLA runs its LAPACK calls (Cholesky factors, triangular solves) and jaxhlm's host callbacks for
 large dense blocks through scipy's OpenBLAS. On a machine whose cores are busy, OpenBLAS's own
@@ -6,21 +6,23 @@ threads oversubscribe them and spin: measured here, a 128 x 128 Cholesky took 10
 with the default two threads under a competing load and 0.5 ms with one (a kb07-shaped crossed
 fit: 120 against 3.5 ms per gradient), and an InstEval fit 15-44 s against 1.4 s (ENGINE-NOTES).
 
-So while a jaxhlm program runs, BLAS is held to one thread (:func:`limited`); a host callback on
-a dense block of at least :data:`DENSE_PARALLEL` columns (:func:`dense_threads`) uses every
-core that the 1-minute load average says is idle. The limits are set through threadpoolctl
-(when it is installed; otherwise nothing is changed) and restored on exit: BLAS calls of your
-own outside jaxhlm keep their thread count. ``JAXHLM_BLAS_THREADS=k`` fixes the count instead.
+So while a jaxhlm program runs, BLAS is held to one thread (:func:`limited`), the host
+callbacks for large dense blocks included (:func:`dense_threads`). Giving a dense block the
+cores that the 1-minute load average said were idle was tried: that average lags a new load by
+a minute, and a 1128-column block (InstEval) then ran 2 threads against two busy processes, one
+warm fit taking 20.8 s instead of 2.1 s; on a quiet machine the second thread saved only about
+10% (1.3 s against 1.4 s). The limits are set through threadpoolctl (when it is installed;
+otherwise nothing is changed) and restored on exit: BLAS calls of your own outside jaxhlm keep
+their thread count. ``JAXHLM_BLAS_THREADS=k`` sets the count (for a machine of your own).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 
-__all__ = ["limited", "dense_threads", "DENSE_PARALLEL"]
-
-DENSE_PARALLEL = 512  # dense blocks from this size may use several BLAS threads
+__all__ = ["limited", "dense_threads", "one_blas_thread"]
 
 _LOCK = threading.Lock()
 _STATE = {"depth": 0, "saved": None, "libs": None}
@@ -29,6 +31,9 @@ _STATE = {"depth": 0, "saved": None, "libs": None}
 def _libs():
     if _STATE["libs"] is None:
         try:
+            # XLA's CPU LAPACK kernels call scipy's OpenBLAS, loaded by jax's first linear
+            # algebra: load it first, or the controller never sees it (nor limits it)
+            import scipy.linalg.cython_lapack  # noqa: F401
             from threadpoolctl import ThreadpoolController
 
             _STATE["libs"] = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
@@ -82,20 +87,9 @@ def limited(n: int | None = None):
 
 
 def dense_threads(size: int) -> int:
-    """BLAS threads for a dense block of ``size`` columns: 1 below :data:`DENSE_PARALLEL`,
-    else the cores the 1-minute load average leaves idle (at least 1)."""
-    fixed = _fixed()
-    if fixed:
-        return fixed
-    if size < DENSE_PARALLEL:
-        return 1
-    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover
-        return 1
-    # this process's own work counts about one; other processes' beyond that take cores
-    return int(max(1, min(ncpu, round(ncpu - max(load - 1.0, 0.0)))))
+    """BLAS threads for a host LAPACK call on a dense block of ``size`` columns:
+    ``JAXHLM_BLAS_THREADS`` when set, else 1 (see the module docstring)."""
+    return _fixed() or 1
 
 
 @contextlib.contextmanager
@@ -117,3 +111,17 @@ def for_dense(size: int):
                     lib.set_num_threads(b)
                 except Exception:  # pragma: no cover
                     pass
+
+
+def one_blas_thread(fn):
+    """Run ``fn`` inside :func:`limited` (a whole fit: the statistics' NumPy products, every
+    compiled program and its callbacks). Limiting only the compiled programs left OpenBLAS's
+    worker threads of the host code spinning: InstEval under two busy processes took 4.0-4.3 s
+    per warm fit (outliers 8-13 s) against 1.8-2.1 s with one thread throughout."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with limited():
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from ..base import threads
 from ..base.errors import ArgumentError
 from ..model import pipeline
 from .lmm import LinearMixedModel
@@ -38,6 +39,7 @@ def _refuse_arguments(kwargs: dict, what: str) -> None:
                             "as offset(x) and a weighted model in memory")
 
 
+@threads.one_blas_thread
 def lmer(formula: str, data, reml: bool = True, *, name: str | None = None, start=None, weights=None, offset=None,
          contrasts=None) -> LinearMixedModel:
     """Fit a linear mixed model with an lme4 formula.
@@ -116,6 +118,7 @@ def _lmer_out_of_core(formula, data, reml, *, name=None, start=None, mesh=None, 
     return pipeline.fit_design(design, layout, stats, reml, start=start, name=name, cls=LinearMixedModel, timings=tm)
 
 
+@threads.one_blas_thread
 def lmer_sharded(formula, data, reml: bool = True, *, devices=None, name=None, start=None, weights=None,
                  offset=None, contrasts=None) -> LinearMixedModel:
     """:func:`jaxhlm.lmer` with the group axis of the computation sharded over ``devices``.

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from ..base import threads
 from ..base.errors import ArgumentError, ModelComparisonError
 from ..design.outofcore import is_out_of_core
 from ..model import glmm_pipeline as gp
@@ -286,6 +287,7 @@ def anova_glmer(*models, names=None):
     return lrt(*models, names=names, refit=False)
 
 
+@threads.one_blas_thread
 def glmer(formula: str, data, family="binomial", nAGQ: int = 1, *, weights=None, offset=None,  # noqa: N803
           contrasts=None, start=None, name: str | None = None) -> GeneralizedLinearMixedModel:
     """Fit a generalized linear mixed model with an lme4 formula (lme4's ``glmer``).
