@@ -27,7 +27,7 @@ import pandas as pd
 from ..base.errors import ArgumentError, ConvergenceWarning, warn
 from ..base.lazy import scipy
 from ..stats.xform import xform_of
-from .state import FitState, _make_unique
+from .state import FitState, varcorr_frame
 
 __all__ = ["GlmmFitState"]
 
@@ -181,23 +181,7 @@ class GlmmFitState(FitState):
     @functools.cached_property
     def varcorr(self) -> pd.DataFrame:
         """Variance components as R's ``as.data.frame(VarCorr(m))`` (no residual row for glmer)."""
-        rows = []
-        covs = self.term_covariances()
-        grps = _make_unique([g for g, _, _ in covs])
-        for grp, (_, names, S) in zip(grps, covs):
-            sd = np.sqrt(np.diag(S))
-            for i, nm in enumerate(names):
-                rows.append((grp, nm, None, S[i, i], sd[i]))
-            for j in range(len(names)):
-                for i in range(j + 1, len(names)):
-                    den = sd[i] * sd[j]
-                    rows.append((grp, names[j], names[i], S[i, j], S[i, j] / den if den > 0 else np.nan))
-        cols = list(zip(*rows)) if rows else [()] * 5
-        return pd.DataFrame({
-            "grp": pd.Series(cols[0], dtype=object), "var1": pd.Series(cols[1], dtype=object),
-            "var2": pd.Series(cols[2], dtype=object), "vcov": np.asarray(cols[3], float),
-            "sdcor": np.asarray(cols[4], float),
-        })
+        return varcorr_frame(self.term_covariances())
 
     # ------------------------------------------------------------------ fitted values, residuals
     @property

@@ -54,6 +54,30 @@ def _make_unique(names):
     return out
 
 
+def varcorr_frame(covs, residual_sd=None) -> pd.DataFrame:
+    """R's ``as.data.frame(VarCorr(m))`` from ``term_covariances()`` (``(group, names, S)`` per
+    term): a variance and SD row per column, a covariance and correlation row per pair, and a
+    ``Residual`` row when ``residual_sd`` is given (none for glmer)."""
+    rows = []
+    grps = _make_unique([g for g, _, _ in covs])
+    for grp, (_, names, S) in zip(grps, covs):
+        sd = np.sqrt(np.diag(S))
+        for i, nm in enumerate(names):
+            rows.append((grp, nm, None, S[i, i], sd[i]))
+        for j in range(len(names)):
+            for i in range(j + 1, len(names)):
+                den = sd[i] * sd[j]
+                rows.append((grp, names[j], names[i], S[i, j], S[i, j] / den if den > 0 else np.nan))
+    if residual_sd is not None:
+        rows.append(("Residual", None, None, residual_sd**2, residual_sd))
+    cols = list(zip(*rows)) if rows else [()] * 5
+    return pd.DataFrame({
+        "grp": pd.Series(cols[0], dtype=object), "var1": pd.Series(cols[1], dtype=object),
+        "var2": pd.Series(cols[2], dtype=object), "vcov": np.asarray(cols[3], float),
+        "sdcor": np.asarray(cols[4], float),
+    })
+
+
 class FitState:
     """A fitted linear mixed model (ML or REML): typed fields and lme4's derived quantities.
 
@@ -314,24 +338,7 @@ class FitState:
     @functools.cached_property
     def varcorr(self) -> pd.DataFrame:
         """Variance components as R's ``as.data.frame(VarCorr(m))``: grp, var1, var2, vcov, sdcor."""
-        rows = []
-        covs = self.term_covariances()
-        grps = _make_unique([g for g, _, _ in covs])
-        for grp, (_, names, S) in zip(grps, covs):
-            sd = np.sqrt(np.diag(S))
-            for i, nm in enumerate(names):
-                rows.append((grp, nm, None, S[i, i], sd[i]))
-            for j in range(len(names)):
-                for i in range(j + 1, len(names)):
-                    den = sd[i] * sd[j]
-                    rows.append((grp, names[j], names[i], S[i, j], S[i, j] / den if den > 0 else np.nan))
-        rows.append(("Residual", None, None, self.sigma**2, self.sigma))
-        cols = list(zip(*rows))
-        return pd.DataFrame({
-            "grp": pd.Series(cols[0], dtype=object), "var1": pd.Series(cols[1], dtype=object),
-            "var2": pd.Series(cols[2], dtype=object), "vcov": np.asarray(cols[3], float),
-            "sdcor": np.asarray(cols[4], float),
-        })
+        return varcorr_frame(self.term_covariances(), residual_sd=self.sigma)
 
     # ------------------------------------------------------------------ diagnostics
     @property
