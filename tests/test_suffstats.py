@@ -104,7 +104,7 @@ def test_preconditioned_statistics_are_those_of_the_centred_scaled_columns():
         df["y"] = df["Reaction"] * ys + yo
         d = build_design("y ~ x + (1 | Subject)", df)
         lay = build_layout(d)
-        st = compute_stats(d, lay)
+        st = compute_stats(d, lay, precondition=True)
         xf = st.xform
         Xc = d.X @ xf.A
         yc = (d.y - d.X @ xf.g) / xf.s
@@ -121,3 +121,26 @@ def test_preconditioned_statistics_are_those_of_the_centred_scaled_columns():
     assert raw.xform is None
     xf = preconditioner(np.ones((5, 1)), np.zeros(5))  # a zero response: no scaling
     assert float(xf.s) == 1.0
+
+
+def test_default_preconditions_exactly_where_raw_statistics_lose_digits():
+    """By default the response is always scaled (and centred when it has a large mean), the
+    columns of ``X`` only where one has a large mean about the intercept or an extreme magnitude;
+    well-scaled columns keep their raw statistics (the same numbers to rounding, fewer products)."""
+    from jaxhlm._src.stats.xform import needs_preconditioning
+
+    df = load_data("sleepstudy.csv").copy()
+    for xs, xo, ys, yo, want in [(1.0, 0.0, 1.0, 0.0, False), (1.0, 30.0, 1.0, 0.0, False), (1.0, 1e4, 1.0, 0.0, True),
+                                 (1.0, 0.0, 1.0, 1e5, False), (1e35, 0.0, 1.0, 0.0, True), (1e-35, 0.0, 1.0, 0.0, True),
+                                 (1.0, 0.0, 1e-3, 0.0, False)]:
+        df["x"] = df["Days"] * xs + xo
+        df["y"] = df["Reaction"] * ys + yo
+        d = build_design("y ~ x + (1 | Subject)", df)
+        assert needs_preconditioning(d.X) is want, (xs, xo, ys, yo)
+        xf = compute_stats(d, build_layout(d)).xform
+        assert np.array_equal(xf.A, np.eye(2)) is (not want)
+        yc = (d.y - d.X @ xf.g) / xf.s  # the response is always scaled, centred when shifted
+        assert abs(np.sqrt(np.mean(yc**2)) - 1) < 1e-9
+        assert bool(abs(yc.mean()) < 1e-6) == (yo != 0.0 or want)
+    d = build_design("y ~ 0 + x + (1 | Subject)", df.assign(x=df["Days"] + 1e6))  # no intercept: no centring
+    assert not needs_preconditioning(d.X)

@@ -26,7 +26,7 @@ from .layout import Layout, bucket
 from .xform import _PRECONDITION
 from .xform import X_times
 from .xform import Xform
-from .xform import preconditioner
+from .xform import needs_preconditioning, preconditioner, response_scaling
 
 __all__ = ["Level", "Link", "Dense", "DenseCoupling", "Pairs", "ScalarFill", "PairFill", "Stats", "Xform",
            "compute_stats", "preconditioner", "factor_Z", "y_columns", "transform_xy"]
@@ -310,8 +310,9 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
         is subtracted from it as from ``design.y``.
     precondition : bool, optional
         Compute the statistics of the centred and scaled ``[X y]`` (:func:`preconditioner`),
-        kept in ``Stats.xform``; False: of ``[X y]`` as it is. Default True (but see
-        :func:`preconditioning`).
+        kept in ``Stats.xform``; False: of ``[X y]`` as it is. Default: the response
+        always, the columns of ``X`` where :func:`needs_preconditioning` finds one with a large
+        mean or an extreme magnitude (see also :func:`preconditioning`).
 
     Returns
     -------
@@ -322,8 +323,16 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
     w = None if w is None else np.asarray(w, dtype=np.float64)
     X = design.X
     xform = None
-    if precondition is None:
+    if precondition is None:  # the response always (sigma near 1); X where its columns need it
         precondition = _PRECONDITION[0]
+        if precondition and not needs_preconditioning(X, w):
+            xform = response_scaling(X, y, w)
+            if xform is None:
+                xform = preconditioner(X, y, w, columns=False)
+                y = (y - X_times(design.X, xform.g)) / xform.s
+            else:
+                y = y / xform.s
+            precondition = False
     if precondition:
         xform = preconditioner(X, y, w)
         X = X @ xform.A

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Xform", "preconditioner", "preconditioning", "intercept_column", "X_times", "xform_of",
+__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "preconditioning", "intercept_column", "X_times", "xform_of",
            "original_scale", "original_objective"]
 
 
@@ -60,7 +60,7 @@ def _centre_scale(x, wt, sw, centre: bool):
     return m * amax, d * amax
 
 
-def preconditioner(X, y, w=None) -> Xform:
+def preconditioner(X, y, w=None, columns: bool = True) -> Xform:
     """Centre (when ``X`` has an intercept) and scale every column of ``X`` and ``y``.
 
     A predictor or response with a large mean (``x + 1e6``) or an extreme scale (``x * 1e155``)
@@ -73,7 +73,7 @@ def preconditioner(X, y, w=None) -> Xform:
     ``m_j``): ``X_c = X A`` with ``A`` the identity but for ``A_jj = 1/d_j`` and
     ``A_{0j} = -m_j/d_j`` in the intercept's row. The response becomes ``(y - X g) / s``,
     ``g`` its weighted mean on the intercept (0 otherwise) and ``s`` the root mean square of
-    ``y - X g``.
+    ``y - X g``. ``columns=False``: the response alone (``A`` the identity).
     """
     n, p = X.shape
     wt = np.ones(n) if w is None else w
@@ -81,7 +81,7 @@ def preconditioner(X, y, w=None) -> Xform:
     icpt = intercept_column(X)
     A = np.eye(p)
     for j in range(p):
-        if j == icpt:
+        if j == icpt or not columns:
             continue
         m, d = _centre_scale(X[:, j], wt, sw, icpt is not None)
         A[j, j] = 1.0 / d
@@ -100,14 +100,69 @@ def preconditioner(X, y, w=None) -> Xform:
     return Xform(A, g, np.float64(s), np.float64(logdetA), np.float64(yy))
 
 
+SHIFT_RATIO = 100.0  # precondition when a column's |mean| exceeds this many root mean squares about it
+MAGNITUDE = (1e-30, 1e30)  # ... or its largest |value| lies outside this range
+
+
+def needs_preconditioning(X, w=None) -> bool:
+    """Whether the raw cross-products of the columns of ``X`` would lose digits or
+    over/underflow: some column (the intercept aside) has ``|mean| > SHIFT_RATIO`` times its
+    spread (only with an intercept, whose column centring removes the mean), or a largest
+    absolute value outside :data:`MAGNITUDE`. One cheap pass per column; where it says no,
+    :func:`compute_stats <jaxhlm._src.stats.suffstats.compute_stats>` preconditions the response
+    alone (always: the Satterthwaite Hessian in ``(theta, sigma)`` needs ``sigma`` near 1) and
+    keeps the raw columns of ``X`` (the same numbers to rounding, and cheaper: they then
+    coincide with the random-effect columns and share their products)."""
+    n, p = X.shape
+    wt = None if w is None else np.asarray(w, dtype=np.float64)
+    sw = float(n if wt is None else np.sum(wt))
+    icpt = intercept_column(X)
+    return any(_shifted_or_extreme(X[:, j], wt, sw, icpt is not None) for j in range(p) if j != icpt)
+
+
+def _shifted_or_extreme(x, wt, sw, centre: bool) -> bool:
+    """``|mean| > SHIFT_RATIO`` spreads (with ``centre``) or ``max|x|`` outside :data:`MAGNITUDE`."""
+    amax = float(np.max(np.abs(x))) if x.size else 0.0
+    if not np.isfinite(amax):
+        return True  # the preconditioner and the checks after it report it
+    if amax == 0.0:
+        return False
+    if not MAGNITUDE[0] < amax < MAGNITUDE[1]:
+        return True
+    if not centre:
+        return False
+    xs = x / amax
+    m1 = float(np.sum(xs) if wt is None else np.dot(wt, xs)) / sw
+    m2 = float(np.dot(xs, xs) if wt is None else np.dot(wt * xs, xs)) / sw
+    return m2 - m1 * m1 <= (m1 * m1) / SHIFT_RATIO**2  # spread below |mean| / SHIFT_RATIO
+
+
+def response_scaling(X, y, w=None) -> Xform | None:
+    """The response's share of the preconditioner when ``X`` needs none: ``y / s`` with ``s``
+    its root mean square (exact, no centring; a pass over ``y`` alone), or None when ``y``
+    itself has a large mean or an extreme magnitude (then :func:`preconditioner` centres it)."""
+    n, p = X.shape
+    wt = None if w is None else np.asarray(w, dtype=np.float64)
+    sw = float(n if wt is None else np.sum(wt))
+    if _shifted_or_extreme(y, wt, sw, intercept_column(X) is not None):
+        return None
+    amax = float(np.max(np.abs(y))) if y.size else 0.0
+    if not amax > 0:
+        return Xform(np.eye(p), np.zeros(p), np.float64(1.0), np.float64(0.0), np.float64(0.0))
+    ys = y / amax
+    ms = float(np.dot(ys, ys) if wt is None else np.dot(wt * ys, ys)) / sw
+    s = amax * np.sqrt(ms)
+    return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(s * s * sw))
+
+
 _PRECONDITION = [True]
 
 
 @contextlib.contextmanager
 def preconditioning(on: bool):
     """Within the block, :func:`compute_stats` preconditions ``[X y]`` by default only when
-    ``on`` (``False``: the raw statistics, as before preconditioning existed; for tests that
-    compare both)."""
+    ``on`` (and :func:`needs_preconditioning` says so); ``False``: the raw statistics always (for
+    tests that compare both)."""
     old = _PRECONDITION[0]
     _PRECONDITION[0] = bool(on)
     try:
