@@ -24,9 +24,8 @@ import numpy as np
 
 from .layout import Layout, bucket
 from .xform import _PRECONDITION
-from .xform import X_times
 from .xform import Xform
-from .xform import needs_preconditioning, preconditioner, response_scaling
+from .xform import precondition_xy, preconditioner
 
 __all__ = ["Level", "Link", "Dense", "DenseCoupling", "Pairs", "ScalarFill", "PairFill", "Stats", "Xform",
            "compute_stats", "preconditioner", "factor_Z", "y_columns", "transform_xy"]
@@ -322,21 +321,8 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
     w = getattr(design, "weights", None)
     w = None if w is None else np.asarray(w, dtype=np.float64)
     X = design.X
-    xform = None
-    if precondition is None:  # the response always (sigma near 1); X where its columns need it
-        precondition = _PRECONDITION[0]
-        if precondition and not needs_preconditioning(X, w):
-            xform = response_scaling(X, y, w)
-            if xform is None:
-                xform = preconditioner(X, y, w, columns=False)
-                y = (y - X_times(design.X, xform.g)) / xform.s
-            else:
-                y = y / xform.s
-            precondition = False
-    if precondition:
-        xform = preconditioner(X, y, w)
-        X = X @ xform.A
-        y = (y - X_times(design.X, xform.g)) / xform.s
+    xform, X, y = precondition_xy(X, y, w, _PRECONDITION[0] if precondition is None else precondition,
+                                  columns=True if precondition else None)
     Xy = _columns(X) + [np.ascontiguousarray(y)]  # [X y] by columns, never joined
     Xw = X if w is None else X * w[:, None]
     yw = y if w is None else y * w

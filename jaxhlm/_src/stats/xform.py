@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "preconditioning", "intercept_column", "X_times", "xform_of",
+__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "precondition_xy", "preconditioning", "intercept_column", "X_times", "xform_of",
            "original_scale", "original_objective"]
 
 
@@ -153,6 +153,23 @@ def response_scaling(X, y, w=None) -> Xform | None:
     ms = float(np.dot(ys, ys) if wt is None else np.dot(wt * ys, ys)) / sw
     s = amax * np.sqrt(ms)
     return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(s * s * sw))
+
+
+def precondition_xy(X, y, w, on: bool, columns: bool | None = None):
+    """``(xform, X_c, y_c)`` for :func:`compute_stats <jaxhlm._src.stats.suffstats.compute_stats>`:
+    nothing when not ``on``; else the response always (scaled, centred when shifted) and the
+    columns of ``X`` when ``columns`` (None: where :func:`needs_preconditioning` says so)."""
+    if not on:
+        return None, X, y
+    if columns is None:
+        columns = needs_preconditioning(X, w)
+    if not columns:
+        xform = response_scaling(X, y, w)
+        if xform is not None:
+            return xform, X, y / xform.s
+    xform = preconditioner(X, y, w, columns=columns)
+    Xc = X @ xform.A if columns else X
+    return xform, Xc, (y - X_times(X, xform.g)) / xform.s
 
 
 _PRECONDITION = [True]
