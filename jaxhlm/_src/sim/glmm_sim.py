@@ -210,24 +210,10 @@ def power_curve_glmm(model, along: str, sizes, test=None, nsim: int = 1000, alph
         ``trials``, ``n_failed``; ``attrs["results"]`` holds each :class:`PowerResult`.
         Every size is a new shape: its refit program compiles once.
     """
-    from .power import resize_design
+    from .power import curve_designs, curve_frame
 
-    try:
-        sizes = [s for s in sizes]
-    except TypeError:
-        raise ArgumentError(f"sizes must be a sequence of integers, got {sizes!r}") from None
-    if not sizes:
-        raise ArgumentError("sizes is empty")
-    ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else seed.bit_generator.seed_seq
-    design_ss, sim_ss = ss.spawn(2)
-    rows, results = [], []
-    for s, dchild, schild in zip(sizes, design_ss.spawn(len(sizes)), sim_ss.spawn(len(sizes))):
-        design = resize_design(model.design, along, s, np.random.default_rng(dchild))
-        res = power_glmm(_on_design(model, design), test, nsim, alpha, fixef=fixef, theta=theta, seed=schild,
-                         level=level)
-        results.append(res)
-        rows.append({"size": int(s), "nobs": design.n, "power": res.power, "lower": res.lower, "upper": res.upper,
-                     "successes": res.successes, "trials": res.trials, "n_failed": res.n_failed})
-    out = pd.DataFrame(rows)
-    out.attrs["results"] = results
-    return out
+    sizes, designs, streams = curve_designs(model.design, along, sizes, seed)
+    results = [power_glmm(_on_design(model, d), test, nsim, alpha, fixef=fixef, theta=theta, seed=child, level=level)
+               for d, child in zip(designs, streams)]
+    return curve_frame(sizes, designs, results, along, results[0].test)
+

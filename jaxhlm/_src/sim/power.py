@@ -29,7 +29,7 @@ from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_desi
 from ..stats.layout import bucket, build_layout, theta_names
 from ..stats.suffstats import compute_stats
 
-__all__ = ["PowerResult", "power", "power_curve", "clopper_pearson", "resize_design"]
+__all__ = ["PowerResult", "power", "power_curve", "clopper_pearson", "resize_design", "curve_designs", "curve_frame"]
 
 _METHODS = ("satterthwaite", "z", "lrt")
 
@@ -392,18 +392,8 @@ def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: floa
         ``trials``, ``n_failed``. ``attrs["results"]`` holds the :class:`PowerResult` of each.
     """
     nsim, alpha, level, method, tests = _check_arguments("power_curve()", fit, nsim, alpha, level, method, test)
-    try:
-        sizes = [s for s in sizes]
-    except TypeError:
-        raise ArgumentError(f"sizes must be a sequence of integers, got {sizes!r}") from None
-    if not sizes:
-        raise ArgumentError("sizes is empty")
     params = _effect_params(fit, tests, fixef, effect, theta, sigma)
-    ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else seed.bit_generator.seed_seq
-    design_ss, sim_ss = ss.spawn(2)
-    designs = []
-    for s, child in zip(sizes, design_ss.spawn(len(sizes))):
-        designs.append(resize_design(fit.design, along, s, np.random.default_rng(child)))
+    sizes, designs, streams = curve_designs(fit.design, along, sizes, seed)
     # one padded group count for all sizes: one compiled program when `along` is the batched factor
     nlev0 = max(bucket(d.factors[0].nlevels) for d in designs)
     kw = dict(batch_size=batch_size, chunk_size=chunk_size)
@@ -411,20 +401,44 @@ def power_curve(fit, along: str, sizes, test=None, nsim: int = 1000, alpha: floa
     per = 2 * nsim if method == "lrt" else nsim
     bar = progress_bar(progress, per * len(sizes), f"{task}: {along} = {sizes[0]}",
                        chunks=sum(per // nsim * chunk_count(d.n, nsim, chunk_size) for d in designs))
-    rows, results = [], []
+    results = []
     try:
-        for s, d, child in zip(sizes, designs, sim_ss.spawn(len(sizes))):
+        for s, d, child in zip(sizes, designs, streams):
             if bar is not None:
                 bar.set_description(f"{task}: {along} = {s}")
             spec = _spec_for_design(fit, d, nlev0)
             res = _power_on_spec(spec, params, tests, method, nsim, alpha, level, child, kw, bar=bar,
                                  label=f"{task}: {along} = {s}")
             results.append(res)
-            rows.append({"size": int(s), "nobs": d.n, "power": res.power, "lower": res.lower, "upper": res.upper,
-                         "successes": res.successes, "trials": res.trials, "n_failed": res.n_failed})
     finally:
         if bar is not None:
             bar.close()
+    return curve_frame(sizes, designs, results, along, tests)
+
+
+def curve_designs(design, along: str, sizes, seed):
+    """The sizes (checked), one resized design per size and one simulation stream per size:
+    ``seed`` splits into a design stream and a simulation stream, each spawning one child per
+    size (shared by the lmer and glmer power curves)."""
+    try:
+        sizes = [s for s in sizes]
+    except TypeError:
+        raise ArgumentError(f"sizes must be a sequence of integers, got {sizes!r}") from None
+    if not sizes:
+        raise ArgumentError("sizes is empty")
+    ss = np.random.SeedSequence(seed) if not isinstance(seed, np.random.Generator) else seed.bit_generator.seed_seq
+    design_ss, sim_ss = ss.spawn(2)
+    designs = [resize_design(design, along, s, np.random.default_rng(child))
+               for s, child in zip(sizes, design_ss.spawn(len(sizes)))]
+    return sizes, designs, sim_ss.spawn(len(sizes))
+
+
+def curve_frame(sizes, designs, results, along: str, tests) -> pd.DataFrame:
+    """One row per size (``size``, ``nobs``, ``power``, ``lower``, ``upper``, ``successes``,
+    ``trials``, ``n_failed``); ``attrs``: ``results``, ``along``, ``test``."""
+    rows = [{"size": int(s), "nobs": d.n, "power": r.power, "lower": r.lower, "upper": r.upper,
+             "successes": r.successes, "trials": r.trials, "n_failed": r.n_failed}
+            for s, d, r in zip(sizes, designs, results)]
     out = pd.DataFrame(rows)
     out.attrs["results"] = results
     out.attrs["along"] = along
