@@ -7,7 +7,7 @@ with the default two threads under a competing load and 0.5 ms with one (a kb07-
 fit: 120 against 3.5 ms per gradient), and an InstEval fit 15-44 s against 1.4 s (ENGINE-NOTES).
 
 So while a jaxhlm program runs, BLAS is held to one thread (:func:`limited`), the host
-callbacks for large dense blocks included (:func:`dense_threads`). Giving a dense block the
+callbacks for large dense blocks included. Giving a dense block the
 cores that the 1-minute load average said were idle was tried: that average lags a new load by
 a minute, and a 1128-column block (InstEval) then ran 2 threads against two busy processes, one
 warm fit taking 20.8 s instead of 2.1 s; on a quiet machine the second thread saved only about
@@ -22,7 +22,7 @@ import functools
 import os
 import threading
 
-__all__ = ["limited", "dense_threads", "one_blas_thread"]
+__all__ = ["limited", "one_blas_thread"]
 
 _LOCK = threading.Lock()
 _STATE = {"depth": 0, "saved": None, "libs": None}
@@ -84,33 +84,6 @@ def limited(n: int | None = None):
                     except Exception:  # pragma: no cover
                         pass
                 _STATE["saved"] = None
-
-
-def dense_threads(size: int) -> int:
-    """BLAS threads for a host LAPACK call on a dense block of ``size`` columns:
-    ``JAXHLM_BLAS_THREADS`` when set, else 1 (see the module docstring)."""
-    return _fixed() or 1
-
-
-@contextlib.contextmanager
-def for_dense(size: int):
-    """Inside :func:`limited`: BLAS at :func:`dense_threads` for one dense-block LAPACK call."""
-    k = dense_threads(size)
-    if k == 1 or not _libs():
-        yield
-        return
-    with _LOCK:
-        before = [lib.get_num_threads() for lib in _libs()]
-        _set(k)
-    try:
-        yield
-    finally:
-        with _LOCK:
-            for lib, b in zip(_libs(), before):
-                try:
-                    lib.set_num_threads(b)
-                except Exception:  # pragma: no cover
-                    pass
 
 
 def one_blas_thread(fn):

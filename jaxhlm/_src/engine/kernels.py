@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..base import threads
 from . import soa
 
 __all__ = ["ElimSpec", "elim_spec", "eliminate", "sandwich_sum", "dense_eliminate", "SMALL_DENSE"]
@@ -165,12 +164,11 @@ def _host_inv_logdet(M):
     """Host (LAPACK) inverse and log-determinant of an SPD matrix; NaNs if not positive definite."""
     import scipy.linalg.lapack as lapack
 
-    M = np.asarray(M, dtype=np.float64)
-    with threads.for_dense(M.shape[0]):
-        L, info = lapack.dpotrf(M, lower=1, clean=0)
-        if info != 0:
-            return np.full(M.shape, np.nan), np.float64(np.nan)
-        Minv, info = lapack.dpotri(L, lower=1)
+    M = np.asarray(M, dtype=np.float64)  # BLAS threads: those of the fit (base.threads.limited)
+    L, info = lapack.dpotrf(M, lower=1, clean=0)
+    if info != 0:
+        return np.full(M.shape, np.nan), np.float64(np.nan)
+    Minv, info = lapack.dpotri(L, lower=1)
     ld = 2.0 * np.sum(np.log(np.diagonal(L)))
     return Minv, np.float64(ld)  # lower triangle only (symmetrised in the program, fused there)
 
@@ -178,8 +176,7 @@ def _host_inv_logdet(M):
 def _host_cholesky(M):
     import scipy.linalg.lapack as lapack
 
-    with threads.for_dense(M.shape[0]):
-        L, info = lapack.dpotrf(np.asarray(M, dtype=np.float64), lower=1, clean=1)
+    L, info = lapack.dpotrf(np.asarray(M, dtype=np.float64), lower=1, clean=1)
     return L if info == 0 else np.full(M.shape, np.nan)
 
 
