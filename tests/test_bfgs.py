@@ -53,3 +53,33 @@ def test_maxit_one_evaluates_at_the_start():
     res = quasi_newton(_vg(quad), jnp.array([0.1, 0.2, 0.3]), maxit=1)
     np.testing.assert_allclose(res["x"], [0.1, 0.2, 0.3])
     assert float(res["f"]) == float(quad(jnp.array([0.1, 0.2, 0.3])))
+
+
+def _smooth(x):  # strictly convex, not quadratic: the Hessian varies with x
+    return jnp.sum(jnp.exp(0.3 * x)) + 0.5 * x @ A @ x / 100.0 - b @ x + 0.1 * jnp.sum(x ** 4)
+
+
+def test_final_hessian_is_the_hessian_at_the_optimum_and_leaves_the_search_alone():
+    x0 = jnp.array([0.3, -0.2, 0.1])
+    plain = quasi_newton(_vg(_smooth), x0, seed_hessian=True)
+    res = quasi_newton(_vg(_smooth), x0, seed_hessian=True, final_hessian=True)
+    np.testing.assert_array_equal(res["x"], plain["x"])  # the same search, the same stop
+    assert int(res["it"]) == int(plain["it"]) and bool(res["converged"])
+    exact = jax.hessian(_smooth)(res["x"])
+    np.testing.assert_allclose(res["hessian"], exact, rtol=1e-7, atol=1e-9)
+    assert "hessian" not in plain
+
+
+def test_final_hessian_also_when_the_search_stops_at_maxit():
+    res = quasi_newton(_vg(_smooth), jnp.array([2.0, 2.0, 2.0]), maxit=2, final_hessian=True)
+    assert not bool(res["converged"]) and int(res["it"]) == 2
+    np.testing.assert_allclose(res["hessian"], jax.hessian(_smooth)(res["x"]), rtol=1e-7, atol=1e-9)
+
+
+def test_final_hessian_under_jit_and_vmap():
+    run = jax.jit(jax.vmap(lambda x0: quasi_newton(_vg(_smooth), x0, final_hessian=True)["hessian"]))
+    X0 = jnp.array([[0.3, -0.2, 0.1], [1.0, 0.5, -1.0]])
+    H = run(X0)
+    for k in range(2):
+        xk = quasi_newton(_vg(_smooth), X0[k])["x"]
+        np.testing.assert_allclose(H[k], jax.hessian(_smooth)(xk), rtol=1e-6, atol=1e-8)
