@@ -58,8 +58,9 @@ def test_user_jax_state_untouched_except_x64():
 
 
 def test_scipy_stats_is_imported_on_first_use():
-    """import jaxhlm, a fit and its t-test p-values (scipy.special) leave scipy.stats (0.6 s to
-    import) alone; intervals load it."""
+    """import jaxhlm, a fit, its summary, anova and Wald intervals (p-values and quantiles from
+    scipy.special, jaxhlm._src.base.dist) leave scipy.stats (0.6-1.5 s to import) alone; the
+    lazy proxy loads it on first use."""
     code = (
         "import sys, os, pandas as pd, jaxhlm;"
         "assert 'scipy.stats' not in sys.modules, 'import';"
@@ -68,7 +69,9 @@ def test_scipy_stats_is_imported_on_first_use():
         "assert 'scipy.stats' not in sys.modules, 'fit';"
         "p = m.coef_table['Pr(>|t|)'];"
         "assert 'scipy.stats' not in sys.modules and (p < 1e-3).all(), 'p-values';"
-        "m.confint(method='wald');"
+        "str(m.summary()); m.anova(); m.confint(method='wald');"
+        "assert 'scipy.stats' not in sys.modules, 'summary, anova, confint';"
+        "from jaxhlm._src.base.lazy import scipy; scipy.stats.norm;"
         "assert 'scipy.stats' in sys.modules; print('ok')"
     )
     import os

@@ -17,6 +17,7 @@ from ..base.errors import ArgumentError, ModelComparisonError
 from ..design.outofcore import is_out_of_core
 from ..model import glmm_pipeline as gp
 from ..model.glmm_state import GlmmFitState
+from ..base import dist
 
 __all__ = ["GeneralizedLinearMixedModel", "glmer"]
 
@@ -130,9 +131,8 @@ class GeneralizedLinearMixedModel(GlmmFitState):
         """
         if str(method).lower() != "wald":
             raise ArgumentError("glmer fits have Wald intervals only here (method='wald')")
-        from ..base.lazy import scipy
 
-        q = scipy.stats.norm.ppf(0.5 + level / 2)
+        q = dist.norm_ppf(0.5 + level / 2)
         ct = self.coef_table
         lo, hi = ct["Estimate"] - q * ct["Std. Error"], ct["Estimate"] + q * ct["Std. Error"]
         pct = [f"{100 * (1 - level) / 2:.3g} %", f"{100 * (1 + level) / 2:.3g} %"]

@@ -22,10 +22,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError, warn
 from . import rprint
 from .rprint import SIGNIF_LEGEND, signif_stars
+from ..base import dist
 
 __all__ = ["lrt", "AnovaTable", "chibar_pvalue"]
 
@@ -37,8 +37,8 @@ def chibar_pvalue(chisq, df):
     chisq = np.asarray(chisq, dtype=np.float64)
     df = np.asarray(df, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        hi = scipy.stats.chi2.sf(chisq, df)
-        lo = np.where(df - 1 > 0, scipy.stats.chi2.sf(chisq, np.maximum(df - 1, 1)), np.where(chisq > 0, 0.0, 1.0))
+        hi = dist.chi2_sf(chisq, df)
+        lo = np.where(df - 1 > 0, dist.chi2_sf(chisq, np.maximum(df - 1, 1)), np.where(chisq > 0, 0.0, 1.0))
         out = 0.5 * lo + 0.5 * hi
     return np.where(np.isfinite(chisq) & (df >= 1), out, np.nan)
 
@@ -267,7 +267,7 @@ def lrt(*models, names=None, refit: bool = True, boundary: bool = False):
     chisq = np.concatenate([[np.nan], 2.0 * np.maximum(0.0, np.diff(ll))])
     df = np.concatenate([[np.nan], np.diff(npar).astype(float)])
     with np.errstate(invalid="ignore"):
-        p = np.where(df > 0, scipy.stats.chi2.sf(chisq, np.where(df > 0, df, 1)), np.nan)
+        p = np.where(df > 0, dist.chi2_sf(chisq, np.where(df > 0, df, 1)), np.nan)
     table = AnovaTable(
         {"npar": npar, "AIC": aic, "BIC": bic, "logLik": ll, "deviance": -2 * ll, "Chisq": chisq, "Df": df,
          "Pr(>Chisq)": p},

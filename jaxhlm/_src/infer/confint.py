@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import ArgumentError
 from .profile import _profile_ci
+from ..base import dist
 
 __all__ = ["confint", "profile_param_names"]
 
@@ -68,7 +68,7 @@ def _select(model, parm):
 
 # ------------------------------------------------------------------------------ Wald
 def _wald(model, idx, allnames, level):
-    z = scipy.stats.norm.ppf(0.5 + level / 2)
+    z = dist.norm_ppf(0.5 + level / 2)
     nvar = len(allnames) - model.p
     lo = np.full(len(idx), np.nan)
     hi = np.full(len(idx), np.nan)

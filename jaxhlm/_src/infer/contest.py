@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import ArgumentError
 from .satterthwaite import satterthwaite_parts
+from ..base import dist
 
 __all__ = ["contest", "contrast_matrix", "fstat_ddf"]
 
@@ -89,10 +89,10 @@ def _t_table(model, L, rhs, ddf, level):
     se = np.sqrt(np.einsum("ki,ij,kj->k", L, C, L))
     with np.errstate(divide="ignore", invalid="ignore"):
         t = est / se
-    q = scipy.stats.t.ppf(0.5 + level / 2, df)
+    q = dist.t_ppf(0.5 + level / 2, df)
     return pd.DataFrame(
         {"Estimate": est, "Std. Error": se, "df": df, "t value": t, "lower": est - q * se, "upper": est + q * se,
-         "Pr(>|t|)": 2 * scipy.stats.t.sf(np.abs(t), df)}
+         "Pr(>|t|)": 2 * dist.t_sf(np.abs(t), df)}
     )
 
 
@@ -122,7 +122,7 @@ def _f_table(model, L, rhs, ddf):
         g = np.einsum("mi,ijk,mj->mk", PtL, J, PtL)
         nu = 2 * d[:q] ** 2 / np.einsum("mk,kl,ml->m", g, A, g)
         den = fstat_ddf(nu)
-        p = float(scipy.stats.f.sf(F, q, den))
+        p = float(dist.f_sf(F, q, den))
         ms = F * sigma2
     return pd.DataFrame(
         {"Sum Sq": [ms * q], "Mean Sq": [ms], "NumDF": [q], "DenDF": [den], "F value": [F], "Pr(>F)": [p]}

@@ -30,6 +30,7 @@ from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import ArgumentError, InferenceError, JaxhlmWarning, warn
 from .emm_grid import emm_linfct, estimable, r_level, ref_grid
 from .fixed_terms import fixed_structure, model_frame
+from ..base import dist
 
 __all__ = ["emmeans", "EMMeans", "EMMContrasts"]
 
@@ -204,7 +205,7 @@ def emmeans(model, specs, by=None, at: dict | None = None, lmer_df: str | None =
     df = np.full(len(L), np.nan)
     if ok.any():
         df[ok] = dffun(L[ok])
-    q = scipy.stats.t.ppf(0.5 + level / 2, df)
+    q = dist.t_ppf(0.5 + level / 2, df)
     asym = bool(np.all(np.isinf(df[ok]))) if ok.any() else False
     lo, hi = ("asymp.LCL", "asymp.UCL") if asym else ("lower.CL", "upper.CL")
     out = EMMeans(table.copy())
@@ -299,7 +300,7 @@ def _pairs(st, adjust: str, reverse: bool) -> EMMContrasts:
         df[ok] = st.dffun(C[ok])
     with np.errstate(divide="ignore", invalid="ignore"):
         t = est / se
-    p = 2 * scipy.stats.t.sf(np.abs(t), df)
+    p = 2 * dist.t_sf(np.abs(t), df)
     k_of = np.array([f[0] for f in fam])
     padj = np.empty_like(p)
     start = 0

@@ -37,6 +37,7 @@ from ..base.errors import ArgumentError, InferenceError
 from ..stats.layout import factor_columns
 from .kenward_roger import MAX_Q, _full_z, _lambda, _z_layout, factor_T
 from .predict import _as_frame, _selected_terms, new_design
+from ..base import dist
 
 __all__ = ["predict_interval"]
 
@@ -261,7 +262,7 @@ def predict_interval(model, newdata=None, re_form=None, allow_new_levels: bool =
                 var = var + np.einsum("ij,jk,ik->i", z, s2 * T @ T.T, z)
             var = var + s2
         se = np.sqrt(var)
-        zq = scipy.stats.norm.ppf(0.5 + level / 2)
+        zq = dist.norm_ppf(0.5 + level / 2)
         lwr, upr = fit.to_numpy() - zq * se, fit.to_numpy() + zq * se
     else:
         if int(n_sims) < 2:

@@ -34,6 +34,7 @@ import pandas as pd
 from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import InferenceError
 from ..stats.layout import factor_columns
+from ..base import dist
 
 __all__ = ["kr_parts", "kr_df", "kr_test", "coef_table_kr", "MAX_Q"]
 
@@ -387,7 +388,7 @@ def kr_test(model, L, rhs=None) -> dict:
     df2, scaling = _kr_scaling(A1, A2, q)
     F = scaling * wald / q
     return {"F": F, "F_unscaled": wald / q, "ndf": q, "ddf": df2, "scaling": scaling,
-            "p": float(scipy.stats.f.sf(F, q, df2))}
+            "p": float(dist.f_sf(F, q, df2))}
 
 
 def _cached_parts(model, max_q: int | None = None) -> dict:
@@ -412,7 +413,7 @@ def coef_table_kr(model, max_q: int | None = None) -> pd.DataFrame:
     se = np.sqrt(np.diag(parts["PhiA"]))
     df = kr_df(model, np.eye(p))
     t = beta.to_numpy() / se
-    pval = 2.0 * scipy.stats.t.sf(np.abs(t), df)
+    pval = 2.0 * dist.t_sf(np.abs(t), df)
     return pd.DataFrame(
         {"Estimate": beta.to_numpy(), "Std. Error": se, "df": df, "t value": t, "Pr(>|t|)": pval},
         index=beta.index,

@@ -47,12 +47,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..base.lazy import scipy  # submodules imported on first use
 from ..base.config import jit
 from ..engine.pls import objective_vp
 from ..base.errors import JaxhlmWarning, NonMonotonicProfileWarning, warn
 from ..optim.bfgs import minimize
 from ..stats.suffstats import transform_xy
+from ..base import dist
 
 
 __all__ = ["nonmonotone_points"]
@@ -319,7 +319,7 @@ def _profile_ci(model, idx, allnames, level, maxit=60, check_monotone=True):
     struct, stats = mml.layout, mml.stats
     specs = _term_specs(mml)
     nvar = len(allnames) - mml.p
-    zq = scipy.stats.norm.ppf(0.5 + level / 2)
+    zq = dist.norm_ppf(0.5 + level / 2)
     xf = mml.xform  # the statistics are the preconditioned ones: work in their units
     s_y = float(xf.s)
     Ai = np.linalg.inv(np.asarray(xf.A, dtype=np.float64))

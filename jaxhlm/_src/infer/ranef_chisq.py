@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..base.lazy import scipy  # submodules imported on first use
 from ..stats.layout import factor_columns
+from ..base import dist
 
 __all__ = ["ranef_chisq"]
 
@@ -135,7 +135,7 @@ def ranef_chisq(model) -> pd.DataFrame:
                 fitted += gamma[k] * mapping[k][1][used]
             chi2 = float(np.sum((bhat[:, q] - fitted) ** 2 / (s2 * inv[:, q, q])))
             df = len(used) - len(preds)
-            p = float(scipy.stats.chi2.sf(chi2, df)) if df > 0 else np.nan
+            p = float(dist.chi2_sf(chi2, df)) if df > 0 else np.nan
             index.append((fac.name, names[q]))
             rows.append({"chi2": chi2, "df": df, "p-value": p, "groups used": len(used),
                          "groups omitted": J - len(used),

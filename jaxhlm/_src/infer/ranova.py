@@ -23,11 +23,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..base.lazy import scipy  # submodules imported on first use
 from ..base.errors import InferenceError
 from ..formula.update import formula_terms, update_formula
 from .ftests import FTable
 from .update import refit_formula
+from ..base import dist
 
 __all__ = ["ranova", "lm_loglik"]
 
@@ -141,7 +141,7 @@ def ranova(model, reduce_terms: bool = True) -> FTable:
     lrt = np.concatenate([[np.nan], 2 * (ll[0] - ll[1:])])
     df = np.concatenate([[np.nan], npar[0] - npar[1:]])
     with np.errstate(invalid="ignore"):
-        p = np.where(df > 0, scipy.stats.chi2.sf(lrt, np.where(df > 0, df, 1)), np.nan)
+        p = np.where(df > 0, dist.chi2_sf(lrt, np.where(df > 0, df, 1)), np.nan)
     tab = FTable({"npar": npar, "logLik": ll, "AIC": -2 * ll + 2 * npar, "LRT": lrt, "Df": df, "Pr(>Chisq)": p},
                  index=pd.Index(names))
     tab.attrs["heading"] = ["ANOVA-like table for random-effects: Single term deletions", "", "Model:", heading]

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import ArgumentError, ConvergenceWarning, warn
-from ..base.lazy import scipy
 from ..stats.xform import xform_of
 from .state import FitState, varcorr_frame
+from ..base import dist
 
 __all__ = ["GlmmFitState"]
 
@@ -168,7 +168,7 @@ class GlmmFitState(FitState):
         se = np.sqrt(np.diag(self.vcov_array))
         z = est / se
         return pd.DataFrame({"Estimate": est, "Std. Error": se, "z value": z,
-                             "Pr(>|z|)": 2.0 * scipy.stats.norm.sf(np.abs(z))}, index=self.design.fixef_names)
+                             "Pr(>|z|)": 2.0 * dist.norm_sf(np.abs(z))}, index=self.design.fixef_names)
 
     # ------------------------------------------------------------------ random effects
     @functools.cached_property

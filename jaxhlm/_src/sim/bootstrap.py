@@ -22,10 +22,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..base.lazy import scipy  # submodules imported on first use
 from .replicates import chunk_count, progress_bar, refit_design_many, spec_of
 from ..base.errors import ArgumentError, JaxhlmWarning, ModelComparisonError, warn
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
+from ..base import dist
 
 __all__ = ["BootstrapResult", "bootstrap", "bootstrap_confint", "bootstrap_lrt", "percentile_interval"]
 
@@ -135,7 +135,7 @@ def percentile_interval(x: np.ndarray, level: float) -> tuple:
         if k >= R:
             ends.append(t[-1])
             continue
-        z = scipy.stats.norm.ppf
+        z = dist.norm_ppf
         tk = z(a)
         z1, z2 = z(k / (R + 1)), z(( k + 1) / (R + 1))
         ends.append(t[k - 1] + (tk - z1) / (z2 - z1) * (t[k] - t[k - 1]))
@@ -331,11 +331,11 @@ def bootstrap_lrt(m0, m1, nsim: int = 1000, seed=None, *, batch_size=None, chunk
     samples = np.where(ok, r0["objective"].to_numpy() - r1["objective"].to_numpy(), np.nan)
     used = samples[np.isfinite(samples)]
     R = used.size
-    p_chi = float(scipy.stats.chi2.sf(lrt, df))
+    p_chi = float(dist.chi2_sf(lrt, df))
     p_pb = float((1 + np.sum(used >= lrt)) / (1 + R)) if R else np.nan
     mean = float(np.mean(used)) if R else np.nan
     bart = lrt / (mean / df) if R and mean > 0 else np.nan
-    p_b = float(scipy.stats.chi2.sf(bart, df)) if np.isfinite(bart) else np.nan
+    p_b = float(dist.chi2_sf(bart, df)) if np.isfinite(bart) else np.nan
     tab = BootstrapLRT(
         {"stat": [lrt, lrt, bart], "df": [float(df), np.nan, float(df)], "p.value": [p_chi, p_pb, p_b]},
         index=["LRT", "PBtest", "Bartlett"],

@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import ArgumentError, DataError
-from ..base.lazy import scipy
 from ..optim.glmm_batch import refit_batch
 from .bootstrap import BootstrapResult
 from .power import PowerResult, clopper_pearson
 from .simulate import replicate_rngs, resolve_params
+from ..base import dist
 
 __all__ = ["simulate_glmm", "refit_many_glmm", "bootstrap_glmm", "power_glmm", "power_curve_glmm"]
 
@@ -161,7 +161,7 @@ def power_glmm(model, test=None, nsim: int = 1000, alpha: float = 0.05, *, fixef
     B = reps[[f"beta.{t}" for t in tests]].to_numpy()
     S = reps[[f"se.{t}" for t in tests]].to_numpy()
     if len(tests) == 1:
-        p = 2.0 * scipy.stats.norm.sf(np.abs(B[:, 0] / S[:, 0]))
+        p = 2.0 * dist.norm_sf(np.abs(B[:, 0] / S[:, 0]))
     else:  # the Wald chi-square needs the covariances: from the diagonal only it would be wrong
         raise ArgumentError("power() of glmer fits tests one coefficient at a time (Wald z test)")
     conv = reps["converged"].to_numpy() & np.isfinite(p)

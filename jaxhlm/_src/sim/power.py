@@ -20,7 +20,6 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from ..base.lazy import scipy  # submodules imported on first use
 from ..optim.batch import RefitSpec
 from .replicates import chunk_count, progress_bar, refit_design_many, spec_of
 from ..design.build import GroupingFactor, TermDesign
@@ -28,6 +27,7 @@ from ..base.errors import ArgumentError, DataError
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
 from ..stats.layout import bucket, build_layout, theta_names
 from ..stats.suffstats import compute_stats
+from ..base import dist
 
 __all__ = ["PowerResult", "power", "power_curve", "clopper_pearson", "resize_design", "curve_designs", "curve_frame"]
 
@@ -37,8 +37,8 @@ _METHODS = ("satterthwaite", "z", "lrt")
 def clopper_pearson(successes: int, trials: int, level: float = 0.95) -> tuple:
     """Exact binomial confidence interval (Clopper & Pearson 1934), as R's ``binom.test``."""
     a = 1.0 - level
-    lo = 0.0 if successes == 0 else float(scipy.stats.beta.ppf(a / 2, successes, trials - successes + 1))
-    hi = 1.0 if successes == trials else float(scipy.stats.beta.ppf(1 - a / 2, successes + 1, trials - successes))
+    lo = 0.0 if successes == 0 else float(dist.beta_ppf(a / 2, successes, trials - successes + 1))
+    hi = 1.0 if successes == trials else float(dist.beta_ppf(1 - a / 2, successes + 1, trials - successes))
     return lo, hi
 
 
@@ -176,7 +176,7 @@ def _power_refits(spec, chunks, params, tests, method, nsim, alpha, level, refit
         r0 = refit_design_many(red, chunks, nsim, satterthwaite=False, **refit_kw)
         ok = r1["converged"].to_numpy() & r0["converged"].to_numpy()
         stat = r0["objective"].to_numpy() - r1["objective"].to_numpy()
-        pv = scipy.stats.chi2.sf(np.maximum(stat, 0.0), len(tests))
+        pv = dist.chi2_sf(np.maximum(stat, 0.0), len(tests))
         reps = r1
     else:
         if len(tests) != 1:
@@ -185,7 +185,7 @@ def _power_refits(spec, chunks, params, tests, method, nsim, alpha, level, refit
         ok = reps["converged"].to_numpy()
         t = reps[f"t.{tests[0]}"].to_numpy()
         if method == "z":
-            pv = 2.0 * scipy.stats.norm.sf(np.abs(t))
+            pv = 2.0 * dist.norm_sf(np.abs(t))
         else:
             pv = reps[f"p.{tests[0]}"].to_numpy()
         ok = ok & np.isfinite(pv)

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import ConvergenceWarning, warn
-from ..base.lazy import scipy
 from ..infer.satterthwaite import centred_contrasts, df_from_parts, positive_inverse
 from ..optim.batch import RefitSpec, default_chunk, refit_batches
 from ..stats.layout import theta_names
 from ..stats.xform import original_objective, xform_of
+from ..base import dist
 
 __all__ = ["spec_of", "refit_design_many", "tidy", "progress_bar", "chunk_count"]
 
@@ -192,7 +192,7 @@ def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
     for j, nm in enumerate(spec.fixef_names):
         cols[f"t.{nm}"] = t[:, j]
     if satterthwaite:
-        pv = 2.0 * scipy.stats.t.sf(np.abs(t), df)
+        pv = 2.0 * dist.t_sf(np.abs(t), df)
         for j, nm in enumerate(spec.fixef_names):
             cols[f"p.{nm}"] = pv[:, j]
     failed = ~np.isfinite(res["objective"])  # no criterion at all: no estimates either
