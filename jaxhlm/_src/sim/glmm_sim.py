@@ -4,18 +4,20 @@ Responses are drawn as lme4's ``simulate.merMod`` does for GLMMs: ``u ~ N(0, I)`
 conditional modes with ``use_u``), ``b_f = T_f u_f``, ``eta = X beta + Z b + offset``,
 ``mu = g^{-1}(eta)``, then ``y ~ Binomial(trials, mu) / trials`` or ``Poisson(mu)``. The refits
 of all replicates run in one compiled program per chunk (:mod:`jaxhlm._src.optim.glmm_batch`:
-``vmap`` over the responses of BFGS with PIRLS inside, exact Hessians for the standard errors).
+BFGS with PIRLS inside, mapped over the responses; the standard errors from the Hessian by
+central differences of exact gradients).
 
 Power (simr's ``powerSim`` for glmer fits; ``powerCurve`` over numbers of levels by
 :func:`power_curve_glmm`): the share of replicates whose Wald z test of the
-tested coefficient(s) rejects at ``alpha`` (several coefficients: the Wald chi-square test
-``beta' V^{-1} beta``), with a Clopper-Pearson interval over the converged refits.
+tested coefficient rejects at ``alpha``, with a Clopper-Pearson interval over the converged
+refits (one coefficient at a time: a joint test would need the refits' covariances).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from ..base.config import jit
 from ..base.errors import ArgumentError, DataError
 from ..optim.glmm_batch import refit_batch
 from .bootstrap import BootstrapResult
@@ -26,6 +28,14 @@ from ..base import dist
 __all__ = ["simulate_glmm", "refit_many_glmm", "bootstrap_glmm", "power_glmm", "power_curve_glmm"]
 
 CHUNK = 256  # replicates per program call (a fixed shape: one compiled program)
+
+
+def _linkinv(eta, family):
+    return family.linkinv(eta)
+
+
+# one fused program per block shape (eager jnp ops compiled one program per operation: 0.3 s)
+_LINKINV = jit(_linkinv, static_argnames=("family",))
 
 
 def _check_nsim(nsim) -> int:
@@ -62,17 +72,24 @@ def simulate_glmm(model, nsim: int = 1, seed=None, *, fixef=None, theta=None, us
             raise ArgumentError("use_u=True keeps the fitted random effects; theta cannot be changed with it")
         zb = sum(np.einsum("rk,rk->r", Z, b[fac.codes]) for Z, b, fac in zip(Zs, model.factor_modes, des.factors))
     wt = np.asarray(d.wt)
+    rngs = list(next(replicate_rngs(seed, nsim)(nsim)))
     Y = np.empty((des.n, nsim))
-    for j, rng in enumerate(next(replicate_rngs(seed, nsim)(nsim))):
-        eta = eta0.copy()
-        if use_u:
-            eta += zb
-        else:
-            for Z, T, fac in zip(Zs, Ts, des.factors):
-                b = rng.standard_normal((fac.nlevels, Z.shape[1])) @ np.asarray(T).T
-                eta += np.einsum("rk,rk->r", Z, b[fac.codes])
-        mu = np.asarray(model.family.linkinv(eta))
-        Y[:, j] = model.family.simulate(rng, mu, wt, 1)[:, 0]
+    step = max(1, min(nsim, 2**22 // max(des.n, 1)))  # replicates per linkinv call (<= 32 MB each)
+    for s0 in range(0, nsim, step):
+        block = rngs[s0:s0 + step]
+        E = np.empty((des.n, len(block)))  # linear predictors: the random effects first in every stream
+        for j, rng in enumerate(block):
+            eta = eta0.copy()
+            if use_u:
+                eta += zb
+            else:
+                for Z, T, fac in zip(Zs, Ts, des.factors):
+                    b = rng.standard_normal((fac.nlevels, Z.shape[1])) @ np.asarray(T).T
+                    eta += np.einsum("rk,rk->r", Z, b[fac.codes])
+            E[:, j] = eta
+        M = np.asarray(_LINKINV(E, family=model.family))  # one program call per block
+        for j, rng in enumerate(block):  # then the responses, each stream continuing where it stopped
+            Y[:, s0 + j] = model.family.simulate(rng, M[:, j], wt, 1)[:, 0]
     return Y
 
 
