@@ -103,7 +103,7 @@ def fit_program(theta0, stats, moment, maxit, layout, reml):
 def _unpack(flat, layout) -> dict:
     out, o = {}, 0
     for k, shape in _shapes(layout).items():
-        size = int(np.prod(shape))
+        size = shape[0] * shape[1] if len(shape) == 2 else (shape[0] if shape else 1)
         out[k] = flat[o:o + size].reshape(shape)
         o += size
     out["iterations"] = int(out["iterations"])
@@ -149,12 +149,15 @@ def hessian_theta(theta, stats, layout, reml) -> np.ndarray:
 # on the host: lme4's optimizeLmer + checkConv
 # ---------------------------------------------------------------------------------------------
 def _finish(fit: dict, layout, theta, converged, messages) -> OptResult:
-    import scipy.linalg
+    from scipy.linalg import lapack
 
     p = layout.p
     Lxx = np.asarray(fit["Lxx"], dtype=np.float64)
     Lx = Lxx[:p, :p]
-    beta = scipy.linalg.solve_triangular(Lx.T, Lxx[p, :p], lower=False) if p else np.zeros(0)
+    beta = np.zeros(0)
+    if p:  # L_x' beta = l (LAPACK's triangular solve: scipy's wrapper checked its inputs for 0.1 ms)
+        sol, info = lapack.dtrtrs(Lx, Lxx[p, :p], lower=1, trans=1)
+        beta = sol if info == 0 else np.full(p, np.nan)
     return OptResult(theta=theta, objective=fit["objective"], grad=np.asarray(fit["grad"]),
                      Hinv=np.asarray(fit["Hinv"]), Lxx=Lxx, ldL2=fit["ldL2"], beta=beta, r2=float(Lxx[p, p] ** 2),
                      Lx=Lx, ldRX2=float(2.0 * np.sum(np.log(np.diagonal(Lx)))), iterations=fit["iterations"],
@@ -188,8 +191,8 @@ FEW_LEVELS = 50  # with fewer levels the criterion is often multimodal: search f
 
 def _fewest_levels(stats, layout) -> int:
     """The smallest number of levels of a grouping factor (the first factor's padding excluded)."""
-    first = np.asarray(stats.levels[0].ZtZ)
-    used = int(np.count_nonzero(np.trace(first) > 0))
+    first = np.asarray(stats.levels[0].ZtZ)  # (q, q, L)
+    used = int(np.count_nonzero(np.einsum("iil->l", first) > 0))
     return min((used,) + tuple(layout.nlev[1:]))
 
 
