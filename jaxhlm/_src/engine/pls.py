@@ -202,12 +202,7 @@ def objective(theta, stats, layout, reml):
     return criterion(fc.ldL2, fc.Lxx, stats.n, layout.p, reml, stats.logw)
 
 
-def objective_vp(varpar, stats, layout, reml):
-    """Deviance in ``(theta, sigma)`` with beta profiled (lmerTest's ``devfun_vp``):
-    ``log|L|^2 - log|W| + r^2/sigma^2 + n log(2 pi sigma^2)``, plus
-    ``log|L_X|^2 - p log(2 pi sigma^2)`` for REML."""
-    theta, sigma = varpar[:-1], varpar[-1]
-    fc = factorize(theta, stats, layout)
+def _deviance_vp(fc, sigma, stats, layout, reml):
     p = layout.p
     r2 = fc.Lxx[p, p] ** 2
     s2 = sigma**2
@@ -217,9 +212,7 @@ def objective_vp(varpar, stats, layout, reml):
     return dev
 
 
-def beta_and_cov(theta, sigma, stats, layout):
-    """``beta_hat(theta)`` and ``vcov(beta) = sigma^2 (L_X L_X')^{-1}`` (differentiable)."""
-    fc = factorize(theta, stats, layout)
+def _beta_cov(fc, sigma, layout):
     p = layout.p
     Lx = fc.Lxx[:p, :p]
     solve = jax.lax.linalg.triangular_solve
@@ -228,13 +221,69 @@ def beta_and_cov(theta, sigma, stats, layout):
     return beta, sigma**2 * (Li.T @ Li)
 
 
-def vp_derivatives(varpar, stats, layout, reml):
+def objective_vp(varpar, stats, layout, reml):
+    """Deviance in ``(theta, sigma)`` with beta profiled (lmerTest's ``devfun_vp``):
+    ``log|L|^2 - log|W| + r^2/sigma^2 + n log(2 pi sigma^2)``, plus
+    ``log|L_X|^2 - p log(2 pi sigma^2)`` for REML."""
+    return _deviance_vp(factorize(varpar[:-1], stats, layout), varpar[-1], stats, layout, reml)
+
+
+def beta_and_cov(theta, sigma, stats, layout):
+    """``beta_hat(theta)`` and ``vcov(beta) = sigma^2 (L_X L_X')^{-1}`` (differentiable)."""
+    return _beta_cov(factorize(theta, stats, layout), sigma, layout)
+
+
+VP_STEP = 1e-3  # relative step of vp_derivatives' central differences ...
+VP_FLOOR = 1e-2  # ... of |v_i|, at least this (theta = 0 on the boundary)
+
+
+DIFFERENCES_MAX_DENSE = 512  # single fits with a dense block up to this wide: differences (below)
+
+
+def vp_derivatives(varpar, stats, layout, reml, method: str = "auto"):
     """Second-order quantities of Satterthwaite's df at ``varpar = (theta, sigma)``: the Hessian
     ``H`` of :func:`objective_vp`, the Jacobian ``J = dC/d(theta, sigma)`` (p, p, m+1) of
-    ``C = vcov(beta)``, and ``C``; exact (H forward over reverse mode), traceable."""
-    H = jax.jacfwd(jax.grad(objective_vp))(varpar, stats, layout, reml)
-    cov = lambda vp: beta_and_cov(vp[:-1], vp[-1], stats, layout)[1]  # noqa: E731
-    return H, jax.jacrev(cov)(varpar), cov(varpar)
+    ``C = vcov(beta)``, and ``C``; traceable.
+
+    ``method="autodiff"``: exact, ``H`` by forward over reverse mode through the engine and
+    ``J`` by reverse mode. ``method="differences"``: ``H`` from the exact gradient and ``J``
+    from ``C`` by central differences with Richardson's extrapolation,
+    ``(8 (f(v + h_i) - f(v - h_i)) - (f(v + 2 h_i) - f(v - 2 h_i))) / (12 h_i)``,
+    ``h_i = VP_STEP max(|v_i|, VP_FLOOR)`` (relative to each parameter: a slope's theta is often
+    0.01-0.05), error ``O(h^4)``: the df agree with the exact ones to 1e-10 (lmerTest
+    differentiates numerically too). One compiled evaluation of the deviance, its gradient and
+    ``C`` (one factorisation) is mapped over ``v`` and its ``4 (m + 1)`` neighbours, which
+    compiles 2-3x faster than forward over reverse mode (a random-slope model's first summary:
+    2.6 s of compiling) but evaluates the gradient ``4 m + 5`` times instead of about
+    ``2 (m + 1)``. ``"auto"`` (single fits): differences unless the dense block is wider than
+    :data:`DIFFERENCES_MAX_DENSE` (there the evaluations, not the compile, cost the time);
+    batched refits, compiled once for many replicates, use ``"autodiff"``."""
+    if method == "auto":
+        method = "differences" if layout.QD <= DIFFERENCES_MAX_DENSE else "autodiff"
+    if method == "autodiff":
+        H = jax.jacfwd(jax.grad(objective_vp))(varpar, stats, layout, reml)
+        cov = lambda vp: beta_and_cov(vp[:-1], vp[-1], stats, layout)[1]  # noqa: E731
+        return H, jax.jacrev(cov)(varpar), cov(varpar)
+    if method != "differences":
+        raise ValueError(f"method must be 'auto', 'autodiff' or 'differences', got {method!r}")
+    m1 = varpar.shape[0]
+
+    def f(vp):
+        fc = factorize(vp[:-1], stats, layout)
+        return _deviance_vp(fc, vp[-1], stats, layout, reml), _beta_cov(fc, vp[-1], layout)[1]
+
+    h = VP_STEP * jnp.maximum(jnp.abs(varpar), VP_FLOOR)
+    E = jnp.diag(h)
+    pts = jnp.concatenate([varpar[None, :]] + [varpar[None, :] + k * E for k in (1.0, -1.0, 2.0, -2.0)])
+    (_, covs), G = jax.lax.map(jax.value_and_grad(f, has_aux=True), pts)
+
+    def richardson(V, scale):  # (4 D(h) - D(2h)) / 3, D(t) = (v(x + t) - v(x - t)) / (2 t): O(h^4)
+        b = [V[1 + k * m1:1 + (k + 1) * m1] for k in range(4)]
+        return (8.0 * (b[0] - b[1]) - (b[2] - b[3])) / (12.0 * scale)
+
+    H = richardson(G, h[:, None])
+    J = jnp.moveaxis(richardson(covs, h[:, None, None]), 0, -1)
+    return 0.5 * (H + H.T), J, covs[0]
 
 
 class Solution(NamedTuple):

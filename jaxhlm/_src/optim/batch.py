@@ -5,7 +5,8 @@ Each replicate's statistics are the design's with the response columns replaced
 fit (:func:`jaxhlm._src.optim.bfgs.quasi_newton`), started at the fitted theta with the fitted
 model's inverse Hessian (the replicate optima lie close by, so the first steps are nearly
 Newton steps), and, when asked, the exact second derivatives Satterthwaite's df need
-(:func:`jaxhlm._src.infer.satterthwaite.vp_derivatives`, the same function single fits use).
+(:func:`jaxhlm._src.engine.pls.vp_derivatives` by autodiff: compiled once for all replicates,
+where single fits of small models take its differences, which compile faster).
 Replicates run one at a time under ``lax.map`` (fastest on a CPU, ENGINE-NOTES pitfall 6) or
 ``batch_size`` side by side (vmap; the default on accelerators).
 """
@@ -68,7 +69,8 @@ def _replicate(theta0, Hi0, base, ys, flags, layout, reml, maxit):
     shapes = ((m + 1, m + 1), (layout.p, layout.p, m + 1), (layout.p, layout.p))
     zeros = tuple(jnp.zeros(s, theta0.dtype) for s in shapes)
     ok = sat & valid & jnp.isfinite(res["f"])
-    H, J, C = jax.lax.cond(ok, lambda v: pls.vp_derivatives(v, stats, layout, reml), lambda v: zeros, varpar)
+    H, J, C = jax.lax.cond(ok, lambda v: pls.vp_derivatives(v, stats, layout, reml, method="autodiff"),
+                           lambda v: zeros, varpar)
     return {"theta": res["x"], "objective": res["f"], "grad": res["g"], "Lxx": Lxx, "ldL2": res["aux"]["ldL2"],
             "converged": res["converged"] & valid, "iterations": res["it"], "H": H, "J": J, "C": C, "sat_ok": ok}
 
