@@ -104,7 +104,7 @@ SHIFT_RATIO = 100.0  # precondition when a column's |mean| exceeds this many roo
 MAGNITUDE = (1e-30, 1e30)  # ... or its largest |value| lies outside this range
 
 
-def needs_preconditioning(X, w=None) -> bool:
+def needs_preconditioning(X, w=None, icpt=-1) -> bool:
     """Whether the raw cross-products of the columns of ``X`` would lose digits or
     over/underflow: some column (the intercept aside) has ``|mean| > SHIFT_RATIO`` times its
     spread (only with an intercept, whose column centring removes the mean), or a largest
@@ -112,17 +112,37 @@ def needs_preconditioning(X, w=None) -> bool:
     :func:`compute_stats <jaxhlm._src.stats.suffstats.compute_stats>` preconditions the response
     alone (always: the Satterthwaite Hessian in ``(theta, sigma)`` needs ``sigma`` near 1) and
     keeps the raw columns of ``X`` (the same numbers to rounding, and cheaper: they then
-    coincide with the random-effect columns and share their products)."""
+    coincide with the random-effect columns and share their products). ``icpt``: the intercept
+    column if known (None for none; default: looked up)."""
     n, p = X.shape
     wt = None if w is None else np.asarray(w, dtype=np.float64)
     sw = float(n if wt is None else np.sum(wt))
-    icpt = intercept_column(X)
+    if icpt == -1:
+        icpt = intercept_column(X)
     return any(_shifted_or_extreme(X[:, j], wt, sw, icpt is not None) for j in range(p) if j != icpt)
+
+
+def _moments(x, wt, sw, amax):
+    """Weighted mean and mean square of ``x`` (raw sums when ``amax`` is within
+    :data:`MAGNITUDE`'s square root, where they neither overflow nor underflow; else of ``x / amax``,
+    rescaled)."""
+    if 1e-150 < amax < 1e150:
+        m1 = float(x.sum() if wt is None else np.dot(wt, x)) / sw
+        m2 = float(np.dot(x, x) if wt is None else np.dot(wt * x, x)) / sw
+        return m1, m2, 1.0
+    xs = x / amax
+    m1 = float(np.sum(xs) if wt is None else np.dot(wt, xs)) / sw
+    m2 = float(np.dot(xs, xs) if wt is None else np.dot(wt * xs, xs)) / sw
+    return m1, m2, amax
+
+
+def _amax(x) -> float:
+    return max(float(x.max()), -float(x.min())) if x.size else 0.0
 
 
 def _shifted_or_extreme(x, wt, sw, centre: bool) -> bool:
     """``|mean| > SHIFT_RATIO`` spreads (with ``centre``) or ``max|x|`` outside :data:`MAGNITUDE`."""
-    amax = float(np.max(np.abs(x))) if x.size else 0.0
+    amax = _amax(x)
     if not np.isfinite(amax):
         return True  # the preconditioner and the checks after it report it
     if amax == 0.0:
@@ -131,27 +151,29 @@ def _shifted_or_extreme(x, wt, sw, centre: bool) -> bool:
         return True
     if not centre:
         return False
-    xs = x / amax
-    m1 = float(np.sum(xs) if wt is None else np.dot(wt, xs)) / sw
-    m2 = float(np.dot(xs, xs) if wt is None else np.dot(wt * xs, xs)) / sw
+    m1, m2, _ = _moments(x, wt, sw, amax)
     return m2 - m1 * m1 <= (m1 * m1) / SHIFT_RATIO**2  # spread below |mean| / SHIFT_RATIO
 
 
-def response_scaling(X, y, w=None) -> Xform | None:
+def response_scaling(X, y, w=None, icpt=-1) -> Xform | None:
     """The response's share of the preconditioner when ``X`` needs none: ``y / s`` with ``s``
     its root mean square (exact, no centring; a pass over ``y`` alone), or None when ``y``
-    itself has a large mean or an extreme magnitude (then :func:`preconditioner` centres it)."""
+    itself has a large mean or an extreme magnitude (then :func:`preconditioner` centres it).
+    ``icpt`` as for :func:`needs_preconditioning`."""
     n, p = X.shape
     wt = None if w is None else np.asarray(w, dtype=np.float64)
     sw = float(n if wt is None else np.sum(wt))
-    if _shifted_or_extreme(y, wt, sw, intercept_column(X) is not None):
+    if icpt == -1:
+        icpt = intercept_column(X)
+    amax = _amax(y)
+    if not np.isfinite(amax) or (amax > 0 and not MAGNITUDE[0] < amax < MAGNITUDE[1]):
         return None
-    amax = float(np.max(np.abs(y))) if y.size else 0.0
     if not amax > 0:
         return Xform(np.eye(p), np.zeros(p), np.float64(1.0), np.float64(0.0), np.float64(0.0))
-    ys = y / amax
-    ms = float(np.dot(ys, ys) if wt is None else np.dot(wt * ys, ys)) / sw
-    s = amax * np.sqrt(ms)
+    m1, m2, scale = _moments(y, wt, sw, amax)
+    if icpt is not None and m2 - m1 * m1 <= (m1 * m1) / SHIFT_RATIO**2:
+        return None  # shifted: centred by the preconditioner
+    s = scale * np.sqrt(m2)
     return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(s * s * sw))
 
 
@@ -161,10 +183,11 @@ def precondition_xy(X, y, w, on: bool, columns: bool | None = None):
     columns of ``X`` when ``columns`` (None: where :func:`needs_preconditioning` says so)."""
     if not on:
         return None, X, y
+    icpt = intercept_column(X)
     if columns is None:
-        columns = needs_preconditioning(X, w)
+        columns = needs_preconditioning(X, w, icpt)
     if not columns:
-        xform = response_scaling(X, y, w)
+        xform = response_scaling(X, y, w, icpt)
         if xform is not None:
             return xform, X, y / xform.s
     xform = preconditioner(X, y, w, columns=columns)
