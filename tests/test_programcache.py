@@ -248,3 +248,25 @@ def test_no_cache_means_plain_jit(tmp_path, monkeypatch):
     np.testing.assert_array_equal(programcache.call(f, "nocache_test", (np.ones(2),), {}), [2.0, 2.0])
     assert not (tmp_path / "programs").exists()
     programcache.clear_memory()
+
+
+def test_static_arguments_given_by_position_are_cached(tmp_path, monkeypatch):
+    """``f(x, 3)`` for ``jit(f, static_argnames=("k",))`` is stored and reused like ``f(x, k=3)``
+    (batched refits passed their layout by position and compiled in every new process)."""
+    _fresh(tmp_path, monkeypatch)
+
+    def power_sum(x, k, scale=1.0):
+        return jnp.sum(x ** k) * scale
+
+    f = programcache.jit(power_sum, static_argnames=("k",))
+    x = np.arange(4.0)
+    assert float(f(x, 3)) == 36.0
+    (path,) = _programs(tmp_path)
+    assert float(f(x, k=3)) == 36.0 and _programs(tmp_path) == [path]  # the same entry
+    assert float(f(x, 2)) == 14.0 and len(_programs(tmp_path)) == 2
+    programcache.clear_memory()
+    mtime = os.path.getmtime(path)
+    assert float(f(x, 3)) == 36.0 and os.path.getmtime(path) == mtime  # read back, not rebuilt
+    g = programcache.jit(lambda x, k, y: jnp.sum(x ** k) + y, static_argnames=("k",))
+    assert float(g(x, 2, np.float64(1.0))) == 15.0  # a dynamic argument after a static one: plain jit
+    programcache.clear_memory()

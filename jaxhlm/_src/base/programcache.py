@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import os
 import threading
 
@@ -133,9 +134,10 @@ class CachedJit:
     """``jax.jit(fun, **kw)`` with jaxhlm's XLA options and its disk cache of executables.
 
     The backend is looked up at the first call, not at import (importing jaxhlm does not start
-    a JAX backend); one ``jax.jit`` object is kept per backend. Calls with static arguments
-    given by name (``static_argnames``) go through the cache; other calls, or a function with
-    ``static_argnums``, use the ``jax.jit`` object.
+    a JAX backend); one ``jax.jit`` object is kept per backend. Calls whose static arguments
+    (``static_argnames``) are given by name, or by position after all the array arguments, go
+    through the cache; other calls, or a function with ``static_argnums``, use the ``jax.jit``
+    object.
     """
 
     def __init__(self, fun, kwargs):
@@ -147,6 +149,11 @@ class CachedJit:
         self._static = frozenset([names] if isinstance(names, str) else names)
         self._cacheable = not kwargs.get("static_argnums") and not kwargs.get("donate_argnums")
         self._name = f"{getattr(fun, '__module__', '?')}.{getattr(fun, '__qualname__', repr(fun))}"
+        try:  # positions of the static arguments, so that positional static arguments are cached too
+            params = list(inspect.signature(fun).parameters)
+            self._static_pos = tuple((i, nm) for i, nm in enumerate(params) if nm in self._static)
+        except (TypeError, ValueError):
+            self._static_pos = ()
         if self._extra:  # the same function with other options is another program
             self._name += repr(sorted(self._extra.items()))
         functools.update_wrapper(self, fun)
@@ -177,6 +184,14 @@ class CachedJit:
         j = self.jitted()
         if not self._cacheable:
             return j(*args, **kwargs)
+        if self._static_pos and len(args) > self._static_pos[0][0]:
+            # static arguments given by position (f(x, layout)) are passed by name, so the call
+            # is cached (they reached the plain jax.jit and compiled in every new process)
+            first, pos = self._static_pos[0][0], dict(self._static_pos)
+            if not all(i in pos for i in range(first, len(args))):
+                return j(*args, **kwargs)  # a static argument among array ones: plain jax.jit
+            kwargs = {**kwargs, **{pos[i]: args[i] for i in range(first, len(args))}}
+            args = args[:first]
         static = {k: v for k, v in kwargs.items() if k in self._static}
         dyn = {k: v for k, v in kwargs.items() if k not in self._static}
         return _cached_call(j, self._nested, self._name, args, dyn, static)
