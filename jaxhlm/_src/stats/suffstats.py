@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .fillmap import PairFill, ScalarFill, pair_fill, scalar_fill
 from .layout import Layout, bucket
 from .xform import _PRECONDITION
 from .xform import Xform
@@ -66,24 +67,6 @@ class Pairs(NamedTuple):
     C: object
     a: object
     row: object
-
-
-class ScalarFill(NamedTuple):
-    """``Z_D'Z_A W Z_A'Z_D`` for scalar ``W_a`` as a sparse map: upper-triangle entries with
-    flat destination ``d`` (sorted), A level ``a`` and value ``v``: ``sum_m v_m W[a_m] e_{d_m}``."""
-
-    d: object
-    a: object
-    v: object
-
-
-class PairFill(NamedTuple):
-    """Pairs of pairs sharing an A level, for dense factors ``f <= g``: per (f, g) the pair
-    indices ``i``, ``j`` and the flat destination ``d`` of the block's (0, 0) entry (sorted)."""
-
-    i: tuple
-    j: tuple
-    d: tuple
 
 
 class Stats(NamedTuple):
@@ -196,147 +179,6 @@ def _pair_list(codes_a, codes_f, Lf: int, Zf, ZA, w) -> tuple:
     return C, ukey // Lf, ukey % Lf
 
 
-def _pairs_of_pairs(a_f: np.ndarray, a_g: np.ndarray) -> tuple:
-    """All (k, k') with ``a_f[k] == a_g[k']`` (indices into the two pair lists)."""
-    of = np.argsort(a_f, kind="stable")
-    og = np.argsort(a_g, kind="stable")
-    af, ag = a_f[of], a_g[og]
-    keys = np.union1d(af, ag)
-    sf = np.searchsorted(af, keys, "left"), np.searchsorted(af, keys, "right")
-    sg = np.searchsorted(ag, keys, "left"), np.searchsorted(ag, keys, "right")
-    cf, cg = sf[1] - sf[0], sg[1] - sg[0]
-    tot = cf * cg
-    m = int(tot.sum())
-    if m == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    grp = np.repeat(np.arange(len(keys)), tot)
-    local = np.arange(m) - np.repeat(np.cumsum(tot) - tot, tot)
-    return of[sf[0][grp] + local // cg[grp]], og[sg[0][grp] + local % cg[grp]]
-
-
-def _upper_pairs(a: np.ndarray) -> tuple:
-    """All ``(k, k')`` with ``k <= k'`` and ``a[k] == a[k']``, for sorted ``a`` (int32 when the
-    indices fit: these lists are the largest arrays of a crossed fit)."""
-    K = len(a)
-    it = _index_type(K)
-    if K == 0:
-        return np.zeros(0, it), np.zeros(0, it)
-    start = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
-    size = np.diff(np.r_[start, K])
-    pos = np.arange(K, dtype=it) - np.repeat(start, size).astype(it)
-    emit = np.repeat(size, size).astype(it) - pos
-    i = np.repeat(np.arange(K, dtype=it), emit)
-    # j = i + (position within i's run of emits)
-    first = np.cumsum(emit, dtype=np.int64) - emit
-    j = np.arange(len(i), dtype=np.int64)
-    j -= np.repeat(first, emit)
-    j += i
-    return i, j.astype(it, copy=False)
-
-
-def _index_type(limit: int):
-    return np.int32 if limit < 2**31 else np.int64
-
-
-def _bits(n: int) -> int:
-    return max(int(n) - 1, 1).bit_length()
-
-
-def _sort_fill(d, lev, val, n_dest: int, n_lev: int, it):
-    """``(d, lev, val)`` sorted by ``d``, ties in their order (stable).
-
-    The keys are packed into one int64 with the level and the position, ``d | lev | k``, and
-    sorted once: the sorted destinations and levels are read off the keys and only the values
-    are gathered (not at all when they are all 1, as for unit columns). 4x faster than
-    ``argsort`` and three gathers for the tens of millions of entries of a large crossed fill
-    map. Entries of one destination have distinct levels, so ``(d, lev)`` ties are ties of
-    ``d`` in level order, which is the order they were generated in."""
-    m = len(d)
-    bk, bl, bd = _bits(m), _bits(n_lev), _bits(n_dest)
-    ones = val is None
-    if bd + bl + (0 if ones else bk) <= 63:
-        key = d.astype(np.int64) << (bl + (0 if ones else bk))
-        key |= lev.astype(np.int64) << (0 if ones else bk)
-        if not ones:
-            key |= np.arange(m, dtype=np.int64)
-        key.sort()
-        sh = 0 if ones else bk
-        D = (key >> (bl + sh)).astype(it)
-        A = ((key >> sh) & ((1 << bl) - 1)).astype(it)
-        V = np.ones(m) if ones else val[key & ((1 << bk) - 1)]
-        return D, A, V
-    order = np.argsort(d, kind="stable")
-    return d[order].astype(it), lev[order].astype(it), (np.ones(m) if ones else val[order])
-
-
-def _scalar_fill(pairs: list, layout: Layout) -> ScalarFill:
-    """Upper triangle of ``sum_a W_a c_a c_a'`` (``c_a``: the ``Z_D'Z_A`` column of level a) as
-    entries (destination, level, value), sorted by destination: one gather and one sorted
-    segment sum per evaluation (2.5x faster per evaluation than unsorted destinations).
-
-    The pair lists are sorted by A level, then by row (:func:`_pair_list`), so within one dense
-    factor ``k < k'`` of the same level has row ``r_k + q <= r_k'``: only the pairs ``k = k'``
-    need the test ``r <= c``; across factors the later factor's rows come after."""
-    QD = layout.QD
-    it = _index_type(QD * QD)
-    ones = all(np.all(C == 1.0) for C, _, _ in pairs)  # unit columns: every value is 1
-    dests, levels, vals = [], [], []
-    for x, (Cf, af, rf) in enumerate(pairs):
-        f = layout.dense_factors[x]
-        for y in range(x, len(pairs)):
-            Cg, ag, rg = pairs[y]
-            g = layout.dense_factors[y]
-            i, j = _upper_pairs(af) if y == x else _pairs_of_pairs(af, ag)
-            ri, cj, ai = rf.astype(it)[i], rg.astype(it)[j], af.astype(it)[i]
-            strict = (i < j) if y == x else None
-            for r_ in range(layout.q[f]):
-                for c_ in range(layout.q[g]):
-                    keep = strict if (y == x and r_ > c_) else None
-                    pick = (lambda v: v) if keep is None else (lambda v: v[keep])  # noqa: E731
-                    d = pick(ri) * it(QD)
-                    d += pick(cj)
-                    d += it(r_ * QD + c_)
-                    dests.append(d)
-                    levels.append(pick(ai))
-                    if not ones:
-                        vals.append(pick(Cf[r_, 0][i]) * pick(Cg[c_, 0][j]))
-            del i, j, ri, cj, ai, strict
-    cat = lambda parts: parts[0] if len(parts) == 1 else np.concatenate(parts)  # noqa: E731
-    d, lev = cat(dests), cat(levels)
-    del dests, levels
-    D0, A0, V0 = _sort_fill(d, lev, None if ones else cat(vals), QD * QD, layout.nlev[0], it)
-    del d, lev, vals
-    m, mp = len(D0), bucket(len(D0))
-    D = np.full(mp, QD * QD - 1, it)
-    A = np.zeros(mp, it)
-    V = np.zeros(mp)
-    D[:m], A[:m], V[:m] = D0, A0, V0
-    return ScalarFill(D, A, V)
-
-
-def _pair_fill(pairs: list, layout: Layout) -> PairFill:
-    """Pairs of pairs for every ``f <= g`` (all orders for ``f == g``), sorted by destination."""
-    QD = layout.QD
-    I, Jl, Dl = [], [], []
-    for x, (Cf, af, rf) in enumerate(pairs):
-        for y in range(x, len(pairs)):
-            Cg, ag, rg = pairs[y]
-            i, j = _pairs_of_pairs(af, ag)
-            dest = rf[i] * QD + rg[j]
-            order = np.argsort(dest, kind="stable")
-            i, j, dest = i[order], j[order], dest[order]
-            m, mp = len(i), bucket(len(i))
-            ip, jp = np.zeros(mp, np.int64), np.zeros(mp, np.int64)
-            dp = np.full(mp, QD * QD, np.int64)  # padding entries fall outside and are dropped
-            ip[:m], jp[:m], dp[:m] = i, j, dest
-            I.append(ip)
-            Jl.append(jp)
-            Dl.append(dp)
-    return PairFill(tuple(I), tuple(Jl), tuple(Dl))
-
-
-# ---------------------------------------------------------------------------------------------
-# the statistics
 # ---------------------------------------------------------------------------------------------
 def y_columns(design, y=None, offset=True) -> np.ndarray:
     """The response the engine sees: ``y`` (default ``design.y``) less the offset."""
@@ -437,7 +279,7 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
     for C, a, row in pairs:
         Kp = bucket(len(a))
         padded.append(Pairs(_pad_last(C, Kp), _pad_last(a, Kp), _pad_last(row, Kp)))
-    fill = _scalar_fill(pairs, layout) if plan.fill == "scalar" else _pair_fill(pairs, layout)
+    fill = scalar_fill(pairs, layout) if plan.fill == "scalar" else pair_fill(pairs, layout)
     return Stats(**out, coupling=tuple(padded), fill=fill)
 
 

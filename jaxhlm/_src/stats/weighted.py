@@ -35,9 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .fillmap import ScalarFill, pairs_of_pairs, upper_pairs
 from .layout import Layout
-from .suffstats import (Dense, DenseCoupling, Level, Link, Pairs, ScalarFill, Stats, _pairs_of_pairs, _upper_pairs,
-                        compute_stats, factor_Z)
+from .suffstats import Dense, DenseCoupling, Level, Link, Pairs, Stats, compute_stats, factor_Z
 
 __all__ = ["WeightedOp", "build_weighted_op", "weighted_stats", "weighted_stats_wz", "linear_predictor_re",
            "re_transpose"]
@@ -78,7 +78,7 @@ def _scalar_fill_sources(pairs_raw, layout: Layout, template: ScalarFill, sizes:
         for y in range(x, len(pairs_raw)):
             Cg, ag, rg = pairs_raw[y]
             g = layout.dense_factors[y]
-            i, j = _upper_pairs(af) if y == x else _pairs_of_pairs(af, ag)
+            i, j = upper_pairs(af) if y == x else pairs_of_pairs(af, ag)
             for r_ in range(layout.q[f]):
                 r = rf[i] + r_
                 for c_ in range(layout.q[g]):
