@@ -35,7 +35,7 @@ def _factor_program(theta, stats, layout):
 
 
 def _crossed(fc, theta, stats, layout, nlev) -> list:
-    from ..stats.suffstats import _pairs_of_pairs
+    from ..stats.fillmap import pairs_of_pairs
 
     MD = np.asarray(fc.MD)
     Ts = layout.T_arrays(theta)
@@ -67,7 +67,7 @@ def _crossed(fc, theta, stats, layout, nlev) -> list:
                 pg = stats.coupling[y]
                 Cg, ag, rg = np.asarray(pg.C), np.asarray(pg.a), np.asarray(pg.row)
                 okf, okg = np.any(Cf != 0, axis=(0, 1)), np.any(Cg != 0, axis=(0, 1))
-                i, j = _pairs_of_pairs(np.where(okf, af, -1), np.where(okg, ag, -2))
+                i, j = pairs_of_pairs(np.where(okf, af, -1), np.where(okg, ag, -2))
                 if i.size == 0:
                     continue
                 rows = rf[i][:, None] + np.arange(layout.q[f])[None, :]

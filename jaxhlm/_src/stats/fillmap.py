@@ -122,7 +122,8 @@ def scalar_fill(pairs: list, layout: Layout) -> ScalarFill:
     entries (destination, level, value), sorted by destination: one gather and one sorted
     segment sum per evaluation (2.5x faster per evaluation than unsorted destinations).
 
-    The pair lists are sorted by A level, then by row (:func:`~jaxhlm._src.stats.suffstats._pair_list`), so within one dense
+    The pair lists are sorted by A level, then by row
+    (:func:`~jaxhlm._src.stats.suffstats._pair_list`), so within one dense
     factor ``k < k'`` of the same level has row ``r_k + q <= r_k'``: only the pairs ``k = k'``
     need the test ``r <= c``; across factors the later factor's rows come after."""
     QD = layout.QD
