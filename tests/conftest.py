@@ -50,6 +50,20 @@ def load_data(name: str) -> pd.DataFrame:
     raise FileNotFoundError(name)
 
 
+def dense_Z(design, f: int):
+    """The dense ``Z`` of factor ``f`` of a design (rows x levels * q), for checks of the blocked
+    statistics against plain matrix products."""
+    import numpy as np
+
+    fac = design.factors[f]
+    Zf = np.concatenate([td.Z for td in design.terms if td.factor == f], axis=1)
+    q = Zf.shape[1]
+    Z = np.zeros((design.n, fac.nlevels * q))
+    for j in range(q):
+        Z[np.arange(design.n), fac.codes * q + j] = Zf[:, j]
+    return Z
+
+
 def reference_data(ref: dict) -> pd.DataFrame:
     """The data of a reference case as R saw it: numeric columns R used as factors become
     categoricals (R's factor(): levels sorted numerically); string columns are left as they are

@@ -8,20 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import dense_Z
+
 from jaxhlm._src.design.build import build_design
 from jaxhlm._src.stats.fillmap import sort_fill
 from jaxhlm._src.stats.layout import Plan, build_layout
 from jaxhlm._src.stats.suffstats import compute_stats
 
-
-def _dense_Z(d, f):
-    fac = d.factors[f]
-    Zf = np.concatenate([td.Z for td in d.terms if td.factor == f], axis=1)
-    q = Zf.shape[1]
-    Z = np.zeros((d.n, fac.nlevels * q))
-    for j in range(q):
-        Z[np.arange(d.n), fac.codes * q + j] = Zf[:, j]
-    return Z
 
 
 @pytest.mark.parametrize("unit", [True, False])
@@ -49,8 +42,8 @@ def test_scalar_fill_map_equals_the_dense_fill(unit):
     W = rng.uniform(0.1, 1.0, lay.nlev[0])
     QD = lay.QD
     U = np.bincount(D, weights=V * W[A], minlength=QD * QD)[:QD * QD].reshape(QD, QD)
-    ZA = _dense_Z(d, 0)
-    ZD = np.concatenate([_dense_Z(d, f) for f in lay.dense_factors], axis=1)
+    ZA = dense_Z(d, 0)
+    ZD = np.concatenate([dense_Z(d, f) for f in lay.dense_factors], axis=1)
     w = np.ones(n) if d.weights is None else d.weights
     C = ZD.T @ (w[:, None] * ZA)  # (QD, J)
     full = (C * W[None, :ZA.shape[1]]) @ C.T

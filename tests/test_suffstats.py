@@ -7,22 +7,13 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import fit_case, load_data
+from conftest import dense_Z, fit_case, load_data
 
 from jaxhlm._src.design.build import build_design
 from jaxhlm._src.stats.layout import Plan, build_layout
 from jaxhlm._src.stats.response import base_y_stats, with_y, y_operator, y_stats
 from jaxhlm._src.stats.suffstats import compute_stats, transform_xy
 
-
-def _dense_Z(d, f):
-    fac = d.factors[f]
-    Zf = np.concatenate([td.Z for td in d.terms if td.factor == f], axis=1)
-    q = Zf.shape[1]
-    Z = np.zeros((d.n, fac.nlevels * q))
-    for j in range(q):
-        Z[np.arange(d.n), fac.codes * q + j] = Zf[:, j]
-    return Z
 
 
 def test_statistics_equal_dense_cross_products_with_weights():
@@ -37,7 +28,7 @@ def test_statistics_equal_dense_cross_products_with_weights():
         Xy = np.column_stack([d.X, d.y])
         np.testing.assert_allclose(st.XytXy, Xy.T @ (w[:, None] * Xy), rtol=1e-12)
         assert float(st.logw) == pytest.approx(np.sum(np.log(w)))
-        ZA, ZD = _dense_Z(d, 0), _dense_Z(d, 1)
+        ZA, ZD = dense_Z(d, 0), dense_Z(d, 1)
         np.testing.assert_allclose(st.levels[0].ZtZ[0, 0, :24], np.diag(ZA.T @ (w[:, None] * ZA)), rtol=1e-12)
         np.testing.assert_allclose(st.dense.ZtZ, ZD.T @ (w[:, None] * ZD), rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(st.dense.ZtXy, ZD.T @ (w[:, None] * Xy), rtol=1e-12)
