@@ -23,7 +23,7 @@ import numpy as np
 
 from .layout import Layout, bucket
 
-__all__ = ["ScalarFill", "PairFill", "scalar_fill", "pair_fill", "upper_pairs", "pairs_of_pairs", "sort_fill"]
+__all__ = ["ScalarFill", "PairFill", "fill_entries", "scalar_fill", "pair_fill", "upper_pairs", "pairs_of_pairs", "sort_fill"]
 
 
 class ScalarFill(NamedTuple):
@@ -117,44 +117,56 @@ def sort_fill(d, lev, val, n_dest: int, n_lev: int, it):
     return d[order].astype(it), lev[order].astype(it), (np.ones(m) if ones else val[order])
 
 
-def scalar_fill(pairs: list, layout: Layout) -> ScalarFill:
-    """Upper triangle of ``sum_a W_a c_a c_a'`` (``c_a``: the ``Z_D'Z_A`` column of level a) as
-    entries (destination, level, value), sorted by destination: one gather and one sorted
-    segment sum per evaluation (2.5x faster per evaluation than unsorted destinations).
+def fill_entries(pairs: list, layout: Layout):
+    """The upper-triangle entries of ``sum_a c_a W_a c_a'`` block by block, in the fill map's
+    generation order: yields ``(x, y, r_, c_, i, j)`` for dense factors ``x <= y`` and their
+    columns ``r_``, ``c_``, with ``i``, ``j`` the indices of the two pairs (into the pair lists
+    ``pairs[x]``, ``pairs[y]``) of each entry, whose row is ``rows_x[i] + r_`` and column
+    ``rows_y[j] + c_``. The one owner of that order (:func:`scalar_fill`, and the weighted
+    statistics' sources of each entry).
 
     The pair lists are sorted by A level, then by row
-    (:func:`~jaxhlm._src.stats.suffstats._pair_list`), so within one dense
-    factor ``k < k'`` of the same level has row ``r_k + q <= r_k'``: only the pairs ``k = k'``
-    need the test ``r <= c``; across factors the later factor's rows come after."""
-    QD = layout.QD
-    it = _index_type(QD * QD)
-    ones = all(np.all(C == 1.0) for C, _, _ in pairs)  # unit columns: every value is 1
-    dests, levels, vals = [], [], []
-    for x, (Cf, af, rf) in enumerate(pairs):
+    (:func:`~jaxhlm._src.stats.suffstats._pair_list`), so within one dense factor ``k < k'`` of
+    the same level has row ``r_k + q <= r_k'``: only the pairs ``k = k'`` need the test
+    ``r <= c`` (kept when ``r_ <= c_``); across factors the later factor's rows come after."""
+    for x, (_, af, _) in enumerate(pairs):
         f = layout.dense_factors[x]
         for y in range(x, len(pairs)):
-            Cg, ag, rg = pairs[y]
             g = layout.dense_factors[y]
-            i, j = upper_pairs(af) if y == x else pairs_of_pairs(af, ag)
-            ri, cj, ai = rf.astype(it)[i], rg.astype(it)[j], af.astype(it)[i]
+            i, j = upper_pairs(af) if y == x else pairs_of_pairs(af, pairs[y][1])
             strict = (i < j) if y == x else None
             for r_ in range(layout.q[f]):
                 for c_ in range(layout.q[g]):
-                    keep = strict if (y == x and r_ > c_) else None
-                    pick = (lambda v: v) if keep is None else (lambda v: v[keep])  # noqa: E731
-                    d = pick(ri) * it(QD)
-                    d += pick(cj)
-                    d += it(r_ * QD + c_)
-                    dests.append(d)
-                    levels.append(pick(ai))
-                    if not ones:
-                        vals.append(pick(Cf[r_, 0][i]) * pick(Cg[c_, 0][j]))
-            del i, j, ri, cj, ai, strict
+                    if y == x and r_ > c_:
+                        yield x, y, r_, c_, i[strict], j[strict]
+                    else:
+                        yield x, y, r_, c_, i, j
+
+
+def scalar_fill(pairs: list, layout: Layout) -> ScalarFill:
+    """Upper triangle of ``sum_a W_a c_a c_a'`` (``c_a``: the ``Z_D'Z_A`` column of level a) as
+    entries (destination, level, value) in :func:`fill_entries`' order, sorted by destination:
+    one gather and one sorted segment sum per evaluation (2.5x faster per evaluation than
+    unsorted destinations)."""
+    QD = layout.QD
+    it = _index_type(QD * QD)
+    ones = all(np.all(C == 1.0) for C, _, _ in pairs)  # unit columns: every value is 1
+    rows = [r.astype(it) for _, _, r in pairs]
+    levs = [a.astype(it) for _, a, _ in pairs]
+    dests, levels, vals = [], [], []
+    for x, y, r_, c_, i, j in fill_entries(pairs, layout):
+        d = rows[x][i] * it(QD)
+        d += rows[y][j]
+        d += it(r_ * QD + c_)
+        dests.append(d)
+        levels.append(levs[x][i])
+        if not ones:
+            vals.append(pairs[x][0][r_, 0][i] * pairs[y][0][c_, 0][j])
     cat = lambda parts: parts[0] if len(parts) == 1 else np.concatenate(parts)  # noqa: E731
-    d, lev = cat(dests), cat(levels)
+    d, lv = cat(dests), cat(levels)
     del dests, levels
-    D0, A0, V0 = sort_fill(d, lev, None if ones else cat(vals), QD * QD, layout.nlev[0], it)
-    del d, lev, vals
+    D0, A0, V0 = sort_fill(d, lv, None if ones else cat(vals), QD * QD, layout.nlev[0], it)
+    del d, lv, vals
     m, mp = len(D0), bucket(len(D0))
     D = np.full(mp, QD * QD - 1, it)
     A = np.zeros(mp, it)

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .fillmap import ScalarFill, pairs_of_pairs, upper_pairs
+from .fillmap import ScalarFill, fill_entries
 from .layout import Layout
 from .suffstats import Dense, DenseCoupling, Level, Link, Pairs, Stats, compute_stats, factor_Z
 
@@ -69,24 +69,15 @@ class WeightedOp(NamedTuple):
 def _scalar_fill_sources(pairs_raw, layout: Layout, template: ScalarFill, sizes: list):
     """For each scalar-fill entry of ``template`` (in its order), the flat indices of the two
     pair values whose product it is (into the concatenated ``(q_f, Kp_f)`` pair values, ``sizes``
-    the padded ``Kp_f``); the order is reproduced as ``compute_stats`` builds it."""
+    the padded ``Kp_f``), generated in :func:`~jaxhlm._src.stats.fillmap.fill_entries`' order
+    as the map itself."""
     QD = layout.QD
     base = np.concatenate([[0], np.cumsum([layout.q[f] * k for f, k in zip(layout.dense_factors, sizes)])])
     dests, s1, s2 = [], [], []
-    for x, (Cf, af, rf) in enumerate(pairs_raw):
-        f = layout.dense_factors[x]
-        for y in range(x, len(pairs_raw)):
-            Cg, ag, rg = pairs_raw[y]
-            g = layout.dense_factors[y]
-            i, j = upper_pairs(af) if y == x else pairs_of_pairs(af, ag)
-            for r_ in range(layout.q[f]):
-                r = rf[i] + r_
-                for c_ in range(layout.q[g]):
-                    c = rg[j] + c_
-                    keep = r <= c
-                    dests.append(r[keep] * QD + c[keep])
-                    s1.append(base[x] + r_ * sizes[x] + i[keep])
-                    s2.append(base[y] + c_ * sizes[y] + j[keep])
+    for x, y, r_, c_, i, j in fill_entries(pairs_raw, layout):  # the fill map's own order
+        dests.append((pairs_raw[x][2][i] + r_) * QD + pairs_raw[y][2][j] + c_)
+        s1.append(base[x] + r_ * sizes[x] + i)
+        s2.append(base[y] + c_ * sizes[y] + j)
     d = np.concatenate(dests)
     order = np.argsort(d, kind="stable")
     m, mp = len(d), len(np.asarray(template.d))
