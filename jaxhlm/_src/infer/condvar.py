@@ -113,15 +113,20 @@ def _chain(fc, stats, layout, nlev) -> list:
 
 def _relative(model) -> list:
     """Per factor: ``(nlevels, q_f, q_f)`` blocks of ``Var(b | y) / sigma^2``."""
-    layout, stats = model.layout, model.stats
-    theta = np.asarray(model.opt.theta, dtype=np.float64)
+    layout = model.layout
+    theta, stats = model.search_point
+    theta = np.asarray(theta, dtype=np.float64)
     fc = jax.device_get(_factor_program(theta, stats, layout))
     nlev = [f.nlevels for f in model.design.factors]
     if layout.plan.kind == "crossed":
         out = _crossed(fc, theta, stats, layout, nlev)
     else:
         out = _chain(fc, stats, layout, nlev)
-    return [np.asarray(o)[:L] for o, L in zip(out, nlev)]
+    out = [np.asarray(o)[:L] for o, L in zip(out, nlev)]
+    search = getattr(model.opt, "search", None)
+    if search is not None:  # blocks of the centred terms: V = M V_c M' (optim/recentre.py)
+        out = [M @ o @ M.T for M, o in zip(search.M, out)]
+    return out
 
 
 def ranef_condvar(model) -> dict:

@@ -34,6 +34,27 @@ def profile_param_names(model) -> tuple:
     return short, long_
 
 
+def _profile_intervals(model, idx, allnames, level):
+    """Profile intervals; for a fit searched with centred random-effect columns
+    (:mod:`jaxhlm._src.optim.recentre`), those of the quantities centring leaves unchanged (fixed
+    effects, sigma, the slopes' SDs and correlations) are profiled on the centred twin, whose
+    statistics are well conditioned; the others (the intercept's SD and correlations, defined
+    by the user's columns) in the user's columns."""
+    twin = model.centred_twin() if hasattr(model, "centred_twin") else None
+    if twin is None:
+        return _profile_ci(model, idx, allnames, level)
+    from ..optim.recentre import variant_theta
+
+    search = model.opt.search
+    variant = variant_theta(model.layout, model.design, list(search.shifts))
+    own = [k for k, i in enumerate(idx) if i < len(variant) and variant[i]]
+    lo, hi = np.full(len(idx), np.nan), np.full(len(idx), np.nan)
+    for pos, m in ((own, model), ([k for k in range(len(idx)) if k not in own], twin)):
+        if pos:
+            lo[pos], hi[pos] = _profile_ci(m, [idx[k] for k in pos], allnames, level)
+    return lo, hi
+
+
 def _colnames(level):
     a = (1 - level) / 2
     return [f"{100 * a:.3g} %", f"{100 * (1 - a):.3g} %"]
@@ -131,7 +152,7 @@ def confint(model, parm=None, level: float = 0.95, method: str = "profile", **kw
     if meth == "wald":
         lo, hi = _wald(model, idx, allnames, level)
     else:
-        lo, hi = _profile_ci(model, idx, allnames, level)
+        lo, hi = _profile_intervals(model, idx, allnames, level)
     out = pd.DataFrame({c: v for c, v in zip(_colnames(level), (lo, hi))}, index=[allnames[i] for i in idx])
     out.attrs["names_long"] = [longnames[i] for i in idx]
     out.attrs["method"] = meth

@@ -103,8 +103,9 @@ def satterthwaite_parts(model) -> dict:
     from ..base import programcache  # (a new process reuses the traced program)
 
     xf = model.xform  # the engine's variance parameters are (theta, sigma / s)
-    varpar = np.concatenate([np.asarray(model.opt.theta, dtype=np.float64), [model.sigma / float(xf.s)]])
-    args = (varpar, model.stats)
+    theta, stats = model.search_point  # df do not depend on how the covariance is written
+    varpar = np.concatenate([np.asarray(theta, dtype=np.float64), [model.sigma / float(xf.s)]])
+    args = (varpar, stats)
     H_c, J_c, C_c = jax.device_get(programcache.call(_vp_program, "vp_derivatives", args,
                                                      {"layout": model.layout, "reml": bool(model.reml)}))
     H_c = 0.5 * (np.asarray(H_c) + np.asarray(H_c).T)

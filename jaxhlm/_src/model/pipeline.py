@@ -18,6 +18,7 @@ import numpy as np
 from ..base.errors import ArgumentError, ConvergenceWarning, SingularFitWarning, warn
 from ..design.build import build_design
 from ..optim.fit import optimize
+from ..optim.recentre import fit_recentred
 from ..stats.layout import build_layout, theta_names
 from ..stats.suffstats import compute_stats
 from .state import FitState
@@ -83,7 +84,11 @@ def mk_model(design, layout, stats, reml, opt, timings=None, name=None, cls=FitS
 def fit_design(design, layout, stats, reml, start=None, name=None, cls=FitState, timings=None):
     """Optimise and build the model for a design whose statistics are known."""
     t0 = time.perf_counter()
-    opt = optimize_lmer(stats, layout, reml, start=start, names=theta_names(design))
+    names = theta_names(design)
+    # random-effect columns with a large mean: searched centred, mapped back (optim/recentre.py)
+    opt = fit_recentred(design, layout, stats, bool(reml), names=names, start=check_start(start, layout))
+    if opt is None:
+        opt = optimize_lmer(stats, layout, reml, start=start, names=names)
     tm = dict(timings or {})
     tm["optimize"] = time.perf_counter() - t0
     return mk_model(design, layout, stats, reml, opt, tm, name=name, cls=cls)

@@ -264,9 +264,13 @@ class FitState:
     @functools.cached_property
     def factor_modes(self) -> list:
         """Conditional modes per factor as arrays of shape ``(nlevels, q_f)`` (computed on first use)."""
-        bs = conditional_modes(self.opt.theta, self.stats, self.layout)
+        theta, stats = self.search_point
+        bs = conditional_modes(theta, stats, self.layout)
+        search = getattr(self.opt, "search", None)
+        if search is not None:  # modes of the centred terms: b = M b_c (optim/recentre.py)
+            bs = [M @ np.asarray(b) for M, b in zip(search.M, bs)]
         s = float(self.xform.s)  # the modes of the scaled response
-        return [s * b.T[:fac.nlevels] for b, fac in zip(bs, self.design.factors)]
+        return [s * np.asarray(b).T[:fac.nlevels] for b, fac in zip(bs, self.design.factors)]
 
     def factor_colnames(self, f: int) -> list:
         """Random-effect column names of factor ``f`` (its terms' columns in order)."""
@@ -343,8 +347,32 @@ class FitState:
     # ------------------------------------------------------------------ diagnostics
     @property
     def is_singular(self) -> bool:
-        """lme4's ``isSingular``: a diagonal element of theta within 1e-4 of its bound 0."""
-        return self.layout.singular(self.opt.theta)
+        """lme4's ``isSingular``: a diagonal element of theta within 1e-4 of its bound 0 (of the
+        centred terms' theta where the fit searched random-effect columns centred: a large shift of
+        a slope's column alone puts a diagonal element of theta near 0)."""
+        return self.layout.singular(self.search_point[0])
+
+    @property
+    def search_point(self) -> tuple:
+        """``(theta, stats)`` of the parametrisation the fit searched: the model's own, or for a
+        fit whose random-effect columns were centred (:mod:`jaxhlm._src.optim.recentre`) the
+        centred terms' (exact there; quantities that do not depend on how the covariance is
+        written, such as Satterthwaite's df, are computed from it)."""
+        search = getattr(self.opt, "search", None)
+        return (self.opt.theta, self.stats) if search is None else (search.theta, search.stats)
+
+    def centred_twin(self):
+        """For a fit whose random-effect columns were searched centred: the fit of the centred
+        design as a model of its own (same class; its theta is the search's), else None.
+        Profiles of quantities that centring leaves unchanged run on it."""
+        search = getattr(self.opt, "search", None)
+        if search is None:
+            return None
+        from ..optim.recentre import centred_design
+
+        design = centred_design(self.design, list(search.shifts))
+        opt = self.opt._replace(theta=search.theta, search=None)
+        return type(self)(design, self.layout, search.stats, self.reml, opt, self.timings, self.name)
 
     @property
     def converged(self) -> bool:

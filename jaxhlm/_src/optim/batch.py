@@ -32,7 +32,9 @@ __all__ = ["RefitSpec", "refit_batches", "abs_inverse"]
 @dataclasses.dataclass
 class RefitSpec:
     """What the batched refit needs: a design, its layout and statistics, a start, and the
-    response operator and seed inverse Hessian (filled on first use)."""
+    response operator and seed inverse Hessian (filled on first use). ``shifts`` (with
+    ``user_design``): the design is the centred twin of ``user_design`` (random-effect columns
+    centred, :mod:`.recentre`) and the replicates' theta are mapped back to its columns."""
 
     design: object
     layout: object
@@ -43,6 +45,8 @@ class RefitSpec:
     theta_names: list
     G: object = None
     Hinv0: np.ndarray = None
+    user_design: object = None
+    shifts: tuple = ()
 
     @property
     def n(self) -> float:

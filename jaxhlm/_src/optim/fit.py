@@ -44,7 +44,9 @@ class OptResult(NamedTuple):
     """The optimum (NumPy): theta (sign-normalised), the criterion, its gradient, the optimiser's
     inverse-Hessian estimate, ``L_XX`` and ``log|L|^2`` there, and from them ``beta``, ``r2``,
     ``Lx`` (lme4's ``R_X``), ``ldRX2``; ``iterations`` (gradient calls), ``converged`` (the
-    optimiser's flag and lme4's gradient check), ``messages`` (why not / boundary notes)."""
+    optimiser's flag and lme4's gradient check), ``messages`` (why not / boundary notes);
+    ``search``: the parametrisation that was searched when it is not theta's own (random-effect
+    columns centred: a :class:`.recentre.Search`), else None."""
 
     theta: np.ndarray
     objective: float
@@ -59,6 +61,7 @@ class OptResult(NamedTuple):
     iterations: int
     converged: bool
     messages: tuple = ()
+    search: object = None
 
 
 def _value_aux(theta, stats, layout, reml):

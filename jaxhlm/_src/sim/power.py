@@ -125,7 +125,7 @@ def _reduced_spec(spec: RefitSpec, drop: list) -> RefitSpec:
     d0 = dataclasses.replace(d, X=np.ascontiguousarray(d.X[:, keep]), fixef_names=[spec.fixef_names[i] for i in keep])
     s0 = dataclasses.replace(build_layout(d0), nlev=spec.layout.nlev)
     m0 = fit_design(d0, s0, compute_stats(d0, s0), False, start=spec.theta0)
-    return spec_of(m0)
+    return spec_of(m0, centred=False)
 
 
 def _ml_spec(spec: RefitSpec) -> RefitSpec:
@@ -134,7 +134,7 @@ def _ml_spec(spec: RefitSpec) -> RefitSpec:
     from ..model.pipeline import fit_design
 
     m = fit_design(spec.design, spec.layout, spec.stats, False, start=spec.theta0)
-    return spec_of(m)
+    return spec_of(m, centred=False)
 
 
 def _power_on_spec(spec: RefitSpec, params: dict, tests: list, method: str, nsim: int, alpha: float, level: float,
@@ -271,7 +271,7 @@ def power(fit, test=None, nsim: int = 1000, alpha: float = 0.05, effect=None, *,
     nsim, alpha, level, method, tests = _check_arguments("power()", fit, nsim, alpha, level, method, test)
     params = _effect_params(fit, tests, fixef, effect, theta, sigma)
     kw = dict(batch_size=batch_size, chunk_size=chunk_size, progress=progress)
-    return _power_on_spec(spec_of(fit), params, tests, method, nsim, alpha, level, seed, kw)
+    return _power_on_spec(spec_of(fit, centred=False), params, tests, method, nsim, alpha, level, seed, kw)
 
 
 # --------------------------------------------------------------------------------------------

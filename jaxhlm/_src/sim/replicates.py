@@ -22,15 +22,39 @@ from ..base import dist
 __all__ = ["spec_of", "refit_design_many", "tidy", "progress_bar", "chunk_count"]
 
 
-def spec_of(model) -> RefitSpec:
-    """The :class:`RefitSpec` of a fitted model (cached on the model)."""
-    spec = model.cache.get("refit_spec")
+def spec_of(model, centred: bool = True) -> RefitSpec:
+    """The :class:`RefitSpec` of a fitted model (cached on the model).
+
+    A fit whose random-effect columns were searched centred (:mod:`jaxhlm._src.optim.recentre`)
+    is refitted on its centred twin (well-conditioned statistics, the same estimates) and the
+    replicates' theta mapped back (:func:`tidy`); ``centred=False``: on the user's columns (for
+    callers that simulate from the spec's design with the user's theta).
+    """
+    key = "refit_spec" if centred else "refit_spec_user"
+    spec = model.cache.get(key)
     if spec is None:
-        spec = RefitSpec(design=model.design, layout=model.layout, stats=model.stats, reml=model.reml,
-                         theta0=model.layout.lifted(model.opt.theta), fixef_names=list(model.design.fixef_names),
-                         theta_names=theta_names(model.design))
-        model.cache["refit_spec"] = spec
+        twin = model.centred_twin() if centred and hasattr(model, "centred_twin") else None
+        base = model if twin is None else twin
+        spec = RefitSpec(design=base.design, layout=model.layout, stats=base.stats, reml=model.reml,
+                         theta0=model.layout.lifted(base.opt.theta), fixef_names=list(model.design.fixef_names),
+                         theta_names=theta_names(model.design),
+                         user_design=None if twin is None else model.design,
+                         shifts=() if twin is None else tuple(model.opt.search.shifts))
+        model.cache[key] = spec
     return spec
+
+
+def _user_theta(TH, spec: RefitSpec):
+    """The replicates' theta in the user's columns (rows of a centred twin's mapped back)."""
+    if not spec.shifts or TH.shape[0] == 0:
+        return TH
+    from ..optim.recentre import theta_from_centred
+
+    out = np.full_like(TH, np.nan)
+    for b in range(TH.shape[0]):
+        if np.all(np.isfinite(TH[b])):
+            out[b] = theta_from_centred(TH[b], spec.layout, spec.user_design, list(spec.shifts))
+    return out
 
 
 def _in_notebook() -> bool:
@@ -156,7 +180,7 @@ def tidy(res: dict, spec: RefitSpec, satterthwaite: bool) -> pd.DataFrame:
     xf = xform_of(spec.stats, p)
     s_y = float(xf.s)
     B = res["theta"].shape[0]
-    TH = layout.rectify(res["theta"]) if B else res["theta"]
+    TH = _user_theta(layout.rectify(res["theta"]) if B else res["theta"], spec)
     Lxx = res["Lxx"]
     r2 = Lxx[:, p, p] ** 2 * s_y**2
     sigma = np.sqrt(r2 / ((n - p) if reml else n))
