@@ -62,13 +62,23 @@ class Search(NamedTuple):
     shifts: tuple = ()
 
 
-def _mean_and_spread(x: np.ndarray) -> tuple:
-    amax = float(np.max(np.abs(x))) if x.size else 0.0
+def _shift_of(x: np.ndarray):
+    """The mean of ``x`` when ``|mean| > SHIFT_RATIO`` root mean squares about it, else None
+    (also for a constant column: the aliased-term check speaks for it). Raw moments first (four
+    passes; the test tolerates their cancellation), the exact ones only when it says shifted."""
+    if x.size == 0:
+        return None
+    amax = max(float(x.max()), -float(x.min()))
     if not (np.isfinite(amax) and amax > 0):
-        return 0.0, 0.0
+        return None
+    if 1e-150 < amax < 1e150:
+        m1, m2 = float(x.sum()) / x.size, float(x @ x) / x.size
+        if m2 - m1 * m1 > m1 * m1 / SHIFT_RATIO**2:
+            return None
     xs = x / amax
     m = float(np.mean(xs))
-    return m * amax, float(np.sqrt(np.mean((xs - m) ** 2))) * amax
+    d = float(np.sqrt(np.mean((xs - m) ** 2)))
+    return m * amax if 0 < d and abs(m) > SHIFT_RATIO * d else None
 
 
 def shifted_columns(design) -> list:
@@ -85,9 +95,9 @@ def shifted_columns(design) -> list:
         for j in range(td.p):
             if j == i0:
                 continue
-            m, d = _mean_and_spread(td.Z[:, j])
-            if d > 0 and abs(m) > SHIFT_RATIO * d:
-                out.append(Shift(i, i0, j, m))
+            c = _shift_of(td.Z[:, j])
+            if c is not None:
+                out.append(Shift(i, i0, j, c))
     return out
 
 
