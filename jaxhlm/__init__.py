@@ -7,7 +7,6 @@ Importing jaxhlm switches JAX to float64 (``jax_enable_x64``); see :mod:`jaxhlm.
 >>> print(fit.summary())                                               # doctest: +SKIP
 """
 from ._src.base import config as _config  # noqa: F401  (float64 before anything else)
-from ._src.design.build import build_design
 from ._src.base.errors import (
     AliasedRandomEffectsWarning,
     ArgumentError,
@@ -16,27 +15,57 @@ from ._src.base.errors import (
     DataError,
     DataWarning,
     DatasetNotFoundError,
+    FitError,
     FormulaError,
+    InferenceError,
     JaxhlmError,
     JaxhlmWarning,
     MixedTypesWarning,
     ModelComparisonError,
+    NewLevelsWarning,
     NonMonotonicProfileWarning,
     RankDeficiencyWarning,
     SingularFitWarning,
 )
-from ._src.formula.terms import parse_formula
-from ._src.facade.entry import lmer, lmer_sharded
-from ._src.facade.lmm import LinearMixedModel
-from ._src.facade.glmm import GeneralizedLinearMixedModel, glmer
-from ._src.infer.anova import AnovaTable
-from ._src.facade.compare import anova
-from ._src.base.errors import FitError, InferenceError, NewLevelsWarning
-from ._src.infer.icc import icc
-from ._src.sim.bootstrap import BootstrapResult, bootstrap_lrt
-from ._src.sim.power import PowerResult
-from ._src.facade.simulation import power, power_curve
-from . import datasets, families, plotting  # noqa: E402  (plotting imports matplotlib only when drawing)
+
+# The rest is imported on first use (PEP 562): ``import jaxhlm`` costs JAX's import and little
+# more; ``jaxhlm.lmer`` (or ``from jaxhlm import lmer``) loads the fitting code and pandas.
+_LAZY = {
+    "lmer": "._src.facade.entry",
+    "lmer_sharded": "._src.facade.entry",
+    "LinearMixedModel": "._src.facade.lmm",
+    "glmer": "._src.facade.glmm",
+    "GeneralizedLinearMixedModel": "._src.facade.glmm",
+    "parse_formula": "._src.formula.terms",
+    "build_design": "._src.design.build",
+    "anova": "._src.facade.compare",
+    "AnovaTable": "._src.infer.anova",
+    "icc": "._src.infer.icc",
+    "bootstrap_lrt": "._src.sim.bootstrap",
+    "BootstrapResult": "._src.sim.bootstrap",
+    "PowerResult": "._src.sim.power",
+    "power": "._src.facade.simulation",
+    "power_curve": "._src.facade.simulation",
+}
+_SUBMODULES = ("datasets", "families", "plotting")
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    else:
+        raise AttributeError(f"module 'jaxhlm' has no attribute {name!r}")
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxhlm
 from jaxhlm._src.base import config as config
 
 
@@ -80,6 +81,31 @@ def test_scipy_stats_is_imported_on_first_use():
     env = dict(os.environ, JAXHLM_NO_CACHE="1")
     out = subprocess.run([sys.executable, "-c", code, data], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_import_loads_jax_and_the_exceptions_only():
+    """``import jaxhlm`` imports JAX (for float64) and the exception classes; the fitting code,
+    pandas and scipy load at the first use of a public name (PEP 562 ``__getattr__``), which
+    ``from jaxhlm import lmer`` and ``from jaxhlm import *`` trigger as usual."""
+    code = (
+        "import sys, jaxhlm;"
+        "assert 'pandas' not in sys.modules and 'scipy' not in sys.modules, sorted(sys.modules);"
+        "assert 'jaxhlm._src.facade.entry' not in sys.modules;"
+        "import jax; assert jax.config.jax_enable_x64;"
+        "assert issubclass(jaxhlm.DataError, ValueError);"
+        "from jaxhlm import lmer; assert 'jaxhlm._src.facade.entry' in sys.modules and callable(lmer);"
+        "assert set(jaxhlm.__all__) <= set(dir(jaxhlm));"
+        "ns = {}; exec('from jaxhlm import *', ns); assert all(n in ns for n in jaxhlm.__all__);"
+        "assert jaxhlm.datasets.__name__ == 'jaxhlm.datasets';"
+        "print('ok')"
+    )
+    import os
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, JAXHLM_NO_CACHE="1"))
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+    with pytest.raises(AttributeError, match="no attribute 'lmerr'"):
+        jaxhlm.lmerr
 
 
 def test_lazy_scipy_proxy():
