@@ -382,3 +382,25 @@ def test_out_of_core_path_refuses_a_power_it_would_misread(tmp_path):
     sleep().to_parquet(path)
     with pytest.raises(FormulaError, match="exclusive or"):
         jaxhlm.lmer("Reaction ~ I(Days^2) + (1 | Subject)", str(path))
+
+
+def test_fit_does_not_alias_the_users_columns():
+    """pandas hands out views of a frame's columns, and an in-place edit of the frame after the
+    fit (``df.loc[0, "y"] = ...``) writes through them: the design must hold its own copies, or
+    later results of the fit (residuals, refits, bootstrap) would silently change."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"y": rng.normal(size=40), "x": rng.normal(size=40), "g": np.repeat(np.arange(8), 5)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = jaxhlm.lmer("y ~ x + (x | g)", df)
+    for col in ("y", "x"):
+        arr = df[col].to_numpy()
+        assert not np.shares_memory(m.design.y, arr) and not np.shares_memory(m.design.X, arr)
+        assert all(not np.shares_memory(td.Z, arr) for td in m.design.terms)
+    before = m.resid.to_numpy().copy()
+    df.loc[0, "y"] = 1e6
+    df.loc[1, "x"] = -1e6
+    np.testing.assert_array_equal(m.resid.to_numpy(), before)
+    assert m.refit(m.design.y).objective == pytest.approx(m.objective, rel=1e-9)
