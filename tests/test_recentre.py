@@ -214,3 +214,11 @@ def test_batched_refits_run_on_the_centred_twin_and_report_the_users_theta(sleep
     want = np.array([recentre.theta_from_centred(t, m.layout, m.design, shifts) for t in th0])
     # (theta in these columns amplifies the refits' optimiser tolerance: T_11 ~ sqrt(1 - rho^2))
     np.testing.assert_allclose(th, want, rtol=2e-3)
+
+
+def test_kenward_roger_runs_on_the_centred_twin(sleep):
+    a = _fit(sleep, reml=True)
+    b = _fit(sleep.assign(Dc=sleep["Days"] + 1e4), "Reaction ~ Days + (Dc | Subject)", reml=True)
+    ka, kb = a.coef_table_kr(), b.coef_table_kr()
+    np.testing.assert_allclose(kb[["Std. Error", "df"]].to_numpy(float), ka[["Std. Error", "df"]].to_numpy(float),
+                               rtol=1e-6)

@@ -253,13 +253,18 @@ def kr_parts(model, max_q: int = MAX_Q) -> dict:
     -------
     dict with ``Phi`` (unadjusted vcov, p x p), ``PhiA`` (adjusted vcov), ``P`` (list of p x p,
     last for the residual variance), ``W`` (twice the inverse REML information of the
-    covariance parameters, as pbkrtest), ``names``.
+    covariance parameters, as pbkrtest), ``names``. For a fit whose random-effect columns were
+    searched centred (:mod:`jaxhlm._src.optim.recentre`) they are those of its centred twin
+    (``W`` then refers to the centred terms' covariance parameters).
     """
     if not model.reml:
         raise InferenceError(
             "Kenward-Roger df need a REML fit (as pbkrtest/lmerTest); refit with reml=True "
             "or use the Satterthwaite df (coef_table)"
         )
+    twin = model.centred_twin() if hasattr(model, "centred_twin") else None
+    if twin is not None:  # random-effect columns searched centred: the same model, well conditioned
+        model = twin  # (Phi, PhiA and the df do not depend on how the covariance is written)
     if model.layout.nfactors == 1:  # from the statistics: in the preconditioned columns X_c = X A
         XVX, P, Qm, Kt, names = _pieces_blocked(model)
         Am = np.asarray(model.xform.A, dtype=np.float64)

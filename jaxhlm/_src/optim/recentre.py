@@ -178,8 +178,8 @@ def fit_recentred(design, layout, stats, reml: bool, names=None, start=None):
     gradient and inverse Hessian are the search's (centred). Warns
     (:class:`~jaxhlm.DataWarning`, naming the columns) when the criterion evaluated in the
     user's columns at the mapped theta differs from the exact one by more than
-    :data:`PRECISION_TOL` relative: quantities computed later in those columns (Kenward-Roger,
-    profiles, the Hessian) then carry that error."""
+    :data:`PRECISION_TOL` relative: quantities computed later in those columns (profiles of the
+    intercept's SD and correlations, the Hessian in theta) then carry that error."""
     shifts = shifted_columns(design)
     if not shifts:
         return None
@@ -195,8 +195,8 @@ def fit_recentred(design, layout, stats, reml: bool, names=None, start=None):
                          for s in shifts)
         warn(f"random-effect column(s) {cols} have a mean far from 0 against their spread: the model was fitted "
              f"with the columns centred and mapped back, but in these columns the criterion is accurate to only "
-             f"about {gap:.2g}, and so are quantities computed in them (Kenward-Roger df, profiles); "
-             "centre the columns (x - mean) for exact results", DataWarning)
+             f"about {gap:.2g}, and so are quantities computed in them (profile intervals of the intercept's SD "
+             "and correlations); centre the columns (x - mean) for exact results", DataWarning)
     search = Search(np.asarray(opt_c.theta, dtype=np.float64), stats_c, factor_maps(layout, design, shifts),
                     tuple(shifts))
     return opt_c._replace(theta=theta, search=search)
