@@ -222,3 +222,20 @@ def test_kenward_roger_runs_on_the_centred_twin(sleep):
     ka, kb = a.coef_table_kr(), b.coef_table_kr()
     np.testing.assert_allclose(kb[["Std. Error", "df"]].to_numpy(float), ka[["Std. Error", "df"]].to_numpy(float),
                                rtol=1e-6)
+
+
+def test_large_mean_is_the_preconditioners_rule():
+    """One rule for fixed-effect columns (stats/xform) and random-effect columns (here)."""
+    from jaxhlm._src.stats.xform import large_mean, needs_preconditioning
+
+    x = np.linspace(0.0, 9.0, 180)
+    for c, scale in [(0.0, 1.0), (50.0, 1.0), (1e4, 1.0), (1e4, 1e155), (1e4, 1e-170)]:
+        z = (x + c) * scale
+        got = large_mean(z)
+        shifted = c > 100 * x.std()
+        assert (got is not None) == shifted, (c, scale)
+        if scale == 1.0:  # the fixed-effect side decides the same
+            assert needs_preconditioning(np.column_stack([np.ones_like(z), z])) == shifted
+        if got is not None:
+            assert got == pytest.approx((4.5 + c) * scale, rel=1e-12)
+    assert large_mean(np.full(10, 3.0)) is None and large_mean(np.zeros(4)) is None

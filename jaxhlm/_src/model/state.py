@@ -368,11 +368,15 @@ class FitState:
         search = getattr(self.opt, "search", None)
         if search is None:
             return None
-        from ..optim.recentre import centred_design
+        twin = self.cache.get("centred_twin")
+        if twin is None:  # (built once: it holds a copy of the shifted terms' columns)
+            from ..optim.recentre import centred_design
 
-        design = centred_design(self.design, list(search.shifts))
-        opt = self.opt._replace(theta=search.theta, search=None)
-        return type(self)(design, self.layout, search.stats, self.reml, opt, self.timings, self.name)
+            design = centred_design(self.design, list(search.shifts))
+            opt = self.opt._replace(theta=search.theta, search=None)
+            twin = self.cache["centred_twin"] = type(self)(design, self.layout, search.stats, self.reml, opt,
+                                                           self.timings, self.name)
+        return twin
 
     @property
     def converged(self) -> bool:

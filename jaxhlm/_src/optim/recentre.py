@@ -30,7 +30,7 @@ import numpy as np
 from ..base.errors import DataWarning, warn
 from ..stats.layout import factor_columns
 from ..stats.suffstats import compute_stats
-from ..stats.xform import SHIFT_RATIO
+from ..stats.xform import large_mean
 from .fit import criterion_at, optimize
 
 __all__ = ["Shift", "Search", "shifted_columns", "centred_design", "theta_from_centred", "factor_maps",
@@ -62,25 +62,6 @@ class Search(NamedTuple):
     shifts: tuple = ()
 
 
-def _shift_of(x: np.ndarray):
-    """The mean of ``x`` when ``|mean| > SHIFT_RATIO`` root mean squares about it, else None
-    (also for a constant column: the aliased-term check speaks for it). Raw moments first (four
-    passes; the test tolerates their cancellation), the exact ones only when it says shifted."""
-    if x.size == 0:
-        return None
-    amax = max(float(x.max()), -float(x.min()))
-    if not (np.isfinite(amax) and amax > 0):
-        return None
-    if 1e-150 < amax < 1e150:
-        m1, m2 = float(x.sum()) / x.size, float(x @ x) / x.size
-        if m2 - m1 * m1 > m1 * m1 / SHIFT_RATIO**2:
-            return None
-    xs = x / amax
-    m = float(np.mean(xs))
-    d = float(np.sqrt(np.mean((xs - m) ** 2)))
-    return m * amax if 0 < d and abs(m) > SHIFT_RATIO * d else None
-
-
 def shifted_columns(design) -> list:
     """The :class:`Shift` of every random-effect column (in a term with an intercept and at least
     one more column) whose ``|mean|`` exceeds :data:`SHIFT_RATIO <jaxhlm._src.stats.xform.SHIFT_RATIO>`
@@ -95,7 +76,7 @@ def shifted_columns(design) -> list:
         for j in range(td.p):
             if j == i0:
                 continue
-            c = _shift_of(td.Z[:, j])
+            c = large_mean(td.Z[:, j])
             if c is not None:
                 out.append(Shift(i, i0, j, c))
     return out

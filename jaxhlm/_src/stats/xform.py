@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "precondition_xy",
+__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "precondition_xy", "large_mean",
            "preconditioning", "intercept_column", "X_times", "xform_of", "original_scale", "original_objective"]
 
 
@@ -140,6 +140,28 @@ def _amax(x) -> float:
     return max(float(x.max()), -float(x.min())) if x.size else 0.0
 
 
+def _shifted(m1: float, m2: float) -> bool:
+    """The rule from a mean ``m1`` and mean square ``m2``: the spread ``sqrt(m2 - m1^2)`` is
+    below ``|m1| / SHIFT_RATIO`` (the cancellation in ``m2 - m1^2`` is far below that bound)."""
+    return m2 - m1 * m1 <= (m1 * m1) / SHIFT_RATIO**2
+
+
+def large_mean(x) -> float | None:
+    """The mean of ``x`` when ``|mean| > SHIFT_RATIO`` times its root mean square about the mean
+    (the rule of :func:`needs_preconditioning`), else None; None also for a constant or all-zero
+    column. Raw moments decide (four passes); the mean and spread are then formed exactly."""
+    amax = _amax(x)
+    if not (np.isfinite(amax) and amax > 0):
+        return None
+    m1, m2, _ = _moments(x, None, float(x.size), amax)
+    if not _shifted(m1, m2):
+        return None
+    xs = x / amax
+    m = float(np.mean(xs))
+    d = float(np.sqrt(np.mean((xs - m) ** 2)))
+    return m * amax if 0 < d and abs(m) > SHIFT_RATIO * d else None
+
+
 def _shifted_or_extreme(x, wt, sw, centre: bool) -> bool:
     """``|mean| > SHIFT_RATIO`` spreads (with ``centre``) or ``max|x|`` outside :data:`MAGNITUDE`."""
     amax = _amax(x)
@@ -151,8 +173,7 @@ def _shifted_or_extreme(x, wt, sw, centre: bool) -> bool:
         return True
     if not centre:
         return False
-    m1, m2, _ = _moments(x, wt, sw, amax)
-    return m2 - m1 * m1 <= (m1 * m1) / SHIFT_RATIO**2  # spread below |mean| / SHIFT_RATIO
+    return _shifted(*_moments(x, wt, sw, amax)[:2])
 
 
 def response_scaling(X, y, w=None, icpt=-1) -> Xform | None:
@@ -171,7 +192,7 @@ def response_scaling(X, y, w=None, icpt=-1) -> Xform | None:
     if not amax > 0:
         return Xform(np.eye(p), np.zeros(p), np.float64(1.0), np.float64(0.0), np.float64(0.0))
     m1, m2, _ = _moments(y, wt, sw, amax)
-    if icpt is not None and m2 - m1 * m1 <= (m1 * m1) / SHIFT_RATIO**2:
+    if icpt is not None and _shifted(m1, m2):
         return None  # shifted: centred by the preconditioner
     # s from y / max|y| as the preconditioner forms it: the same bits whichever route scales y
     # (a last-bit change of s changed a 1M-row crossed fit's path from 10 to 26 BFGS calls)
