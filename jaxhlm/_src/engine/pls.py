@@ -64,6 +64,10 @@ def _seg(x, ids, num):
 def _chain(theta, stats, layout, keep):
     """All factors batched, each nested in the next (one factor: the closed form alone)."""
     F = layout.nfactors
+    if F == 1 and not keep and layout.nlev[0] >= K.CHUNKED_FROM and layout.nlev[0] % K.CHUNK_LEVELS == 0:
+        lv = stats.levels[0]  # many levels: a slice at a time (memory; the same sums)
+        ld, RWR = K.eliminate_sum(theta, lv.ZtZ, lv.ZtXy, K.elim_spec(layout, 0))
+        return ld, stats.XytXy - RWR, None
     S = [lv.ZtZ for lv in stats.levels]
     R = [lv.ZtXy for lv in stats.levels]
     C = [[lk.C for lk in row] for row in stats.links] if F > 1 else [[]]

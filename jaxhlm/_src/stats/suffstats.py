@@ -26,7 +26,7 @@ from .fillmap import PairFill, ScalarFill, pair_fill, scalar_fill
 from .layout import Layout, bucket
 from .xform import _PRECONDITION
 from .xform import Xform
-from .xform import precondition_xy, preconditioner
+from .xform import ROW_CHUNK, ScaledColumn, precondition_xy, preconditioner
 
 __all__ = ["Level", "Link", "Dense", "DenseCoupling", "Pairs", "ScalarFill", "PairFill", "Stats", "Xform",
            "compute_stats", "preconditioner", "factor_Z", "y_columns", "transform_xy"]
@@ -104,18 +104,24 @@ def _columns(M) -> list:
     return [np.ascontiguousarray(M[:, j], dtype=np.float64) for j in range(M.shape[1])]
 
 
+def _part(c, rows):
+    return c.part(rows) if isinstance(c, ScaledColumn) else c[rows]
+
+
 def _distinct_columns(*mats) -> tuple:
-    """Label every column by content: equal columns share a label, -1 is all ones."""
+    """Label every column by content: equal columns share a label, -1 is all ones (a
+    :class:`ScaledColumn` equals only itself)."""
     uniq: list = []
     labels = []
     for M in mats:
         lab = []
         for c in _columns(M):
-            if c.size and c[0] == 1.0 and np.all(c == 1.0):
+            if not isinstance(c, ScaledColumn) and c.size and c[0] == 1.0 and np.all(c == 1.0):
                 lab.append(-1)
                 continue
             for k, u in enumerate(uniq):
-                if u is c or np.array_equal(u, c):
+                if u is c or (not isinstance(u, ScaledColumn) and not isinstance(c, ScaledColumn)
+                              and np.array_equal(u, c)):
                     lab.append(k)
                     break
             else:
@@ -125,34 +131,76 @@ def _distinct_columns(*mats) -> tuple:
     return uniq, labels
 
 
+def _summed(codes, cols, w, out) -> None:
+    """``out[s] = sum_{rows r: codes[r]=s} prod(cols)[r] w[r]`` (``out`` zero on entry),
+    :data:`ROW_CHUNK` rows at a time: no product of full columns is ever formed, and up to that
+    many rows the single pass gives the same bits."""
+    n, nseg = len(codes), out.shape[-1]
+    facs = list(cols) + ([] if w is None else [w])
+    for start in range(0, n, ROW_CHUNK):
+        rows = slice(start, min(n, start + ROW_CHUNK))
+        v = None
+        for c in facs:
+            c = _part(c, rows)
+            v = c if v is None else v * c
+        out += np.bincount(codes[rows], weights=v, minlength=nseg)[:nseg]
+
+
+def _zeros(shape) -> np.ndarray:
+    """Zeros on a 64-byte boundary: XLA on the CPU reads such arrays in place, where it copies
+    others into every program call (80 MB per call for 1M levels of a random slope)."""
+    n = int(np.prod(shape))
+    buf = np.zeros(n + 8)
+    start = (-buf.ctypes.data % 64) // 8
+    return buf[start:start + n].reshape(shape)
+
+
 def _segment_products(codes, nseg: int, pairs: list, w=None) -> list:
     """``out[i,j,s] = sum_{rows r: codes[r]=s} w_r U[r,i] V[r,j]`` for each ``(U, V, sym)``;
-    each distinct product of columns summed once (an all-ones column costs a plain count)."""
+    each distinct product of columns summed once, straight into its place (an all-ones column
+    costs a plain count)."""
     mats = [m for U, V, _ in pairs for m in (U, V)]
     uniq, labels = _distinct_columns(*mats)
-    done: dict = {}
-
-    def product(a, b):
-        a, b = sorted((a, b))
-        if (a, b) not in done:
-            if a == -1 and b == -1:
-                v = w
-            elif a == -1:
-                v = uniq[b] if w is None else uniq[b] * w
-            else:
-                v = uniq[a] * uniq[b] if w is None else uniq[a] * uniq[b] * w
-            done[(a, b)] = np.bincount(codes, weights=v, minlength=nseg)[:nseg].astype(np.float64, copy=False)
-        return done[(a, b)]
-
+    done: dict = {}  # (a, b) -> the row of an output that holds it
     outs = []
     for k, (U, V, sym) in enumerate(pairs):
         lu, lv = labels[2 * k], labels[2 * k + 1]
-        out = np.zeros((len(lu), len(lv), nseg))
+        out = _zeros((len(lu), len(lv), nseg))
         for i in range(len(lu)):
             for j in range(len(lv)):
-                out[i, j] = out[j, i] if (sym and j < i) else product(lu[i], lv[j])
+                key = tuple(sorted((lu[i], lv[j])))
+                if sym and j < i:
+                    out[i, j] = out[j, i]
+                elif key in done:
+                    out[i, j] = done[key]
+                else:
+                    _summed(codes, [uniq[x] for x in key if x != -1], w, out[i, j])
+                    done[key] = out[i, j]
         outs.append(out)
     return outs
+
+
+def _row_parts(c):
+    """The row slices over which a column is formed: all rows at once, or :data:`ROW_CHUNK` at
+    a time for a long :class:`ScaledColumn`."""
+    n = len(c.x) if isinstance(c, ScaledColumn) else len(c)
+    if not isinstance(c, ScaledColumn) or n <= ROW_CHUNK:
+        return [slice(None)]
+    return [slice(s, s + ROW_CHUNK) for s in range(0, n, ROW_CHUNK)]
+
+
+def _dot(A, c) -> np.ndarray:
+    """``A' c`` for a column ``c``."""
+    return sum(A[r].T @ _part(c, r) for r in _row_parts(c))
+
+
+def _sumsq(c, w=None):
+    """``sum_r w_r c_r^2``."""
+    total = 0.0
+    for r in _row_parts(c):
+        v = _part(c, r)
+        total = total + (v if w is None else v * w[r]) @ v
+    return total
 
 
 def _pad_last(a: np.ndarray, size: int) -> np.ndarray:
@@ -215,12 +263,14 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
     w = None if w is None else np.asarray(w, dtype=np.float64)
     X = design.X
     xform, X, y = precondition_xy(X, y, w, _PRECONDITION[0] if precondition is None else precondition,
-                                  columns=True if precondition else None)
-    Xy = _columns(X) + [np.ascontiguousarray(y)]  # [X y] by columns, never joined
+                                  columns=True if precondition else None, lazy=True)
+    if not isinstance(y, ScaledColumn):
+        y = np.ascontiguousarray(y)
+    Xy = _columns(X) + [y]  # [X y] by columns, never joined
     Xw = X if w is None else X * w[:, None]
-    yw = y if w is None else y * w
-    XtX, Xty = Xw.T @ X, Xw.T @ y
-    XytXy = np.block([[XtX, Xty[:, None]], [Xty[None, :], np.array([[yw @ y]])]])
+    XtX, Xty = Xw.T @ X, _dot(Xw, y)
+    yy = _sumsq(y, w)
+    XytXy = np.block([[XtX, Xty[:, None]], [Xty[None, :], np.array([[yy]])]])
     logw = np.float64(0.0) if w is None else np.float64(np.sum(np.log(w)))
     F, plan = layout.nfactors, layout.plan
     Zs = [_columns(factor_Z(design, f)) for f in range(F)]

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "precondition_xy", "large_mean",
+__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "precondition_xy", "ScaledColumn", "large_mean",
            "preconditioning", "intercept_column", "X_times", "xform_of", "original_scale", "original_objective"]
 
 
@@ -136,6 +136,20 @@ def _moments(x, wt, sw, amax):
     return m1, m2, amax
 
 
+ROW_CHUNK = 1 << 21  # rows per pass where a full-length temporary is avoided (16 MB)
+
+
+def _sumsq_over(y, a, wt=None) -> float:
+    """``sum_r w_r (y_r / a)^2``, over :data:`ROW_CHUNK` rows at a time (one pass, the same
+    bits, when there are no more rows than that)."""
+    total = 0.0
+    for start in range(0, max(len(y), 1), ROW_CHUNK):
+        rows = slice(start, start + ROW_CHUNK)
+        ys = y[rows] / a
+        total += float(np.dot(ys, ys) if wt is None else np.dot(wt[rows] * ys, ys))
+    return total
+
+
 def _amax(x) -> float:
     return max(float(x.max()), -float(x.min())) if x.size else 0.0
 
@@ -196,15 +210,29 @@ def response_scaling(X, y, w=None, icpt=-1) -> Xform | None:
         return None  # shifted: centred by the preconditioner
     # s from y / max|y| as the preconditioner forms it: the same bits whichever route scales y
     # (a last-bit change of s changed a 1M-row crossed fit's path from 10 to 26 BFGS calls)
-    ys = y / amax
-    s = amax * np.sqrt(float(np.dot(ys, ys) if wt is None else np.dot(wt * ys, ys)) / sw)
+    s = amax * np.sqrt(_sumsq_over(y, amax, wt) / sw)
     return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(s * s * sw))
 
 
-def precondition_xy(X, y, w, on: bool, columns: bool | None = None):
+class ScaledColumn:
+    """``x / s``, formed a slice of rows at a time (:meth:`part`): a response scaled without a
+    copy of it (10M rows: 76 MB less). Every element has the same bits as in ``x / s``."""
+
+    __slots__ = ("x", "s")
+
+    def __init__(self, x: np.ndarray, s):
+        self.x, self.s = x, s
+
+    def part(self, rows=slice(None)) -> np.ndarray:
+        """``(x / s)[rows]``."""
+        return self.x[rows] / self.s
+
+
+def precondition_xy(X, y, w, on: bool, columns: bool | None = None, lazy: bool = False):
     """``(xform, X_c, y_c)`` for :func:`compute_stats <jaxhlm._src.stats.suffstats.compute_stats>`:
     nothing when not ``on``; else the response always (scaled, centred when shifted) and the
-    columns of ``X`` when ``columns`` (None: where :func:`needs_preconditioning` says so)."""
+    columns of ``X`` when ``columns`` (None: where :func:`needs_preconditioning` says so).
+    With ``lazy``, a response that is only scaled comes back as a :class:`ScaledColumn`."""
     if not on:
         return None, X, y
     icpt = intercept_column(X)
@@ -213,7 +241,7 @@ def precondition_xy(X, y, w, on: bool, columns: bool | None = None):
     if not columns:
         xform = response_scaling(X, y, w, icpt)
         if xform is not None:
-            return xform, X, y / xform.s
+            return xform, X, (ScaledColumn(y, xform.s) if lazy else y / xform.s)
     xform = preconditioner(X, y, w, columns=columns)
     Xc = X @ xform.A if columns else X
     return xform, Xc, (y - X_times(X, xform.g)) / xform.s
