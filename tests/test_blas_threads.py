@@ -71,3 +71,17 @@ def test_scipy_openblas_is_controlled_from_the_first_limit():
             "    print(sorted(lib.filepath.split('/')[-2] for lib in threads._libs()))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "scipy.libs" in out
+
+
+def test_in_parallel_keeps_the_order_and_the_worker_setting(monkeypatch):
+    monkeypatch.setenv("JAXHLM_WORKERS", "3")
+    assert threads.side_by_side() == 3
+    def f(x):
+        return x * x
+
+    assert threads.in_parallel(f, list(range(20))) == [x * x for x in range(20)]
+    monkeypatch.setenv("JAXHLM_WORKERS", "1")
+    assert threads.side_by_side() == 1
+    assert threads.in_parallel(f, [3, 1, 2]) == [9, 1, 4]
+    monkeypatch.setenv("JAXHLM_WORKERS", "junk")
+    assert 1 <= threads.side_by_side() <= 2

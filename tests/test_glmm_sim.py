@@ -5,6 +5,7 @@ import pytest
 
 import glmm_refs as G
 import jaxhlm
+from jaxhlm._src.sim.glmm_sim import refit_many_glmm
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +99,14 @@ def test_power_curve_of_a_binomial_fit(model):
     np.testing.assert_allclose(res.pvalues, 2 * norm.sf(np.abs(z)))
     same = model.power_curve("herd", [6], test="period2", nsim=48, fixef={"period2": -1.0}, seed=7)
     assert same["power"].iloc[0] == pc["power"].iloc[0]
+
+
+def test_refits_side_by_side_equal_one_at_a_time(model, monkeypatch):
+    """Chunks of replicates run on two threads (base/threads.side_by_side): the same table, in
+    the same order, as one chunk after the other."""
+    Y = model.simulate(40, seed=21)
+    monkeypatch.setenv("JAXHLM_WORKERS", "2")
+    two = refit_many_glmm(model, Y, chunk_size=8)
+    monkeypatch.setenv("JAXHLM_WORKERS", "1")
+    one = refit_many_glmm(model, Y, chunk_size=8)
+    np.testing.assert_array_equal(two.to_numpy(), one.to_numpy())

@@ -22,7 +22,7 @@ import functools
 import os
 import threading
 
-__all__ = ["limited", "one_blas_thread"]
+__all__ = ["limited", "one_blas_thread", "side_by_side", "in_parallel"]
 
 _LOCK = threading.Lock()
 _STATE = {"depth": 0, "saved": None, "libs": None}
@@ -98,3 +98,40 @@ def one_blas_thread(fn):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def side_by_side() -> int:
+    """How many compiled calls of replicate chunks run at once: the cores this process may
+    use, at most 2 (``JAXHLM_WORKERS=k`` sets it); 1 off the CPU, where the device runs them.
+
+    A chunk's program runs its replicates one after another on one core (``lax.map``, ENGINE-
+    NOTES pitfall 6), so on a quiet 2-core machine a second chunk at the same time nearly halves
+    the run; on busy cores it costs nothing but the time slice it gets.
+    """
+    v = os.environ.get("JAXHLM_WORKERS")
+    try:
+        if v:
+            return max(1, int(v))
+    except ValueError:
+        pass
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))
+
+
+def in_parallel(fn, items: list) -> list:
+    """``[fn(x) for x in items]``, :func:`side_by_side` of them at a time (threads: XLA runs
+    each call without the GIL); results in the order of ``items``."""
+    workers = min(len(items), side_by_side())
+    if workers <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as ex:
+        return list(ex.map(fn, items))

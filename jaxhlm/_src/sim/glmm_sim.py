@@ -24,6 +24,7 @@ from .bootstrap import BootstrapResult
 from .power import PowerResult, clopper_pearson
 from .simulate import replicate_rngs, resolve_params
 from ..base import dist
+from ..base.threads import in_parallel, side_by_side
 
 __all__ = ["simulate_glmm", "refit_many_glmm", "bootstrap_glmm", "power_glmm", "power_curve_glmm"]
 
@@ -116,15 +117,18 @@ def refit_many_glmm(model, Y, chunk_size: int | None = None) -> pd.DataFrame:
     """
     Y = _as_matrix(model, Y)
     nrep = Y.shape[1]
-    size = int(chunk_size or min(CHUNK, max(8, 1 << (nrep - 1).bit_length())))  # few shapes: few programs
-    parts = []
+    per_worker = -(-nrep // side_by_side())  # at least one chunk per core that runs them
+    size = int(chunk_size or min(CHUNK, max(8, 1 << (per_worker - 1).bit_length())))  # few shapes: few programs
+    blocks = []
     for s in range(0, nrep, size):
         blk = Y[:, s:s + size]
         k = blk.shape[1]
         if k < size:  # pad to the chunk's shape (one program), drop the padding after
             blk = np.concatenate([blk, np.repeat(blk[:, -1:], size - k, axis=1)], axis=1)
-        out = refit_batch(model, blk)
-        parts.append({key: v[:k] for key, v in out.items()})
+        blocks.append((blk, k))
+    # chunks side by side on the cores (the program compiles once: the second call waits for it)
+    outs = in_parallel(lambda b: refit_batch(model, b[0]), blocks)
+    parts = [{key: v[:k] for key, v in out.items()} for out, (_, k) in zip(outs, blocks)]
     res = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     cols = {"objective": res["objective"]}
     for i, nm in enumerate(model.theta.index):
