@@ -27,6 +27,7 @@ import numpy as np
 
 from ..base.config import jit
 from .batch import default_batch_size
+from .glmm_centre import centred_start
 from .glmm_fit import _stage2, _zeros_u
 from .pirls import GlmmData
 
@@ -45,27 +46,28 @@ def _signs(theta, u, layout):
     return theta, tuple(u)
 
 
-def _one(x0, Hinv0, op, data, maxit, layout, family, nagq):
+def _one(x0, Hinv0, A, op, data, maxit, layout, family, nagq):
     m = layout.ntheta
     r = _stage2(x0, _zeros_u(layout, x0.dtype), op, data, layout, family, nagq, maxit, Hinv0=Hinv0,
                 final_hessian=True)
     theta, _ = _signs(r["x"][:m], r["aux"]["u"], layout)
-    beta = r["x"][m:]
+    beta = A @ r["x"][m:]  # the user's columns (A: the centring of glmm_centre, else I)
     ok = r["aux"]["pconv"] & jnp.isfinite(r["f"])
     V = 2.0 * jnp.linalg.inv(r["hessian"])[m:, m:]  # sign flips of theta leave this block as it is
+    V = A @ V @ A.T
     return {"theta": theta, "beta": beta, "se": jnp.sqrt(jnp.diagonal(V)), "objective": r["f"],
             "max_grad": jnp.max(jnp.abs(r["g"])), "converged": r["converged"] & ok & jnp.isfinite(r["f"]),
             "iterations": r["it"]}
 
 
-def refit_program(x0, Hinv0, op, data, maxit, layout, family, nagq, batch_size=1):
+def refit_program(x0, Hinv0, A, op, data, maxit, layout, family, nagq, batch_size=1):
     """Fits to every response of ``data.y`` (shape ``(nrep, n)``); a dict of ``(nrep, ...)`` arrays.
 
     ``batch_size`` replicates run side by side (``vmap`` inside ``lax.map``); 1, the default on a
     CPU, runs them one after another, each for its own number of iterations (ENGINE-NOTES
     pitfall 6: 3x faster than one ``vmap`` over the chunk for cbpp's power analysis)."""
     def one(y):
-        return _one(x0, Hinv0, op, data._replace(y=y), maxit, layout, family, nagq)
+        return _one(x0, Hinv0, A, op, data._replace(y=y), maxit, layout, family, nagq)
 
     return jax.lax.map(one, data.y, batch_size=None if batch_size == 1 else batch_size)
 
@@ -95,7 +97,7 @@ def refit_batch(model, Y: np.ndarray, maxit: int = 500) -> dict:
     binomial) in one program call; NumPy arrays, one row per replicate."""
     Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).T)
     data = model.glmm_data._replace(y=Y)
-    x0 = np.concatenate([np.asarray(model.opt.theta), np.asarray(model.opt.beta)])
-    out = _PROGRAM(x0, start_inverse_hessian(model.opt.hessian), model.op, data, np.asarray(maxit, dtype=np.int64), layout=model.layout, family=model.family,
+    op, x0, H, A = centred_start(model)  # large-mean columns centred, as the fit searched
+    out = _PROGRAM(x0, start_inverse_hessian(H), A, op, data, np.asarray(maxit, dtype=np.int64), layout=model.layout, family=model.family,
                nagq=max(int(model.nagq), 1), batch_size=default_batch_size())
     return {k: np.asarray(v) for k, v in jax.device_get(out).items()}

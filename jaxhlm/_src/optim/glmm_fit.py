@@ -31,6 +31,7 @@ import numpy as np
 from ..base.config import jit
 from ..base.errors import FitError
 from .bfgs import quasi_newton
+from .glmm_centre import centred_op, fixed_centring, to_user
 from .fit import CONV_TOL
 from ..engine import pls
 from ..stats.weighted import weighted_stats_wz
@@ -331,7 +332,9 @@ def _normalise_signs(theta, u, layout):
 
 def optimize(op, data, layout, family, nagq: int, start=None, maxit: int = 500) -> GlmmOpt:
     """Fit (:func:`fit_program`), normalise signs, evaluate exact derivatives and the mode at the
-    optimum (:func:`final_program`) and apply lme4's checks (:func:`conv_messages`).
+    optimum (:func:`final_program`) and apply lme4's checks (:func:`conv_messages`); columns of
+    ``X`` with a large mean are centred for the search and the optimum mapped back
+    (:mod:`~jaxhlm._src.optim.glmm_centre`).
 
     Parameters
     ----------
@@ -344,6 +347,14 @@ def optimize(op, data, layout, family, nagq: int, start=None, maxit: int = 500) 
     start : array, optional
         Starting theta (lme4's default: 1 on diagonals, 0 below).
     """
+    A = fixed_centring(op.X)
+    if A is not None:
+        opt = _optimize(centred_op(op, A), data, layout, family, nagq, start, maxit)
+        return to_user(opt, A, layout.ntheta)
+    return _optimize(op, data, layout, family, nagq, start, maxit)
+
+
+def _optimize(op, data, layout, family, nagq, start, maxit) -> GlmmOpt:
     theta0 = layout.lme4_start() if start is None else np.asarray(start, dtype=np.float64)
     fit = run_fit(theta0, op, data, layout, family, nagq, maxit=maxit)
     finite_or_raise(fit)
