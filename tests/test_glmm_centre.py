@@ -81,3 +81,34 @@ def test_which_columns_are_centred():
     assert A is not None and A[0, 1] == pytest.approx(-np.mean(x + 2005.0)) and A[0, 2] == 0.0
     assert A[0, 3] == pytest.approx(-np.mean(x * 0.01 + 1e6))
     assert fixed_centring(np.column_stack([x + 2005.0, d])) is None  # no intercept: a shift changes the model
+
+
+@pytest.mark.parametrize("shift", [1e3, 1e5])
+def test_a_shifted_random_slope_changes_no_reported_quantity(shift):
+    rng = np.random.default_rng(3)
+    J, n = 40, 2000
+    g = rng.integers(0, J, n)
+    x = rng.normal(size=n)
+    eta = -0.3 + 0.5 * x + 0.8 * rng.normal(size=J)[g] + 0.4 * rng.normal(size=J)[g] * x
+    df = pd.DataFrame({"y": (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float), "x": x, "g": g})
+    f = "y ~ x + (x | g)"
+    base, w0 = _fit(f, df, "binomial")
+    m, w = _fit(f, df.assign(x=df["x"] + shift), "binomial")
+    assert w == w0 == [] and not m.is_singular and m.optinfo["converged"]
+    assert m.objective == pytest.approx(base.objective, abs=1e-7)
+    assert m.fixef["x"] == pytest.approx(base.fixef["x"], rel=1e-6)
+    assert m.se["x"] == pytest.approx(base.se["x"], rel=1e-5)
+    # b = M b_c: the slope's modes are the same, the intercept's move by -shift * slope's
+    rb, rm = base.ranef["g"].to_numpy(), m.ranef["g"].to_numpy()
+    np.testing.assert_allclose(rm[:, 1], rb[:, 1], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(rm[:, 0], rb[:, 0] - shift * rb[:, 1], rtol=1e-5, atol=1e-8 * shift)
+    vc_b, vc_m = base.varcorr, m.varcorr
+    sd = [c for c in vc_b.columns if "sd" in c.lower() or "std" in c.lower()][0]
+    assert vc_m[sd].iloc[1] == pytest.approx(vc_b[sd].iloc[1], rel=1e-5)  # the slope's SD
+    np.testing.assert_allclose(np.asarray(m.fitted), np.asarray(base.fitted), rtol=1e-7)
+    # refits run as the fit searched: same objectives and slopes
+    Y = base.simulate(6, seed=8)
+    a, b = base.refit_many(Y), m.refit_many(Y)
+    np.testing.assert_allclose(b["objective"], a["objective"], atol=1e-6)
+    np.testing.assert_allclose(b["beta.x"], a["beta.x"], rtol=1e-5)
+    assert m.refit(Y[:, 1]).objective == pytest.approx(a["objective"][1], abs=1e-6)

@@ -24,7 +24,9 @@ import numpy as np
 from ..base.errors import ArgumentError, ConvergenceWarning, DataError, SingularFitWarning, warn
 from ..design.build import build_design
 from ..engine.families import EPS, Family, get_family
+from ..optim.glmm_centre import from_search
 from ..optim.glmm_fit import optimize
+from ..optim.recentre import centred_design, shifted_columns, theta_from_centred
 from ..optim.pirls import GlmmData
 from ..stats.layout import build_layout
 from ..stats.weighted import build_weighted_op
@@ -118,7 +120,15 @@ def fit_glmer_design(design, family, nagq=1, start=None, name=None, cls=GlmmFitS
     t0 = time.perf_counter()
     layout, op, data = devfun if devfun is not None else mk_glmer_devfun(design, family)
     t1 = time.perf_counter()
-    opt = optimize_glmer(op, data, layout, family, nagq=nagq, start=start)
+    shifts = shifted_columns(design)
+    if shifts:  # random-effect columns of a large mean: searched centred (optim/glmm_centre.py)
+        centred = centred_design(design, shifts)
+        start_c = None if start is None else theta_from_centred(check_start(start, layout), layout, design, shifts,
+                                                                 inverse=True)
+        opt_c = optimize_glmer(build_weighted_op(centred, layout), data, layout, family, nagq=nagq, start=start_c)
+        opt = from_search(opt_c, layout, design, shifts)
+    else:
+        opt = optimize_glmer(op, data, layout, family, nagq=nagq, start=start)
     tm = dict(timings or {})
     tm["devfun"] = t1 - t0
     tm["optimize"] = time.perf_counter() - t1
@@ -130,6 +140,11 @@ def refit_glmer_response(model, y, name=None, cls=None):
     y = np.ascontiguousarray(y, dtype=np.float64)
     design = dataclasses.replace(model.design, y=y)
     data = model.glmm_data._replace(y=y)
-    return fit_glmer_design(design, model.family, model.nagq, start=model.layout.lifted(model.opt.theta),
+    search = model.opt.search
+    if search is None:
+        start = model.layout.lifted(model.opt.theta)
+    else:  # lifted where the fit searched (a lifted tiny element of the mapped theta would be absurd)
+        start = theta_from_centred(model.layout.lifted(search.theta), model.layout, model.design, list(search.shifts))
+    return fit_glmer_design(design, model.family, model.nagq, start=start,
                             name=name if name is not None else model.name, cls=cls or type(model),
                             devfun=(model.layout, model.op, data))

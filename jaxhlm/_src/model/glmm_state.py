@@ -142,7 +142,9 @@ class GlmmFitState(FitState):
 
     @functools.cached_property
     def _vcov_hessian(self) -> np.ndarray:
-        H = np.asarray(self.opt.hessian)
+        # (searched centred random-effect columns: the Hessian in the searched theta; the beta
+        # block of the inverse is the same in every parametrisation of theta)
+        H = np.asarray(self.opt.hessian if self.opt.search is None else self.opt.hessian_search)
         m = self.layout.ntheta
         try:
             Hi = np.linalg.inv(0.5 * (H + H.T))
@@ -173,10 +175,13 @@ class GlmmFitState(FitState):
     # ------------------------------------------------------------------ random effects
     @functools.cached_property
     def factor_modes(self) -> list:
-        """Conditional modes ``b_f = T_f u_f`` per factor, ``(nlevels, q_f)`` arrays."""
-        Ts = self.layout.T_arrays(np.asarray(self.opt.theta))
-        return [(np.asarray(T) @ np.asarray(u)).T[:fac.nlevels] for T, u, fac in
-                zip(Ts, self.opt.u, self.design.factors)]
+        """Conditional modes ``b_f = T_f u_f`` per factor, ``(nlevels, q_f)`` arrays (``M_f T_c u_c``
+        where the fit searched centred random-effect columns)."""
+        search = self.opt.search
+        Ts = self.layout.T_arrays(np.asarray(self.opt.theta if search is None else search.theta))
+        Ms = [np.eye(np.shape(T)[0]) for T in Ts] if search is None else search.M
+        return [(M @ np.asarray(T) @ np.asarray(u)).T[:fac.nlevels] for M, T, u, fac in
+                zip(Ms, Ts, self.opt.u, self.design.factors)]
 
     @functools.cached_property
     def varcorr(self) -> pd.DataFrame:

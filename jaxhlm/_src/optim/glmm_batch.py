@@ -27,7 +27,7 @@ import numpy as np
 
 from ..base.config import jit
 from .batch import default_batch_size
-from .glmm_centre import centred_start
+from .glmm_centre import centred_start, thetas_from_search
 from .glmm_fit import _stage2, _zeros_u
 from .pirls import GlmmData
 
@@ -100,4 +100,6 @@ def refit_batch(model, Y: np.ndarray, maxit: int = 500) -> dict:
     op, x0, H, A = centred_start(model)  # large-mean columns centred, as the fit searched
     out = _PROGRAM(x0, start_inverse_hessian(H), A, op, data, np.asarray(maxit, dtype=np.int64), layout=model.layout, family=model.family,
                nagq=max(int(model.nagq), 1), batch_size=default_batch_size())
-    return {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+    res = {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+    res["theta"] = thetas_from_search(model, res["theta"])  # searched centred columns: theta mapped back
+    return res

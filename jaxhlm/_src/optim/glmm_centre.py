@@ -15,8 +15,13 @@ Hessian ``J^-T H_c J^-1``; ``R_X`` and the Fisher-weighted statistics through ``
 ``eta``, the weights and the objective are the same. Batched refits (power, bootstrap) run
 centred too (:func:`centred_start`), their standard errors from ``A V_c A'``.
 
-Random-slope columns with a large mean (``(x | g)``) are left as written here (lmer's
-:mod:`~jaxhlm._src.optim.recentre` handles them; for glmer the search then warns).
+Random-slope columns with a large mean (``(1 + x | g)``) are centred as lmer's
+(:mod:`~jaxhlm._src.optim.recentre`: ``Z_c = Z M``, ``b = M b_c``): :func:`from_search` maps
+theta back exactly (per term QR), keeps the search's spherical modes ``u_c`` with the
+:class:`~jaxhlm._src.optim.recentre.Search` (``b = M T_c u_c``; condVar ``M V_c M'``; the
+singularity rule on the search's theta), the Hessian for the fixed effects' covariance in the
+searched theta (the ``beta`` block of its inverse is the same in every parametrisation of
+theta) and the user-facing Hessian through the Jacobian of the theta map (central differences).
 """
 from __future__ import annotations
 
@@ -24,8 +29,10 @@ import numpy as np
 
 from ..stats.suffstats import transform_xy
 from ..stats.xform import intercept_column, large_mean
+from .recentre import Search, centred_design, factor_maps, theta_from_centred
 
-__all__ = ["fixed_centring", "centred_op", "to_user", "centred_start"]
+__all__ = ["fixed_centring", "centred_op", "to_user", "centred_start", "from_search", "search_op",
+           "thetas_from_search"]
 
 
 def fixed_centring(X) -> np.ndarray | None:
@@ -77,15 +84,63 @@ def to_user(opt, A, m: int):
                         stats=transform_xy(opt.stats, M, xp=np))
 
 
+def search_op(model):
+    """The row arrays with the random-effect columns the fit searched centred (the model's own
+    when none)."""
+    search = getattr(model.opt, "search", None)
+    if search is None:
+        return model.op
+    from ..stats.weighted import build_weighted_op
+
+    return build_weighted_op(centred_design(model.design, list(search.shifts)), model.layout)
+
+
 def centred_start(model):
-    """``(op, x0, H, A)`` for refits of ``model`` in the centred columns: the centred row arrays,
-    the start ``(theta, A^-1 beta)``, the Hessian there ``J' H J``; ``A`` the identity (and the
-    model's own ``op``) when no column is centred."""
+    """``(op, x0, H, A)`` for refits of ``model`` as its fit searched: centred random-effect
+    columns (:func:`search_op`, theta the search's) and ``X A``; the start ``(theta, A^-1 beta)``,
+    the Hessian there ``J' H J``; ``A`` the identity when no fixed-effect column is centred."""
     m = model.layout.ntheta
-    x0 = np.concatenate([np.asarray(model.opt.theta), np.asarray(model.opt.beta)])
-    H = np.asarray(model.opt.hessian)
-    A = fixed_centring(model.op.X)
+    search = getattr(model.opt, "search", None)
+    theta = model.opt.theta if search is None else search.theta
+    H = np.asarray(model.opt.hessian if search is None else model.opt.hessian_search)
+    x0 = np.concatenate([np.asarray(theta), np.asarray(model.opt.beta)])
+    op = search_op(model)
+    A = fixed_centring(op.X)
     if A is None:
-        return model.op, x0, H, np.eye(model.p)
+        return op, x0, H, np.eye(model.p)
     J = _J(A, m)
-    return centred_op(model.op, A), np.linalg.solve(J, x0), J.T @ H @ J, A
+    return centred_op(op, A), np.linalg.solve(J, x0), J.T @ H @ J, A
+
+
+def thetas_from_search(model, thetas) -> np.ndarray:
+    """Rows of searched theta (refits) in the user's columns."""
+    search = getattr(model.opt, "search", None)
+    if search is None:
+        return thetas
+    sh = list(search.shifts)
+    return np.array([theta_from_centred(t, model.layout, model.design, sh) for t in np.asarray(thetas)])
+
+
+def from_search(opt_c, layout, design, shifts: list, step: float = 1e-6):
+    """The optimum of the design with ``shifts`` centred (:func:`~jaxhlm._src.optim.recentre.
+    centred_design`) in the user's columns; see the module docstring."""
+    m = layout.ntheta
+    theta_c = np.asarray(opt_c.theta, dtype=np.float64)
+    theta = theta_from_centred(theta_c, layout, design, shifts)
+    Jt = np.empty((m, m))  # d theta / d theta_c
+    for k in range(m):
+        h = step * max(1.0, abs(theta_c[k]))
+        e = np.zeros(m)
+        e[k] = h
+        Jt[:, k] = (theta_from_centred(theta_c + e, layout, design, shifts)
+                    - theta_from_centred(theta_c - e, layout, design, shifts)) / (2 * h)
+    J = np.eye(m + len(opt_c.beta))
+    J[:m, :m] = Jt
+    H_s, g_s = np.asarray(opt_c.hessian), np.asarray(opt_c.grad)
+    try:
+        Ji = np.linalg.inv(J)
+        H, g = Ji.T @ H_s @ Ji, Ji.T @ g_s
+    except np.linalg.LinAlgError:  # a singular map (a zero variance): the Hessian in theta is undefined
+        H, g = np.full_like(H_s, np.nan), np.full_like(g_s, np.nan)
+    search = Search(theta_c, opt_c.stats, factor_maps(layout, design, shifts), tuple(shifts))
+    return opt_c._replace(theta=theta, grad=g, hessian=H, search=search, hessian_search=H_s)

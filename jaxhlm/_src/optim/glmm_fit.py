@@ -237,7 +237,10 @@ class GlmmOpt(NamedTuple):
     the stage-1 objective, iterations per stage, ``converged`` (optimiser and lme4's checks),
     ``messages`` (lme4's wording), ``nagq``, ``pirls_converged``; at the mode: ``eta``, the
     Fisher weights ``W``, ``ldL2``, the penalised deviance ``pwrss``, ``Lxx`` (``R_X`` in its
-    first ``p`` rows) and the Fisher-weighted statistics ``stats``."""
+    first ``p`` rows) and the Fisher-weighted statistics ``stats``. Where random-effect columns
+    were searched centred (:mod:`~jaxhlm._src.optim.glmm_centre`): ``search`` (the searched theta,
+    the statistics there, ``M``), ``u`` and ``stats`` of that search and ``hessian_search``, the
+    Hessian in its theta (the fixed effects' covariance is read from it)."""
 
     theta: np.ndarray
     beta: np.ndarray
@@ -257,6 +260,8 @@ class GlmmOpt(NamedTuple):
     pwrss: float
     Lxx: np.ndarray
     stats: object
+    search: object = None
+    hessian_search: object = None
 
 
 def check_hessian(H, tol=HESS_TOL, what: str = "") -> tuple:
