@@ -85,11 +85,13 @@ def test_the_scaled_response_is_never_copied_whole_and_has_the_same_bits():
 
 
 def test_statistics_are_aligned_for_xla_to_read_in_place():
-    st, _ = _stats("y ~ x + (x | g)", _data())
+    st, _ = _stats("y ~ x + (x | g)", _data(n=100_000, J=40_000))
     for arr in (st.levels[0].ZtZ, st.levels[0].ZtXy):
         assert arr.ctypes.data % 64 == 0
-    z = S._zeros((3, 5, 7))
-    assert z.shape == (3, 5, 7) and z.ctypes.data % 64 == 0 and not z.any()
+    for shape in [(3, 5, 7), (2, 3, 1 << 16)]:
+        z = S._zeros(shape)
+        assert z.shape == shape and not z.any()
+    assert z.ctypes.data % 64 == 0
 
 
 @pytest.mark.parametrize("q", [1, 3])

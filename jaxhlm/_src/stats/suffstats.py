@@ -150,8 +150,10 @@ def _zeros(shape) -> np.ndarray:
     """Zeros on a 64-byte boundary: XLA on the CPU reads such arrays in place, where it copies
     others into every program call (80 MB per call for 1M levels of a random slope)."""
     n = int(np.prod(shape))
+    if n < 1 << 17:  # small: a copy costs less than aligning (1 MB)
+        return np.zeros(shape)
     buf = np.zeros(n + 8)
-    start = (-buf.ctypes.data % 64) // 8
+    start = (-buf.__array_interface__["data"][0] % 64) // 8
     return buf[start:start + n].reshape(shape)
 
 
