@@ -30,8 +30,8 @@ def _fit(formula, df, family):
     return m, [str(x.message) for x in w]
 
 
-@pytest.mark.parametrize("family, formula", [("binomial", "y ~ x + z + (1 | g)"), ("poisson", "k ~ x + (1 | g)")])
-@pytest.mark.parametrize("shift", [1e4, 1e6])
+@pytest.mark.parametrize("family, formula, shift", [("binomial", "y ~ x + z + (1 | g)", 1e4),
+                                                     ("poisson", "k ~ x + (1 | g)", 1e6)])
 def test_a_shifted_predictor_changes_no_reported_quantity(family, formula, shift):
     df = _data()
     base, w0 = _fit(formula, df, family)
@@ -83,7 +83,7 @@ def test_which_columns_are_centred():
     assert fixed_centring(np.column_stack([x + 2005.0, d])) is None  # no intercept: a shift changes the model
 
 
-@pytest.mark.parametrize("shift", [1e3, 1e5])
+@pytest.mark.parametrize("shift", [1e4])
 def test_a_shifted_random_slope_changes_no_reported_quantity(shift):
     rng = np.random.default_rng(3)
     J, n = 40, 2000
