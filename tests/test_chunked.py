@@ -66,7 +66,7 @@ def test_statistics_summed_by_slices_of_rows_equal_one_pass(formula, kw, monkeyp
             np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * np.max(np.abs(a), initial=1.0))
 
 
-def test_the_scaled_response_is_never_copied_whole_and_has_the_same_bits():
+def test_the_scaled_response_is_never_copied_whole_and_has_the_same_bits(monkeypatch):
     y = np.random.default_rng(1).normal(size=1000) * 3.0
     col = xform.ScaledColumn(y, 2.5)
     np.testing.assert_array_equal(col.part(), y / 2.5)
@@ -78,6 +78,8 @@ def test_the_scaled_response_is_never_copied_whole_and_has_the_same_bits():
     a = S.compute_stats(design, layout)
     X = design.X
     _, _, ys = xform.precondition_xy(X, design.y, None, True)  # the eager form: y / s
+    assert not isinstance(xform.precondition_xy(X, design.y, None, True, lazy=True)[2], xform.ScaledColumn)
+    monkeypatch.setattr(xform, "ROW_CHUNK", 100)  # longer than a slice: lazy
     assert isinstance(xform.precondition_xy(X, design.y, None, True, lazy=True)[2], xform.ScaledColumn)
     np.testing.assert_array_equal(np.asarray(a.levels[0].ZtXy)[:, -1, :design.factors[0].nlevels],
                                   np.stack([np.bincount(design.factors[0].codes, weights=ys * X[:, j])

@@ -232,7 +232,8 @@ def precondition_xy(X, y, w, on: bool, columns: bool | None = None, lazy: bool =
     """``(xform, X_c, y_c)`` for :func:`compute_stats <jaxhlm._src.stats.suffstats.compute_stats>`:
     nothing when not ``on``; else the response always (scaled, centred when shifted) and the
     columns of ``X`` when ``columns`` (None: where :func:`needs_preconditioning` says so).
-    With ``lazy``, a response that is only scaled comes back as a :class:`ScaledColumn`."""
+    With ``lazy``, a response of more than :data:`ROW_CHUNK` rows that is only scaled comes back
+    as a :class:`ScaledColumn`."""
     if not on:
         return None, X, y
     icpt = intercept_column(X)
@@ -241,6 +242,7 @@ def precondition_xy(X, y, w, on: bool, columns: bool | None = None, lazy: bool =
     if not columns:
         xform = response_scaling(X, y, w, icpt)
         if xform is not None:
+            lazy = lazy and len(y) > ROW_CHUNK  # (a copy of a short column costs less than slices)
             return xform, X, (ScaledColumn(y, xform.s) if lazy else y / xform.s)
     xform = preconditioner(X, y, w, columns=columns)
     Xc = X @ xform.A if columns else X
