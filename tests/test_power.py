@@ -152,3 +152,22 @@ def test_resized_design_carries_weights_and_offsets():
         assert key(r) != [] and len(key(r)) == r.n
     pc = jaxhlm.power_curve(m, "Subject", [8, 24], test="Days", nsim=40, effect=4.0, seed=2)
     assert list(pc["nobs"]) == [80, 240] and pc["trials"].sum() == 80
+
+
+def test_power_of_a_fit_searched_with_a_centred_random_slope():
+    """``(Days + 1e4 | Subject)`` is searched centred (optim/recentre.py); power() simulates and
+    refits the centred twin (in the user's columns every replicate failed) and reports theta in
+    the user's columns: the same power as the unshifted model's, within simulation error."""
+    d = load_data("sleepstudy.csv")
+    f = "Reaction ~ Days + (Days | Subject)"
+    base = jaxhlm.lmer(f, d, reml=False)
+    m = jaxhlm.lmer(f, d.assign(Days=d["Days"] + 1e4), reml=False)
+    pa = jaxhlm.power(base, "Days", nsim=100, seed=3, fixef={"Days": 2.0})
+    pb = jaxhlm.power(m, "Days", nsim=100, seed=3, fixef={"Days": 2.0})
+    assert pb.trials >= 97 and abs(pa.power - pb.power) < 0.15
+    # the slope's relative SD sqrt(t10^2 + t11^2) (the same in both parametrisations) over the replicates
+    def slope_sd(r):
+        return np.hypot(r["theta.Subject.Days.(Intercept)"], r["theta.Subject.Days"])
+
+    assert np.median(slope_sd(pb.replicates)) == pytest.approx(np.median(slope_sd(pa.replicates)), rel=0.2)
+    assert np.median(np.abs(pb.replicates["theta.Subject.(Intercept)"])) > 100  # the user's columns

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..optim.batch import RefitSpec
-from .replicates import chunk_count, progress_bar, refit_design_many, spec_of
+from .replicates import chunk_count, on_spec, progress_bar, refit_design_many, spec_of
 from ..design.build import GroupingFactor, TermDesign
 from ..base.errors import ArgumentError, DataError
 from .simulate import _check_nsim, replicate_rngs, resolve_params, simulate_design
@@ -271,7 +271,8 @@ def power(fit, test=None, nsim: int = 1000, alpha: float = 0.05, effect=None, *,
     nsim, alpha, level, method, tests = _check_arguments("power()", fit, nsim, alpha, level, method, test)
     params = _effect_params(fit, tests, fixef, effect, theta, sigma)
     kw = dict(batch_size=batch_size, chunk_size=chunk_size, progress=progress)
-    return _power_on_spec(spec_of(fit, centred=False), params, tests, method, nsim, alpha, level, seed, kw)
+    spec = spec_of(fit)  # a fit searched centred: simulated and refitted on its centred twin
+    return _power_on_spec(spec, on_spec(params, spec), tests, method, nsim, alpha, level, seed, kw)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from ..stats.layout import theta_names
 from ..stats.xform import original_objective, xform_of
 from ..base import dist
 
-__all__ = ["spec_of", "refit_design_many", "tidy", "progress_bar", "chunk_count"]
+__all__ = ["spec_of", "on_spec", "refit_design_many", "tidy", "progress_bar", "chunk_count"]
 
 
 def spec_of(model, centred: bool = True) -> RefitSpec:
@@ -42,6 +42,19 @@ def spec_of(model, centred: bool = True) -> RefitSpec:
                          shifts=() if twin is None else tuple(model.opt.search.shifts))
         model.cache[key] = spec
     return spec
+
+
+def on_spec(params: dict, spec: RefitSpec) -> dict:
+    """Simulation parameters (the user's theta) for ``spec``'s design: for a centred twin, theta
+    of the centred terms (``Z_c b_c`` has the distribution of ``Z b``). Simulating and refitting
+    the twin is what keeps power() working there: in the user's columns sleepstudy's
+    ``(Days + 1e4 | Subject)`` lost all of its replicates."""
+    if not spec.shifts:
+        return params
+    from ..optim.recentre import theta_from_centred
+
+    theta = theta_from_centred(params["theta"], spec.layout, spec.user_design, list(spec.shifts), inverse=True)
+    return dict(params, theta=theta)
 
 
 def _user_theta(TH, spec: RefitSpec):
