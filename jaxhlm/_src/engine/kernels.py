@@ -28,7 +28,8 @@ import numpy as np
 
 from . import soa
 
-__all__ = ["ElimSpec", "elim_spec", "eliminate", "eliminate_sum", "sandwich_sum", "dense_eliminate", "SMALL_DENSE"]
+__all__ = ["ElimSpec", "elim_spec", "eliminate", "eliminate_sum", "level_slice", "sandwich_sum", "dense_eliminate",
+           "SMALL_DENSE"]
 
 SMALL_DENSE = 128  # dense blocks up to this size stay in XLA; larger go to LAPACK on the host
 
@@ -161,6 +162,11 @@ CHUNK_LEVELS = 1 << 16  # levels per pass of :func:`eliminate_sum` ...
 CHUNKED_FROM = 1 << 18  # ... for blocks with at least this many levels (bucketed sizes divide)
 
 
+def level_slice(A, i):
+    """Levels ``i * CHUNK_LEVELS ..`` of a per-level array (levels on the last axis; ``i`` traced)."""
+    return jax.lax.dynamic_slice_in_dim(A, i * CHUNK_LEVELS, CHUNK_LEVELS, axis=A.ndim - 1)
+
+
 def eliminate_sum(theta, S, R, spec):
     """``(sum_j log|M_j|, sum_j R_j' W_j R_j)``: :func:`eliminate` then :func:`sandwich_sum`,
     :data:`CHUNK_LEVELS` levels at a time (rematerialised in the reverse pass).
@@ -174,10 +180,8 @@ def eliminate_sum(theta, S, R, spec):
 
     @jax.checkpoint
     def part(theta, i):
-        def rows(A):
-            return jax.lax.dynamic_slice_in_dim(A, i * CHUNK_LEVELS, CHUNK_LEVELS, axis=A.ndim - 1)
-        ld, W = eliminate(theta, rows(S), spec)
-        return ld, sandwich_sum(rows(R), W)
+        ld, W = eliminate(theta, level_slice(S, i), spec)
+        return ld, sandwich_sum(level_slice(R, i), W)
 
     def body(i, acc):
         ld, sw = part(theta, i)

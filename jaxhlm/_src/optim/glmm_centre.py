@@ -8,7 +8,7 @@ same ``eta`` and the same Laplace (or quadrature) objective at corresponding poi
 and ``x``'s columns are nearly collinear, the Hessian in ``(theta, beta)`` has a condition
 number of ``c^2`` and more, and the search in the user's columns stops early: measured on a
 2000-row binary design, ``x + 1e4`` in ``y ~ x + (1 | g)`` ended with max|grad| 2.7e3, the slope
-0.3615 instead of 0.3681 and four warnings. :func:`optimize_centred` searches in ``beta_c`` (the
+0.3615 instead of 0.3681 and four warnings. :func:`~jaxhlm._src.optim.glmm_fit.optimize` searches in ``beta_c`` (the
 rule of :func:`~jaxhlm._src.stats.xform.large_mean`, as lmer's preconditioning) and maps the
 optimum back exactly: with ``J = diag(I, A)`` (``x = J x_c``), the gradient ``J^-T g_c``, the
 Hessian ``J^-T H_c J^-1``; ``R_X`` and the Fisher-weighted statistics through ``A^-1``; ``u``,
@@ -98,7 +98,15 @@ def search_op(model):
 def centred_start(model):
     """``(op, x0, H, A)`` for refits of ``model`` as its fit searched: centred random-effect
     columns (:func:`search_op`, theta the search's) and ``X A``; the start ``(theta, A^-1 beta)``,
-    the Hessian there ``J' H J``; ``A`` the identity when no fixed-effect column is centred."""
+    the Hessian there ``J' H J``; ``A`` the identity when no fixed-effect column is centred.
+    Built once per model (``model.cache``): every chunk of a batched refit reads it."""
+    out = model.cache.get("centred_start")
+    if out is None:
+        out = model.cache["centred_start"] = _centred_start(model)
+    return out
+
+
+def _centred_start(model):
     m = model.layout.ntheta
     search = getattr(model.opt, "search", None)
     theta = model.opt.theta if search is None else search.theta

@@ -155,7 +155,7 @@ def moment_start_one_factor(stats, layout: Layout, fallback):
     import jax
     import jax.numpy as jnp
 
-    from ..engine.kernels import CHUNK_LEVELS, CHUNKED_FROM
+    from ..engine.kernels import CHUNK_LEVELS, CHUNKED_FROM, level_slice
 
     A, B, XytXy, n = stats.levels[0].ZtZ, stats.levels[0].ZtXy, stats.XytXy, stats.n
     q, J = A.shape[0], A.shape[-1]
@@ -175,9 +175,7 @@ def moment_start_one_factor(stats, layout: Layout, fallback):
         # many levels: the same sums a slice of levels at a time (the working arrays of one
         # slice, not of every level: 100 MB less at a million levels)
         def terms(i):
-            def rows(M):
-                return jax.lax.dynamic_slice_in_dim(M, i * CHUNK_LEVELS, CHUNK_LEVELS, axis=2)
-            return _level_terms(rows(A), rows(B), beta, p, q)
+            return _level_terms(level_slice(A, i), level_slice(B, i), beta, p, q)
 
         def first(i, acc):
             w, Ai, b, e = terms(i)

@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "precondition_xy", "ScaledColumn", "large_mean",
-           "preconditioning", "intercept_column", "X_times", "xform_of", "original_scale", "original_objective"]
+__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "precondition_xy", "ScaledColumn",
+           "large_mean", "preconditioning", "intercept_column", "X_times", "xform_of", "original_scale", "original_objective"]
 
 
 class Xform(NamedTuple):
