@@ -7,8 +7,8 @@ Cases
 ``sis_100k``  100,000 students in 2,000 schools, binary outcome, a student and a school predictor,
               ``pass ~ ses + sch_ses + (1 | school)`` (data simulated here, seed 1).
 ``power``     1,000-replicate power analysis of ``period2`` in cbpp's
-              ``cbind(incidence, size - incidence) ~ period + (1 | herd)`` (jaxhlm: ``power``, all
-              refits in one compiled program; lme4: a ``simulate`` / ``refit`` loop, timed on
+              ``cbind(incidence, size - incidence) ~ period + (1 | herd)`` (jaxhlm: ``power``, every
+              refit a call of the fit's compiled search; lme4: a ``simulate`` / ``refit`` loop, timed on
               ``--r-reps`` replicates and scaled to 1,000). "Compile included": the first
               ``power()`` call of a fresh process with an empty program cache, after the model's
               fit, as lme4's loop is timed after its fit.

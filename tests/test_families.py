@@ -26,6 +26,11 @@ def test_link_functions(fam, link):
     np.testing.assert_allclose(np.asarray(f.linkfun(mu)), ETA, rtol=1e-10, atol=1e-12)
     d = np.array([float(jax.grad(lambda e: f.linkinv(e))(e)) for e in ETA])
     np.testing.assert_allclose(np.asarray(f.mu_eta(ETA)), d, rtol=1e-10)
+    # the host version (simulation), clipping included, equals the traced one
+    wide = np.concatenate([ETA, [-800.0, -40.0, -31.0, 31.0, 40.0, 800.0]])
+    host = f.linkinv(wide, xp=np)
+    assert isinstance(host, np.ndarray)
+    np.testing.assert_allclose(host, np.asarray(f.linkinv(wide)), rtol=1e-15, atol=0)
 
 
 @pytest.mark.parametrize("fam,link", LINKS)

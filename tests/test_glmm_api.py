@@ -90,11 +90,16 @@ def test_user_data_not_modified_and_repr():
 def test_small_programs_are_separate_cache_entries():
     from jaxhlm._src.optim import glmm_fit
 
-    fast, full = glmm_fit._PROGRAMS[("fit", True)], glmm_fit._PROGRAMS[("fit", False)]
+    fast, full = glmm_fit._PROGRAMS[("stage1", True)], glmm_fit._PROGRAMS[("stage1", False)]
     assert fast._name != full._name and "xla_backend_optimization_level" in fast._name
     from jaxhlm._src.optim.pirls import GlmmData
 
-    assert glmm_fit._program("fit", GlmmData(np.zeros(10), None, None, None)) is fast
+    small = GlmmData(np.zeros(10), None, None, None)
+    assert glmm_fit._program("stage1", small) is fast
+    # the search, which every refit runs too, is always optimised
+    search = glmm_fit._program("search", small)
+    assert search is glmm_fit._program("search", GlmmData(np.zeros(glmm_fit.SMALL_ROWS), None, None, None))
+    assert "xla_backend_optimization_level" not in search._name
 
 
 def test_out_of_core_refused():

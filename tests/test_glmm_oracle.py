@@ -90,10 +90,9 @@ def oracle_laplace(model, theta, beta):
 
 def engine(model, x):
     """Value, gradient and Hessian of the engine's objective at ``x = (theta, beta)``."""
-    out = glmm_fit._program("final", model.glmm_data)(
-        np.asarray(x, float), tuple(np.zeros_like(u) for u in model.opt.u), model.op, model.glmm_data,
-        layout=model.layout, family=model.family, nagq=max(model.nagq, 1))
-    return float(out["value"]), np.asarray(out["grad"]), np.asarray(out["hessian"])
+    out = glmm_fit.evaluate(np.asarray(x, float), tuple(np.zeros_like(u) for u in model.opt.u), model.op,
+                            model.glmm_data, model.layout, model.family, max(model.nagq, 1))
+    return float(out["f"]), np.asarray(out["g"]), np.asarray(out["hessian"])
 
 
 # ------------------------------------------------------------------ designs

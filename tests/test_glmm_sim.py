@@ -110,3 +110,31 @@ def test_refits_side_by_side_equal_one_at_a_time(model, monkeypatch):
     monkeypatch.setenv("JAXHLM_WORKERS", "1")
     one = refit_many_glmm(model, Y, chunk_size=8)
     np.testing.assert_array_equal(two.to_numpy(), one.to_numpy())
+
+
+def test_refits_run_the_fits_own_search_program(model):
+    """On a CPU every refit calls the compiled search the fit built (no program of its own)."""
+    from jaxhlm._src.base import programcache
+
+    m = G.fit("cbpp_cbind_laplace")  # a fit in this process: its programs are in memory
+    Y = m.simulate(6, seed=4)
+    before = set(programcache._MEMO)
+    R = m.refit_many(Y)
+    assert R["converged"].all()
+    new = [k[0] for k in set(programcache._MEMO) - before]
+    assert not [nm for nm in new if "glmm" in nm or "search" in nm], new
+
+
+def test_batched_route_equals_one_by_one(model, monkeypatch):
+    """The accelerators' route (replicates mapped in one program, padded to its width) gives the
+    CPU route's estimates, standard errors and flags."""
+    from jaxhlm._src.optim import glmm_batch
+
+    Y = model.simulate(5, seed=8)
+    one = glmm_batch.refit_batch(model, Y)
+    monkeypatch.setattr(glmm_batch, "default_batch_size", lambda: 2)
+    many = glmm_batch.refit_batch(model, Y, width=6)
+    assert many["beta"].shape == one["beta"].shape == (5, model.p)
+    for key in ("objective", "theta", "beta", "se"):
+        np.testing.assert_allclose(many[key], one[key], rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(many["converged"], one["converged"])

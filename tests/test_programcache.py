@@ -270,3 +270,26 @@ def test_static_arguments_given_by_position_are_cached(tmp_path, monkeypatch):
     g = programcache.jit(lambda x, k, y: jnp.sum(x ** k) + y, static_argnames=("k",))
     assert float(g(x, 2, np.float64(1.0))) == 15.0  # a dynamic argument after a static one: plain jit
     programcache.clear_memory()
+
+
+def test_executable_is_the_program_a_call_uses(tmp_path, monkeypatch):
+    """``CachedJit.executable`` hands out the executable a call builds (once; loops call it
+    directly), and with the cache off the jit object with the static arguments bound."""
+    _fresh(tmp_path, monkeypatch)
+
+    def scaled(x, k):
+        return x * k
+
+    f = programcache.jit(scaled, static_argnames=("k",))
+    x = np.arange(3.0)
+    np.testing.assert_array_equal(f(x, k=2.0), [0.0, 2.0, 4.0])
+    (path,) = _programs(tmp_path)
+    ex = f.executable(x, k=2.0)
+    assert ex is f.executable(np.ones(3), k=2.0) and _programs(tmp_path) == [path]  # no new program
+    np.testing.assert_array_equal(ex(np.ones(3)), [2.0, 2.0, 2.0])
+    ex3 = f.executable(x, k=3.0)
+    assert ex3 is not ex and len(_programs(tmp_path)) == 2
+    programcache.clear_memory()
+    monkeypatch.setenv("JAXHLM_NO_CACHE", "1")
+    np.testing.assert_array_equal(f.executable(x, k=2.0)(x), [0.0, 2.0, 4.0])
+    programcache.clear_memory()

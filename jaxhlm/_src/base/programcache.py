@@ -196,6 +196,40 @@ class CachedJit:
         dyn = {k: v for k, v in kwargs.items() if k not in self._static}
         return _cached_call(j, self._nested, self._name, args, dyn, static)
 
+    def executable(self, *args, **kwargs):
+        """The compiled program for these arguments (built or read from the disk cache once, as a
+        call would), as a function of the array arguments alone: for loops that call one
+        program many times (no per-call key, no wait for each result: call it with arguments of
+        the same shapes and ``jax.block_until_ready`` the last output). With the disk cache off,
+        the ``jax.jit`` object with the static arguments bound.
+
+        Parameters
+        ----------
+        *args, **kwargs
+            Arguments as for a call (static ones by name).
+
+        Returns
+        -------
+        callable
+        """
+        j = self.jitted()
+        static = {k: v for k, v in kwargs.items() if k in self._static}
+        dyn = {k: v for k, v in kwargs.items() if k not in self._static}
+        sig = _signature((args, dyn)) if self._cacheable and not self._static_pos_args(args) else None
+        if sig is None or sig is _TRACED:
+            return functools.partial(j, **static)
+        backend = jax.default_backend()
+        memo = (self._name, tuple(sorted(static.items())), sig, backend)
+        with _key_lock(memo):
+            if memo not in _MEMO:
+                with threads.limited():
+                    _MEMO[memo] = _build(j, self._name, memo[1], sig, args, dyn, static, backend)
+        prog = _MEMO[memo]
+        return functools.partial(j, **static) if prog is None else prog
+
+    def _static_pos_args(self, args) -> bool:
+        return bool(self._static_pos) and len(args) > self._static_pos[0][0]
+
     def lower(self, *args, **kwargs):
         """The lowered program (``jax.jit(...).lower``; not cached).
 

@@ -91,18 +91,22 @@ class Family:
             return jnp.log(-jnp.log1p(-mu))
         return jnp.log(mu)
 
-    def linkinv(self, eta):
-        """``mu = g^{-1}(eta)``, clipped as R clips."""
-        eta = jnp.asarray(eta)
+    def linkinv(self, eta, xp=jnp):
+        """``mu = g^{-1}(eta)``, clipped as R clips (``xp=numpy``: on the host, NumPy in and out)."""
+        eta = xp.asarray(eta)
         if self.link == "logit":
-            e = jnp.exp(jnp.clip(eta, -30.0, 30.0))
-            e = jnp.where(eta < -30.0, EPS, jnp.where(eta > 30.0, 1.0 / EPS, e))
+            e = xp.exp(xp.clip(eta, -30.0, 30.0))
+            e = xp.where(eta < -30.0, EPS, xp.where(eta > 30.0, 1.0 / EPS, e))
             return e / (1.0 + e)
         if self.link == "probit":
+            if xp is np:
+                from scipy.special import ndtr
+
+                return ndtr(np.clip(eta, -_PROBIT_THRESH, _PROBIT_THRESH))
             return jsp.ndtr(jnp.clip(eta, -_PROBIT_THRESH, _PROBIT_THRESH))
         if self.link == "cloglog":
-            return jnp.clip(-jnp.expm1(-jnp.exp(jnp.minimum(eta, 700.0))), EPS, 1.0 - EPS)
-        return jnp.maximum(jnp.exp(jnp.minimum(eta, 700.0)), EPS)
+            return xp.clip(-xp.expm1(-xp.exp(xp.minimum(eta, 700.0))), EPS, 1.0 - EPS)
+        return xp.maximum(xp.exp(xp.minimum(eta, 700.0)), EPS)
 
     def mu_eta(self, eta):
         """``d mu / d eta``, floored as R floors it."""

@@ -16,7 +16,7 @@ __all__ = ["quasi_newton", "minimize"]
 
 
 def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed_hessian=False, aux_shapes=None,
-                 Hinv0=None, warm=False, aux0=None, final_hessian=False, hess_step=1e-4):
+                 Hinv0=None, warm=False, aux0=None, final_hessian=False, hess_step=1e-4, use_hinv0=None):
     """BFGS with one gradient call site per iteration (a compact compiled program).
 
     ``vg(x) -> ((f, aux), g)`` (``jax.value_and_grad(..., has_aux=True)``). Each iteration of the
@@ -41,12 +41,16 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
     step ``-Hinv0 g`` capped at ``max(1, |x0|)``. ``aux_shapes`` (a pytree of arrays or shapes
     like ``vg``'s auxiliary output) saves a trace.
 
+    ``seed_hessian`` and ``use_hinv0`` (whether ``Hinv0`` is used; default: when given) may be
+    traced booleans: one compiled program then serves a fit (seeded or plain start) and refits
+    from a given inverse Hessian (the GLMM search program, :mod:`~jaxhlm._src.optim.glmm_fit`).
+
     ``warm`` (GLMM fits, whose every evaluation solves an inner problem): ``vg`` is called as
     ``vg(x, aux)`` with the auxiliary output of the best point so far (``aux0`` before the first
     evaluation; default zeros), so the inner iteration starts where the last accepted one ended.
 
-    ``final_hessian`` (batched GLMM refits): when the search ends (converged, failed or at
-    ``maxit``), the same call site evaluates the gradient at ``x +- h_i e_i``
+    ``final_hessian`` (GLMM fits and refits): when the search ends (converged, failed or at
+    ``maxit``; with ``maxit = 0`` right after the evaluation at ``x0``), the same call site evaluates the gradient at ``x +- h_i e_i``
     (``h_i = hess_step max(1, |x_i|)``, ``2 m`` more calls, not counted in ``maxit``) and the
     result holds their central-difference Hessian ``hessian`` (symmetrised): exact gradients
     differenced, ``O(h^2)`` accurate, without a second compiled copy of the gradient.
@@ -63,12 +67,18 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
     if aux_shapes is None:  # shapes only: traces vg once more (pass them to save the trace)
         aux_shapes = jax.eval_shape(lambda x: vg(x)[0][1], x0)
     call = (lambda s: vg(s["xt"], s["aux"])) if warm else (lambda s: vg(s["xt"]))
-    nseed = m if seed_hessian else 0
+    if isinstance(seed_hessian, bool):
+        nseed = m if seed_hessian else 0
+        can_seed = bool(nseed)
+    else:  # traced: decided when the program runs
+        nseed = jnp.where(seed_hessian, m, 0)
+        can_seed = True
+    given = (Hinv0 is not None) if use_hinv0 is None else (jnp.asarray(use_hinv0) & (Hinv0 is not None))
     hstep = 1e-4 * jnp.maximum(1.0, jnp.abs(x0))
 
     def cond(s):
-        if final_hessian:
-            return (~s["done"]) & ((s["it"] < maxit) | (s["hp"] > 0))
+        if final_hessian:  # at least the evaluation at x0 (maxit = 0: value and Hessian there)
+            return (~s["done"]) & ((s["it"] < jnp.maximum(maxit, 1)) | (s["hp"] > 0))
         return (~s["done"]) & (s["it"] < maxit)
 
     def body(s):
@@ -110,7 +120,7 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
             return ok, Li.T @ Li
 
         # (in a cond: the factorisation runs once, not in every iteration)
-        if nseed:
+        if can_seed:
             spd, Hi_seed = jax.lax.cond(seed_now, invert_seed, lambda Hc: (jnp.asarray(False), eye), Hc)
             spd = seed_now & spd
         else:
@@ -174,8 +184,8 @@ def quasi_newton(vg, x0, maxit=500, dec_tol=1e-9, ftol=1e-14, max_step=0.5, seed
         return out
 
     zero_aux = jax.tree_util.tree_map(lambda u: jnp.zeros(u.shape, u.dtype), aux_shapes) if aux0 is None else aux0
-    given = Hinv0 is not None
-    Hi_init = jnp.asarray(Hinv0, dtype) if given else eye
+    Hi_init = eye if Hinv0 is None else (jnp.asarray(Hinv0, dtype) if use_hinv0 is None
+                                         else jnp.where(given, jnp.asarray(Hinv0, dtype), eye))
     s0 = {"x": x0, "f": jnp.asarray(jnp.inf, dtype), "g": jnp.zeros_like(x0), "aux": zero_aux, "Hi": Hi_init,
           "d": jnp.zeros_like(x0), "a": jnp.asarray(1.0, dtype), "xt": x0, "it": jnp.asarray(0),
           "nacc": jnp.asarray(0, jnp.int32), "done": jnp.asarray(False), "conv": jnp.asarray(False),

@@ -1,81 +1,54 @@
-"""Many GLMM fits of one design in one compiled program: ``lax.map`` (or ``vmap``) over responses.
+"""Many GLMM fits of one design: refits of simulated responses (parametric bootstrap, power).
 
-For simulation (parametric bootstrap, power), every replicate is the same design with another
-response ``y``. :func:`refit_program` maps over the responses one program that, per replicate,
+Every replicate is the fitted design with another response ``y``. Each refit runs the fit's own
+second stage, :func:`~jaxhlm._src.optim.glmm_fit.search_program` (BFGS over ``(theta, beta)``
+with PIRLS at every evaluation, then the Hessian by central differences of the exact gradient),
+started at the fitted model's estimates and the inverse of its Hessian (which replace lme4's
+first stage and the seed by differences):
 
-1. minimises the objective over ``(theta, beta)`` by BFGS with PIRLS at every evaluation
-   (lme4's second stage; started at the fitted model's estimates and the inverse of its
-   Hessian, which replace lme4's first stage and the seed by differences),
-2. in the same loop, with the same gradient call site, evaluates the exact gradient at
-   ``2 m`` points ``x +- h_i e_i`` around the optimum (PIRLS at each) for the Hessian by
-   central differences (``quasi_newton(final_hessian=True)``) and from it
-   ``V = 2 [H^{-1}]_{beta beta}`` (lme4's Hessian-based covariance) and the standard errors,
-3. normalises the signs of theta (diagonals of ``T_f`` >= 0).
+* on a CPU one call of that program per replicate (the callers run blocks of replicates on
+  :func:`~jaxhlm._src.base.threads.side_by_side` threads): it is the very program the fit compiled, so a power analysis after a
+  fit compiles nothing (cbpp, 1,000 refits: 1.0 s; its own batched program took 1.6 s to
+  compile and 0.4 s to run);
+* on accelerators :func:`refit_program`: ``batch_size`` replicates side by side under ``vmap``
+  (inside ``lax.map``), each iterating until the slowest has converged (finished replicates
+  are frozen by the loops' predicates).
 
-One compiled copy of the objective's gradient: a second copy for the Hessian (and one more
-PIRLS) had doubled the program's compile time (cbpp: 9 s -> 2.5 s).
-
-PIRLS and BFGS are while loops. On a CPU the replicates run one after another (``lax.map``);
-on accelerators ``batch_size`` of them side by side under ``vmap``, where each keeps iterating
-until the slowest has converged (finished replicates are frozen by the loops' predicates).
+On the host (:func:`finish`, both routes): theta's signs are normalised (diagonals of ``T_f``
+>= 0), ``V = 2 [H^{-1}]_{beta beta}`` (lme4's Hessian-based covariance) gives the standard errors
+and the fixed effects return to the user's columns (``beta = A beta_c``, ``V -> A V A'``).
 """
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..base.config import jit
+from ..base.threads import limited
 from .batch import default_batch_size
 from .glmm_centre import centred_start, thetas_from_search
-from .glmm_fit import _stage2, _zeros_u
-from .pirls import GlmmData
+from .glmm_fit import _program, _stage2, _zeros_u, column_signs
 
-__all__ = ["refit_program", "refit_batch", "start_inverse_hessian"]
-
-
-def _signs(theta, u, layout):
-    tf, tr, tc = (np.asarray(v) for v in (layout.theta_factor, layout.theta_row, layout.theta_col))
-    u = list(u)
-    for k in np.flatnonzero(tr == tc):
-        s = jnp.where(theta[k] < 0, -1.0, 1.0)
-        cols = np.flatnonzero((tf == tf[k]) & (tc == tc[k]))
-        theta = theta.at[cols].multiply(s)
-        f, c = int(tf[k]), int(tc[k])
-        u[f] = u[f].at[c].multiply(s)
-    return theta, tuple(u)
+__all__ = ["refit_program", "refit_batch", "start_inverse_hessian", "finish"]
 
 
-def _one(x0, Hinv0, A, op, data, maxit, layout, family, nagq):
-    m = layout.ntheta
+def _one(x0, Hinv0, op, data, maxit, layout, family, nagq):
     r = _stage2(x0, _zeros_u(layout, x0.dtype), op, data, layout, family, nagq, maxit, Hinv0=Hinv0,
                 final_hessian=True)
-    theta, _ = _signs(r["x"][:m], r["aux"]["u"], layout)
-    beta = A @ r["x"][m:]  # the user's columns (A: the centring of glmm_centre, else I)
-    ok = r["aux"]["pconv"] & jnp.isfinite(r["f"])
-    V = 2.0 * jnp.linalg.inv(r["hessian"])[m:, m:]  # sign flips of theta leave this block as it is
-    V = A @ V @ A.T
-    return {"theta": theta, "beta": beta, "se": jnp.sqrt(jnp.diagonal(V)), "objective": r["f"],
-            "max_grad": jnp.max(jnp.abs(r["g"])), "converged": r["converged"] & ok & jnp.isfinite(r["f"]),
-            "iterations": r["it"]}
+    return {"x": r["x"], "f": r["f"], "g": r["g"], "hessian": r["hessian"], "it": r["it"],
+            "converged": r["converged"], "pconv": r["aux"]["pconv"]}
 
 
-def refit_program(x0, Hinv0, A, op, data, maxit, layout, family, nagq, batch_size=1):
-    """Fits to every response of ``data.y`` (shape ``(nrep, n)``); a dict of ``(nrep, ...)`` arrays.
-
-    ``batch_size`` replicates run side by side (``vmap`` inside ``lax.map``); 1, the default on a
-    CPU, runs them one after another, each for its own number of iterations (ENGINE-NOTES
-    pitfall 6: 3x faster than one ``vmap`` over the chunk for cbpp's power analysis)."""
+def refit_program(x0, Hinv0, op, data, maxit, layout, family, nagq, batch_size=1):
+    """Fits to every response of ``data.y`` (shape ``(nrep, n)``) in one program (accelerators);
+    a dict of ``(nrep, ...)`` arrays: ``x, f, g, hessian, it, converged, pconv``."""
     def one(y):
-        return _one(x0, Hinv0, A, op, data._replace(y=y), maxit, layout, family, nagq)
+        return _one(x0, Hinv0, op, data._replace(y=y), maxit, layout, family, nagq)
 
     return jax.lax.map(one, data.y, batch_size=None if batch_size == 1 else batch_size)
 
 
-_STATIC = ("layout", "family", "nagq", "batch_size")
-# Always XLA's optimised backend: unlike a single fit, the program runs for every replicate
-# (cbpp, 1000 replicates: 1.3 s instead of 3.4 s, the compile time about the same).
-_PROGRAM = jit(refit_program, static_argnames=_STATIC)
+_PROGRAM = jit(refit_program, static_argnames=("layout", "family", "nagq", "batch_size"))
 
 
 def start_inverse_hessian(H) -> np.ndarray:
@@ -92,14 +65,75 @@ def start_inverse_hessian(H) -> np.ndarray:
     return (V / lam) @ V.T
 
 
-def refit_batch(model, Y: np.ndarray, maxit: int = 500) -> dict:
+def finish(raw: dict, A, layout) -> dict:
+    """Search results of many refits (``(nrep, ...)`` arrays) as the replicates' estimates:
+    sign-normalised theta (searched columns), ``beta`` and ``se`` in the user's columns, the
+    objective, ``max_grad``, ``iterations`` and ``converged`` (search, PIRLS and a finite
+    objective)."""
+    m = layout.ntheta
+    x = np.asarray(raw["x"], dtype=np.float64)
+    theta = x[:, :m] * column_signs(x[:, :m], layout)  # sign flips of theta leave V as it is
+    H = np.asarray(raw["hessian"], dtype=np.float64)
+    with np.errstate(all="ignore"):
+        ok = np.all(np.isfinite(H), axis=(1, 2))
+        Hi = np.full_like(H, np.nan)
+        for i in np.flatnonzero(ok):
+            try:
+                Hi[i] = np.linalg.inv(H[i])
+            except np.linalg.LinAlgError:
+                pass
+        V = 2.0 * Hi[:, m:, m:]
+        V = A @ V @ A.T
+        se = np.sqrt(np.diagonal(V, axis1=1, axis2=2))
+    f = np.asarray(raw["f"], dtype=np.float64)
+    conv = np.asarray(raw["converged"], bool) & np.asarray(raw["pconv"], bool) & np.isfinite(f)
+    return {"theta": theta, "beta": x[:, m:] @ A.T, "se": se, "objective": f,
+            "max_grad": np.max(np.abs(np.asarray(raw["g"])), axis=1), "converged": conv,
+            "iterations": np.asarray(raw["it"])}
+
+
+_KEYS = ("x", "f", "g", "hessian", "it", "converged", "pconv")
+
+
+def _one_by_one(model, Y, op, x0, Hinv0, maxit) -> dict:
+    """The fit's search program once per column of ``Y``."""
+    data = jax.device_put(model.glmm_data)
+    op = jax.device_put(op)
+    # device_put, not jnp.asarray: the latter compiles a small program per shape
+    zeros_u = tuple(np.zeros((q, L)) for q, L in zip(model.layout.q, model.layout.nlev))
+    args = jax.device_put((np.asarray(x0, dtype=np.float64), np.asarray(Hinv0, dtype=np.float64), np.asarray(False),
+                           np.asarray(True), zeros_u))
+    it = jax.device_put(np.asarray(maxit, dtype=np.int64))
+    Yt = np.ascontiguousarray(Y.T)
+    kw = {"layout": model.layout, "family": model.family, "nagq": max(int(model.nagq), 1)}
+    prog = _program("search", data).executable(*args, op, data._replace(y=Yt[0]), it, **kw)
+    outs = []
+    with limited():  # calls queued without waiting for each result
+        for j in range(Yt.shape[0]):
+            r = prog(*args, op, data._replace(y=Yt[j]), it)
+            outs.append({k: r[k] for k in _KEYS})
+        rows = jax.device_get(outs)
+    return {k: np.stack([np.asarray(r[k]) for r in rows]) for k in _KEYS}
+
+
+def refit_batch(model, Y: np.ndarray, maxit: int = 500, width: int | None = None) -> dict:
     """Refit ``model``'s design to the columns of ``Y`` (``(n, nrep)``; proportions for the
-    binomial) in one program call; NumPy arrays, one row per replicate."""
-    Y = np.ascontiguousarray(np.asarray(Y, dtype=np.float64).T)
-    data = model.glmm_data._replace(y=Y)
+    binomial); NumPy arrays, one row per replicate (:func:`finish`). ``width`` (accelerators):
+    the batched program's number of replicates, ``Y`` padded to it (one shape, one program)."""
+    Y = np.asarray(Y, dtype=np.float64)
     op, x0, H, A = centred_start(model)  # large-mean columns centred, as the fit searched
-    out = _PROGRAM(x0, start_inverse_hessian(H), A, op, data, np.asarray(maxit, dtype=np.int64), layout=model.layout, family=model.family,
-               nagq=max(int(model.nagq), 1), batch_size=default_batch_size())
-    res = {k: np.asarray(v) for k, v in jax.device_get(out).items()}
+    Hinv0 = start_inverse_hessian(H)
+    bs = default_batch_size()
+    k = Y.shape[1]
+    if bs == 1:  # a CPU: the fit's own compiled search program, once per replicate
+        raw = _one_by_one(model, Y, op, x0, Hinv0, maxit)
+    else:
+        if width and k < width:  # padding, dropped below
+            Y = np.concatenate([Y, np.repeat(Y[:, -1:], width - k, axis=1)], axis=1)
+        data = model.glmm_data._replace(y=np.ascontiguousarray(Y.T))
+        raw = jax.device_get(_PROGRAM(x0, Hinv0, op, data, np.asarray(maxit, dtype=np.int64), layout=model.layout,
+                                      family=model.family, nagq=max(int(model.nagq), 1), batch_size=bs))
+        raw = {key: np.asarray(v)[:k] for key, v in raw.items()}
+    res = finish(raw, A, model.layout)
     res["theta"] = thetas_from_search(model, res["theta"])  # searched centred columns: theta mapped back
     return res

@@ -1,13 +1,19 @@
-"""Fitting a GLMM: lme4's two stages in one compiled program, then lme4's checks on the host.
+"""Fitting a GLMM: lme4's two stages in compiled programs, then lme4's checks on the host.
 
-The program (:func:`fit_program`, one per layout, family and ``nAGQ``):
+The programs (one per layout and family; the search also per ``nAGQ``):
 
 0. PIRLS for ``(beta, u)`` jointly at the starting theta, from the family's ``mustart`` (as
    ``glmer``'s initialisation);
 1. BFGS over theta of the Laplace objective at the joint mode (lme4's ``nAGQ = 0`` stage, where
    PIRLS updates ``beta`` too);
 2. BFGS over ``(theta, beta)`` of the Laplace (``nAGQ = 1``) or adaptive Gauss-Hermite
-   (``nAGQ > 1``) objective with ``u`` at its conditional mode (skipped for ``nAGQ = 0``).
+   (``nAGQ > 1``) objective with ``u`` at its conditional mode (skipped for ``nAGQ = 0``), and
+   the Hessian at the optimum by central differences of the exact gradient.
+
+Steps 0-1 are :func:`stage1_program`, step 2 :func:`search_program`: every refit of a simulated
+response (:mod:`~jaxhlm._src.optim.glmm_batch`) runs that same compiled program, started at the
+fit's optimum and inverse Hessian, so a power analysis after a fit compiles nothing.
+:func:`mode_program` reads the mode at the optimum.
 
 Each evaluation runs PIRLS to convergence from the mode of the best point so far (the BFGS
 core's ``warm`` option) and differentiates the objective exactly through the mode
@@ -16,7 +22,7 @@ normalised afterwards (the objective is even in every column of ``T_f``).
 
 On the host, :func:`optimize` adds lme4's ``checkConv``: a singular fit (a diagonal theta
 within 1e-4 of 0) skips the gradient checks; otherwise the gradient scaled by the Cholesky
-factor of the exact Hessian (:func:`final_program`, forward over reverse mode) must be below
+factor of the Hessian (differences of the exact gradient) must be below
 0.002, and the Hessian must be positive definite, with lme4's messages for a very large
 eigenvalue (> 1e6) or eigenvalue ratio (< 1e-6).
 """
@@ -35,10 +41,10 @@ from .glmm_centre import centred_op, fixed_centring, to_user
 from .fit import CONV_TOL
 from ..engine import pls
 from ..stats.weighted import weighted_stats_wz
-from .pirls import laplace_value, linear_predictor, objective, pirls, u_layout
+from .pirls import laplace_value, linear_predictor, objective, penalized_deviance, pirls, u_layout
 
-__all__ = ["GlmmOpt", "value_grad_hessian", "fit_program", "final_program", "optimize", "run_fit", "check_hessian", "conv_messages",
-           "HESS_TOL"]
+__all__ = ["GlmmOpt", "stage1_program", "search_program", "mode_program", "run_search", "evaluate", "optimize",
+           "check_hessian", "conv_messages", "column_signs", "HESS_TOL"]
 
 HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance
 SEED_MAX = 20  # up to this many parameters, stage 2 seeds its inverse Hessian by differences
@@ -86,12 +92,14 @@ def _stage1(theta0, op, data, layout, family, maxit):
                         warm=True, aux0=aux0)
 
 
-def _stage2(x0, u0, op, data, layout, family, nagq, maxit, Hinv0=None, final_hessian=False):
+def _stage2(x0, u0, op, data, layout, family, nagq, maxit, Hinv0=None, final_hessian=False, seed=None,
+            use_hinv0=None):
     """lme4's second stage: BFGS over ``(theta, beta)``, PIRLS at every evaluation (warm).
 
     ``Hinv0`` (a starting inverse Hessian, refits) replaces the seed by differences;
     ``final_hessian`` adds the central-difference Hessian at the optimum (see
-    :func:`jaxhlm._src.optim.bfgs.quasi_newton`)."""
+    :func:`jaxhlm._src.optim.bfgs.quasi_newton`); ``seed`` and ``use_hinv0`` (traced booleans,
+    :func:`search_program`) choose the start when the program runs."""
     m = layout.ntheta
 
     def f2(x, aux):
@@ -100,132 +108,104 @@ def _stage2(x0, u0, op, data, layout, family, nagq, maxit, Hinv0=None, final_hes
         val, _, _ = objective(th, be, uu, op, data, layout, family, nagq=nagq)
         return val, {"u": uu, "pconv": ok}
 
+    if seed is None:
+        seed = Hinv0 is None and x0.shape[0] <= SEED_MAX
     aux0 = {"u": u0, "pconv": jnp.asarray(True)}
-    return quasi_newton(jax.value_and_grad(f2, has_aux=True), x0, maxit=maxit,
-                        seed_hessian=Hinv0 is None and x0.shape[0] <= SEED_MAX, Hinv0=Hinv0,
+    return quasi_newton(jax.value_and_grad(f2, has_aux=True), x0, maxit=maxit, seed_hessian=seed, Hinv0=Hinv0,
+                        use_hinv0=use_hinv0,
                         aux_shapes=jax.tree_util.tree_map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), aux0),
                         warm=True, aux0=aux0, final_hessian=final_hessian, hess_step=HESS_STEP)
-
-
-def _flat_u(u):
-    return jnp.concatenate([jnp.ravel(uf) for uf in u])
-
-
-def _unflat_u(v, layout):
-    out, o = [], 0
-    for q, L in zip(layout.q, layout.nlev):
-        out.append(v[o:o + q * L].reshape(q, L))
-        o += q * L
-    return tuple(out)
-
-
-def fit_program(theta0, op, data, maxit, layout, family, nagq):
-    """Both stages (see the module docstring); one float64 vector out (:func:`_unpack`)."""
-    r1 = _stage1(theta0, op, data, layout, family, maxit)
-    m, p = layout.ntheta, layout.p
-    if nagq == 0:
-        x, f, g, Hi, it2, c2 = jnp.concatenate([r1["x"], r1["aux"]["beta"]]), r1["f"], jnp.concatenate(
-            [r1["g"], jnp.zeros((p,))]), jnp.eye(m + p), jnp.asarray(0), jnp.asarray(True)
-        u, pc = r1["aux"]["u"], r1["aux"]["pconv"]
-    else:
-        x0 = jnp.concatenate([r1["x"], r1["aux"]["beta"]])
-        r2 = _stage2(x0, r1["aux"]["u"], op, data, layout, family, nagq, maxit)
-        x, f, g, Hi, it2, c2 = r2["x"], r2["f"], r2["g"], r2["Hinv"], r2["it"], r2["converged"]
-        u, pc = r2["aux"]["u"], r2["aux"]["pconv"]
-    parts = [x, _flat_u(u), f[None], g, jnp.ravel(Hi), r1["f"][None], jnp.stack([r1["it"], it2]).astype(jnp.float64),
-             jnp.stack([r1["converged"], c2, pc]).astype(jnp.float64)]
-    return jnp.concatenate([jnp.ravel(v).astype(jnp.float64) for v in parts])
-
-
-def _unpack(flat, layout) -> dict:
-    m, p = layout.ntheta, layout.p
-    k = m + p
-    nu = sum(q * L for q, L in zip(layout.q, layout.nlev))
-    sizes = [("x", k), ("u", nu), ("objective", 1), ("grad", k), ("Hinv", k * k), ("objective1", 1), ("its", 2),
-             ("flags", 3)]
-    out, o = {}, 0
-    for name, s in sizes:
-        out[name] = flat[o:o + s]
-        o += s
-    out["Hinv"] = out["Hinv"].reshape(k, k)
-    out["objective"] = float(out["objective"][0])
-    out["objective1"] = float(out["objective1"][0])
-    out["theta"], out["beta"] = out["x"][:m], out["x"][m:]
-    out["iterations"] = tuple(int(v) for v in out["its"])
-    out["converged"] = bool(out["flags"][0]) and bool(out["flags"][1])
-    out["pirls_converged"] = bool(out["flags"][2])
-    return out
-
-
-def run_fit(theta0, op, data, layout, family, nagq, maxit=500) -> dict:
-    """:func:`fit_program` through the program cache; results as NumPy."""
-    flat = _program("fit", data)(np.asarray(theta0, dtype=np.float64), op, data, np.asarray(maxit, dtype=np.int64),
-                       layout=layout, family=family, nagq=int(nagq))
-    return _unpack(np.asarray(flat), layout)
 
 
 HESS_STEP = 1e-4  # relative step of the Hessian's central differences
 
 
-def value_grad_hessian(f, x):
-    """``f(x)``, its exact gradient (reverse mode) and its Hessian by central differences of
-    that gradient, ``H e_i = (g(x + h_i e_i) - g(x - h_i e_i)) / (2 h_i)`` with
-    ``h_i = HESS_STEP max(1, |x_i|)``, symmetrised.
+def stage1_program(theta0, op, data, maxit, layout, family):
+    """lme4's first stage (:func:`_stage1`): theta, the joint mode ``(beta, u)``, the objective,
+    its gradient in theta, iterations and flags."""
+    r = _stage1(theta0, op, data, layout, family, maxit)
+    return {"theta": r["x"], "beta": r["aux"]["beta"], "u": r["aux"]["u"], "f": r["f"], "g": r["g"],
+            "it": r["it"], "converged": r["converged"], "pconv": r["aux"]["pconv"]}
 
-    The error is ``O(h^2)`` (about 1e-8 relative; lme4 differentiates the deviance twice
-    numerically). One compiled value-and-gradient serves all ``2 m + 1`` points (``lax.map``
-    over ``x`` and its ``2 m`` neighbours): forward over reverse mode through PIRLS's Newton
-    steps compiled 3-10x longer (23 s for VerbAgg), and a separate copy for ``x`` itself added
-    a third to the compile time of the batched refits.
+
+def search_program(x0, Hinv0, seed, use_hinv0, u0, op, data, maxit, layout, family, nagq):
+    """lme4's second stage (:func:`_stage2`) from ``x0 = (theta, beta)`` and ``u0``, and the
+    Hessian at the optimum by central differences of the exact gradient (``2 m`` more
+    evaluations, PIRLS at each): the fit's search and every refit of a simulated response run
+    this one compiled program (a refit needs no compile of its own).
+
+    ``seed`` (traced bool): start from a forward-difference inverse Hessian (the fit);
+    ``use_hinv0``: start from ``Hinv0`` (refits: the fit's inverse Hessian); neither: a plain
+    start. ``maxit = 0``: no search, the value, gradient and Hessian at ``x0``.
+
+    Returns
+    -------
+    dict with ``x, f, g, hessian, it, converged`` and, at the best point, the conditional mode
+    ``u`` and the PIRLS flag ``pconv``.
     """
-    n = x.shape[0]
-    h = HESS_STEP * jnp.maximum(1.0, jnp.abs(x))
-    E = jnp.diag(h)
-    vals, G = jax.lax.map(jax.value_and_grad(f), jnp.concatenate([x[None, :], x[None, :] + E, x[None, :] - E]))
-    H = (G[1:n + 1] - G[n + 1:]) / (2.0 * h[:, None])
-    return vals[0], G[0], 0.5 * (H + H.T)
+    r = _stage2(x0, u0, op, data, layout, family, nagq, maxit, Hinv0=Hinv0, final_hessian=True, seed=seed,
+                use_hinv0=use_hinv0)
+    return {"x": r["x"], "f": r["f"], "g": r["g"], "hessian": r["hessian"], "it": r["it"],
+            "converged": r["converged"], "u": r["aux"]["u"], "pconv": r["aux"]["pconv"]}
 
 
-def final_program(x, u0, op, data, layout, family, nagq):
-    """What the fitted model reads at the optimum ``x = (theta, beta)``: PIRLS from ``u0`` to the
-    conditional mode, then the value, exact gradient and exact Hessian of the objective in
-    ``(theta, beta)`` (through two Newton steps from the mode; the Hessian by
-    :func:`value_grad_hessian`), and at the mode ``u``, ``eta``, the Fisher weights, ``log|L|^2``, the
-    penalised deviance, the PIRLS flag, ``L_XX`` and the Fisher-weighted statistics (for
-    lme4's ``R_X`` and the conditional variances)."""
+def mode_program(x, u, op, data, layout, family):
+    """What the fitted model reads at the optimum ``x = (theta, beta)`` with ``u`` its
+    conditional mode: ``eta``, the Fisher weights ``W``, ``log|L|^2``, the penalised deviance
+    ``pd``, ``L_XX`` and the Fisher-weighted statistics (for lme4's ``R_X`` and the conditional
+    variances)."""
     m = layout.ntheta
     theta, beta = x[:m], x[m:]
-    _, u, pd, _, ok = pirls(theta, beta, u0, op, data, layout, family, joint=False)
-
-    def f(v):
-        return objective(v[:m], v[m:], u, op, data, layout, family, nagq=max(nagq, 1), steps=2)[0]
-
-    val, g, H = value_grad_hessian(f, x)
     eta = linear_predictor(theta, beta, u, op, data, layout)
     _, _, W, _ = family.working(eta, data.y, data.wt)
     zero, one = jnp.zeros_like(W), jnp.asarray(1.0, W.dtype)
     st = weighted_stats_wz(op, W, zero, one, layout)
     fc = pls.factorize(theta, st, layout)
-    ld = pls.factorize(theta, weighted_stats_wz(op, W, zero, one, u_layout(layout), fixed=False), u_layout(layout)).ldL2
-    return {"value": val, "grad": g, "hessian": H, "u": u, "eta": eta, "W": W, "ldL2": ld, "pd": pd,
-            "pirls_converged": ok, "Lxx": fc.Lxx, "stats": st}
+    ulay = u_layout(layout)
+    ld = pls.factorize(theta, weighted_stats_wz(op, W, zero, one, ulay, fixed=False), ulay).ldL2
+    return {"eta": eta, "W": W, "ldL2": ld, "pd": penalized_deviance(eta, u, data, family), "Lxx": fc.Lxx,
+            "stats": st}
 
 
-_STATIC = ("layout", "family", "nagq")
 # Small problems: XLA's backend optimisations cost more compile time than they save at run time
-# (cbpp: 20 s -> 5 s to compile, 3.4 -> 5.4 ms to run); from SMALL_ROWS rows they pay (VerbAgg,
-# 7584 rows: 14 s -> 8 s to compile but 0.8 -> 2.1 s to run, and a cached program is reused).
+# (cbpp: 0.64 s instead of 1.17 s to compile stage 1, 2.9 ms instead of 1.9 ms to run it); from
+# SMALL_ROWS rows they pay (VerbAgg, 7584 rows: 14 s -> 8 s to compile but 0.8 -> 2.1 s to run).
+# The search program is always optimised: every refit of a simulated response runs it (cbpp,
+# 1000 refits: 1.0 s instead of 1.9 s).
 SMALL_ROWS = 5000
+_OPT0 = {"cpu_options": {"xla_backend_optimization_level": 0}}
 _PROGRAMS = {
-    (name, small): jit(fn, static_argnames=_STATIC, **({"cpu_options": {"xla_backend_optimization_level": 0}}
-                                                       if small else {}))
-    for name, fn in (("fit", fit_program), ("final", final_program)) for small in (False, True)
+    **{(name, small): jit(fn, static_argnames=("layout", "family"), **(_OPT0 if small else {}))
+       for name, fn in (("stage1", stage1_program), ("mode", mode_program)) for small in (False, True)},
 }
+_SEARCH = jit(search_program, static_argnames=("layout", "family", "nagq"))
 
 
 def _program(name: str, data):
+    if name == "search":
+        return _SEARCH
     return _PROGRAMS[(name, int(np.shape(data.y)[0]) < SMALL_ROWS)]
 
+
+def run_search(x0, u0, op, data, layout, family, nagq, maxit=500, Hinv0=None, seed=None) -> dict:
+    """:func:`search_program` through the program cache (NumPy results). ``Hinv0`` given: started
+    from it; else seeded by differences when ``seed`` (default: up to :data:`SEED_MAX`
+    parameters), else a plain start."""
+    k = len(x0)
+    use = Hinv0 is not None
+    if seed is None:
+        seed = not use and k <= SEED_MAX
+    H0 = np.eye(k) if Hinv0 is None else np.asarray(Hinv0, dtype=np.float64)
+    out = _program("search", data)(np.asarray(x0, dtype=np.float64), H0, np.asarray(bool(seed)), np.asarray(use),
+                                   tuple(np.asarray(v, dtype=np.float64) for v in u0), op, data,
+                                   np.asarray(maxit, dtype=np.int64), layout=layout, family=family, nagq=int(nagq))
+    return jax.device_get(out)
+
+
+def evaluate(x, u0, op, data, layout, family, nagq) -> dict:
+    """The objective, its exact gradient and its central-difference Hessian at ``x`` (no search:
+    :func:`search_program` with ``maxit = 0``), with the conditional mode found from ``u0``."""
+    return run_search(x, u0, op, data, layout, family, max(int(nagq), 1), maxit=0, seed=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,31 +295,43 @@ def conv_messages(grad, H, ntheta, singular: bool, optimizer_ok: bool, iteration
     return ok and not fatal, msgs
 
 
-def finite_or_raise(fit: dict) -> None:
-    if not (np.isfinite(fit["objective"]) and np.all(np.isfinite(fit["x"]))):
-        raise FitError(f"the GLMM objective is not finite at the optimum (objective = {fit['objective']}); "
+def finite_or_raise(f, x) -> None:
+    if not (np.isfinite(f) and np.all(np.isfinite(x))):
+        raise FitError(f"the GLMM objective is not finite at the optimum (objective = {f}); "
                        "check for complete separation (a predictor that determines the response) or extreme "
                        "predictor values")
 
 
-def _normalise_signs(theta, u, layout):
-    """Flip every column of ``T_f`` whose diagonal is negative (and the matching row of ``u_f``):
-    ``b = T_f u_f``, ``||u||`` and so the objective are unchanged; lme4 keeps diagonals >= 0."""
-    theta = np.array(theta, dtype=np.float64)
-    u = [np.array(uf) for uf in u]
+def column_signs(theta, layout) -> np.ndarray:
+    """``+-1`` per theta element: -1 in every column of ``T_f`` whose diagonal is negative
+    (``theta * signs`` has diagonals >= 0; ``b = T_f u_f``, ``||u||`` and so the objective are
+    unchanged when the matching rows of ``u_f`` flip too); works on ``(m,)`` or ``(B, m)``."""
+    th = np.atleast_2d(np.asarray(theta, dtype=np.float64))
     tf, tr, tc = (np.asarray(v) for v in (layout.theta_factor, layout.theta_row, layout.theta_col))
-    for k in np.flatnonzero((tr == tc) & (theta < 0)):
+    s = np.ones_like(th)
+    for k in np.flatnonzero(tr == tc):
         cols = (tf == tf[k]) & (tc == tc[k])
-        theta[cols] = -theta[cols]
+        s[:, cols] = np.where(th[:, k:k + 1] < 0, -1.0, 1.0)
+    return s if np.ndim(theta) == 2 else s[0]
+
+
+def _flip(r, layout, x) -> dict:
+    """A search result at ``x`` with theta's signs normalised (gradient and Hessian follow)."""
+    m = layout.ntheta
+    s = np.concatenate([column_signs(x[:m], layout), np.ones(len(x) - m)])
+    tf, tr, tc = (np.asarray(v) for v in (layout.theta_factor, layout.theta_row, layout.theta_col))
+    u = [np.array(v) for v in r["u"]]
+    for k in np.flatnonzero((tr == tc) & (s[:m] < 0)):  # one row of u_f per flipped column
         u[tf[k]][tc[k]] = -u[tf[k]][tc[k]]
-    return theta, tuple(u)
+    return {**r, "x": x * s, "g": np.asarray(r["g"]) * s, "hessian": np.asarray(r["hessian"]) * np.outer(s, s),
+            "u": tuple(u)}
 
 
 def optimize(op, data, layout, family, nagq: int, start=None, maxit: int = 500) -> GlmmOpt:
-    """Fit (:func:`fit_program`), normalise signs, evaluate exact derivatives and the mode at the
-    optimum (:func:`final_program`) and apply lme4's checks (:func:`conv_messages`); columns of
-    ``X`` with a large mean are centred for the search and the optimum mapped back
-    (:mod:`~jaxhlm._src.optim.glmm_centre`).
+    """Fit (lme4's stages: :func:`stage1_program`, :func:`search_program`), normalise signs,
+    read the mode at the optimum (:func:`mode_program`) and apply lme4's checks
+    (:func:`conv_messages`); columns of ``X`` with a large mean are centred for the search and
+    the optimum mapped back (:mod:`~jaxhlm._src.optim.glmm_centre`).
 
     Parameters
     ----------
@@ -360,34 +352,43 @@ def optimize(op, data, layout, family, nagq: int, start=None, maxit: int = 500) 
 
 
 def _optimize(op, data, layout, family, nagq, start, maxit) -> GlmmOpt:
+    m = layout.ntheta
     theta0 = layout.lme4_start() if start is None else np.asarray(start, dtype=np.float64)
-    fit = run_fit(theta0, op, data, layout, family, nagq, maxit=maxit)
-    finite_or_raise(fit)
-    theta, u = _normalise_signs(fit["theta"], _unflat_u(fit["u"], layout), layout)
-    final = _program("final", data)
-    u0 = tuple(jnp.asarray(v) for v in u)
-    out = None
+    r1 = jax.device_get(_program("stage1", data)(np.asarray(theta0, dtype=np.float64), op, data,
+                                                  np.asarray(maxit, dtype=np.int64), layout=layout, family=family))
+    x1 = np.concatenate([np.asarray(r1["theta"]), np.asarray(r1["beta"])])
+    finite_or_raise(float(r1["f"]), x1)
+    if nagq == 0:  # theta searched alone (beta at the joint mode): the Laplace derivatives there
+        r = evaluate(x1, r1["u"], op, data, layout, family, 1)
+        r = {**r, "f": r1["f"], "g": np.concatenate([np.asarray(r1["g"]), np.zeros(layout.p)]), "it": 0,
+             "converged": True}
+    else:
+        r = run_search(x1, r1["u"], op, data, layout, family, nagq, maxit=maxit)
+    finite_or_raise(float(r["f"]), r["x"])
+    r = _flip(r, layout, np.asarray(r["x"], dtype=np.float64))
+    theta = r["x"][:m]
     diag = np.asarray(layout.theta_row) == np.asarray(layout.theta_col)
-    tiny = diag & (np.abs(theta) < SNAP_TOL)
+    tiny = diag & (np.abs(theta) < SNAP_TOL) & (theta != 0)
     if tiny.any():  # on the boundary: lme4's bounded optimisers return exact zeros there
-        snapped = np.where(tiny, 0.0, theta)
-        cand = jax.device_get(final(np.concatenate([snapped, fit["beta"]]), u0, op, data, layout=layout,
-                                    family=family, nagq=int(nagq)))
-        if float(cand["value"]) <= fit["objective"] + 1e-10 * (1.0 + abs(fit["objective"])):
-            theta, out = snapped, cand
-    if out is None:
-        out = jax.device_get(final(np.concatenate([theta, fit["beta"]]), u0, op, data, layout=layout, family=family,
-                                   nagq=int(nagq)))
-    grad, H = np.asarray(out["grad"]), np.asarray(out["hessian"])
-    if nagq == 0:  # the objective was minimised in theta alone (beta at the joint mode)
-        grad = np.concatenate([np.asarray(fit["grad"])[:layout.ntheta], np.zeros(layout.p)])
-    ok, msgs = conv_messages(grad, H, layout.ntheta, layout.singular(theta), fit["converged"], fit["iterations"])
-    if not bool(out["pirls_converged"]):
+        snapped = np.concatenate([np.where(tiny, 0.0, theta), r["x"][m:]])
+        cand = evaluate(snapped, r["u"], op, data, layout, family, nagq)
+        if nagq == 0:
+            cand = {**cand, "g": r["g"]}
+        if float(cand["f"]) <= float(r["f"]) + 1e-10 * (1.0 + abs(float(r["f"]))):
+            r = {**cand, "x": snapped, "it": r["it"], "converged": r["converged"]}
+    theta, beta = r["x"][:m], r["x"][m:]
+    at = jax.device_get(_program("mode", data)(r["x"], tuple(np.asarray(v) for v in r["u"]), op, data,
+                                               layout=layout, family=family))
+    grad, H = np.asarray(r["g"]), np.asarray(r["hessian"])
+    its = (int(r1["it"]), int(r["it"]))
+    ok_opt = bool(r1["converged"]) and bool(r["converged"])
+    ok, msgs = conv_messages(grad, H, m, layout.singular(theta), ok_opt, its)
+    if not bool(r["pconv"]):
         msgs = list(msgs) + ["PIRLS did not converge at the optimum"]
         ok = False
-    return GlmmOpt(theta=theta, beta=np.asarray(fit["beta"]), u=tuple(np.asarray(v) for v in out["u"]),
-                   objective=float(out["value"]), grad=grad, hessian=H, objective_stage1=fit["objective1"],
-                   iterations=fit["iterations"], converged=bool(ok), messages=tuple(msgs), nagq=int(nagq),
-                   pirls_converged=bool(out["pirls_converged"]), eta=np.asarray(out["eta"]),
-                   W=np.asarray(out["W"]), ldL2=float(out["ldL2"]), pwrss=float(out["pd"]),
-                   Lxx=np.asarray(out["Lxx"]), stats=out["stats"])
+    return GlmmOpt(theta=theta, beta=beta, u=tuple(np.asarray(v) for v in r["u"]),
+                   objective=float(r["f"]), grad=grad, hessian=H, objective_stage1=float(r1["f"]),
+                   iterations=its, converged=bool(ok), messages=tuple(msgs), nagq=int(nagq),
+                   pirls_converged=bool(r["pconv"]), eta=np.asarray(at["eta"]),
+                   W=np.asarray(at["W"]), ldL2=float(at["ldL2"]), pwrss=float(at["pd"]),
+                   Lxx=np.asarray(at["Lxx"]), stats=at["stats"])

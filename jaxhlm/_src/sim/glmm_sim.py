@@ -3,9 +3,9 @@
 Responses are drawn as lme4's ``simulate.merMod`` does for GLMMs: ``u ~ N(0, I)`` (or the
 conditional modes with ``use_u``), ``b_f = T_f u_f``, ``eta = X beta + Z b + offset``,
 ``mu = g^{-1}(eta)``, then ``y ~ Binomial(trials, mu) / trials`` or ``Poisson(mu)``. The refits
-of all replicates run in one compiled program per chunk (:mod:`jaxhlm._src.optim.glmm_batch`:
-BFGS with PIRLS inside, mapped over the responses; the standard errors from the Hessian by
-central differences of exact gradients).
+run the fit's own compiled search, one call per replicate on a CPU, mapped over a chunk of
+responses on accelerators (:mod:`jaxhlm._src.optim.glmm_batch`: BFGS with PIRLS inside; the
+standard errors from the Hessian by central differences of exact gradients).
 
 Power (simr's ``powerSim`` for glmer fits; ``powerCurve`` over numbers of levels by
 :func:`power_curve_glmm`): the share of replicates whose Wald z test of the
@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..base.config import jit
 from ..base.errors import ArgumentError, DataError
 from ..optim.glmm_batch import refit_batch
 from .bootstrap import BootstrapResult
@@ -28,15 +27,7 @@ from ..base.threads import in_parallel, side_by_side
 
 __all__ = ["simulate_glmm", "refit_many_glmm", "bootstrap_glmm", "power_glmm", "power_curve_glmm"]
 
-CHUNK = 256  # replicates per program call (a fixed shape: one compiled program)
-
-
-def _linkinv(eta, family):
-    return family.linkinv(eta)
-
-
-# one fused program per block shape (eager jnp ops compiled one program per operation: 0.3 s)
-_LINKINV = jit(_linkinv, static_argnames=("family",))
+CHUNK = 256  # replicates per call of refit_batch (accelerators: a fixed shape, one compiled program)
 
 
 def _check_nsim(nsim) -> int:
@@ -88,7 +79,7 @@ def simulate_glmm(model, nsim: int = 1, seed=None, *, fixef=None, theta=None, us
                     b = rng.standard_normal((fac.nlevels, Z.shape[1])) @ np.asarray(T).T
                     eta += np.einsum("rk,rk->r", Z, b[fac.codes])
             E[:, j] = eta
-        M = np.asarray(_LINKINV(E, family=model.family))  # one program call per block
+        M = model.family.linkinv(E, xp=np)  # on the host: no program to compile
         for j, rng in enumerate(block):  # then the responses, each stream continuing where it stopped
             Y[:, s0 + j] = model.family.simulate(rng, M[:, j], wt, 1)[:, 0]
     return Y
@@ -106,8 +97,8 @@ def _as_matrix(model, Y) -> np.ndarray:
 
 
 def refit_many_glmm(model, Y, chunk_size: int | None = None) -> pd.DataFrame:
-    """Refit the model to every column of ``Y`` (``(nobs, nrep)``), all replicates of a chunk in
-    one compiled program.
+    """Refit the model to every column of ``Y`` (``(nobs, nrep)``) with the fit's own compiled
+    search (:mod:`~jaxhlm._src.optim.glmm_batch`), chunks of replicates side by side.
 
     Returns
     -------
@@ -119,16 +110,9 @@ def refit_many_glmm(model, Y, chunk_size: int | None = None) -> pd.DataFrame:
     nrep = Y.shape[1]
     per_worker = -(-nrep // side_by_side())  # at least one chunk per core that runs them
     size = int(chunk_size or min(CHUNK, max(8, 1 << (per_worker - 1).bit_length())))  # few shapes: few programs
-    blocks = []
-    for s in range(0, nrep, size):
-        blk = Y[:, s:s + size]
-        k = blk.shape[1]
-        if k < size:  # pad to the chunk's shape (one program), drop the padding after
-            blk = np.concatenate([blk, np.repeat(blk[:, -1:], size - k, axis=1)], axis=1)
-        blocks.append((blk, k))
-    # chunks side by side on the cores (the program compiles once: the second call waits for it)
-    outs = in_parallel(lambda b: refit_batch(model, b[0]), blocks)
-    parts = [{key: v[:k] for key, v in out.items()} for out, (_, k) in zip(outs, blocks)]
+    blocks = [Y[:, s:s + size] for s in range(0, nrep, size)]
+    # chunks side by side on the cores (a program compiles once: a second call waits for it)
+    parts = in_parallel(lambda b: refit_batch(model, b, width=size), blocks)
     res = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     cols = {"objective": res["objective"]}
     for i, nm in enumerate(model.theta.index):

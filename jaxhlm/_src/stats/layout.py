@@ -138,11 +138,13 @@ class Layout:
                 T = np.zeros((q, q), dtype=np.float64)
                 for k in ks:
                     T[self.theta_row[k], self.theta_col[k]] = theta[k]
-            else:
+            elif not ks:
                 T = xp.zeros((q, q), dtype=theta.dtype)
-                if ks:
-                    T = T.at[np.array([self.theta_row[k] for k in ks]),
-                             np.array([self.theta_col[k] for k in ks])].set(theta[np.array(ks)])
+            else:  # a constant 0/1 placement matrix: one small product (a scatter traces ~40 ops)
+                E = np.zeros((q * q, len(theta)), dtype=np.float64)
+                for k in ks:
+                    E[self.theta_row[k] * q + self.theta_col[k], k] = 1.0
+                T = (xp.asarray(E, dtype=theta.dtype) @ theta).reshape(q, q)
             out.append(T)
         return out
 
