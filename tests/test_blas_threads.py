@@ -85,3 +85,40 @@ def test_in_parallel_keeps_the_order_and_the_worker_setting(monkeypatch):
     assert threads.in_parallel(f, [3, 1, 2]) == [9, 1, 4]
     monkeypatch.setenv("JAXHLM_WORKERS", "junk")
     assert 1 <= threads.side_by_side() <= 2
+
+
+def test_dense_block_takes_an_idle_core_only(monkeypatch):
+    """A large dense factorisation gets a second BLAS thread when a core is idle right now, one
+    otherwise; never outside limited() or against JAXHLM_BLAS_THREADS; back to one after."""
+    if not threads._libs():
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    monkeypatch.delenv("JAXHLM_BLAS_THREADS", raising=False)
+    assert threads.idle_cores() >= 0
+    with threads.limited():
+        monkeypatch.setattr(threads, "idle_cores", lambda: 1)
+        with threads.dense_block():
+            assert all(n == 2 for n in _blas_counts())
+        assert all(n == 1 for n in _blas_counts())
+        monkeypatch.setattr(threads, "idle_cores", lambda: 0)  # a busy machine
+        with threads.dense_block():
+            assert all(n == 1 for n in _blas_counts())
+        monkeypatch.setenv("JAXHLM_BLAS_THREADS", "1")
+        monkeypatch.setattr(threads, "idle_cores", lambda: 1)
+        with threads.dense_block():
+            assert all(n == 1 for n in _blas_counts())
+    before = _blas_counts()
+    with threads.dense_block():  # outside limited(): nothing changed
+        assert _blas_counts() == before
+
+
+def test_idle_cores_reads_the_running_tasks(monkeypatch, tmp_path):
+    import builtins
+
+    real_open = builtins.open
+    fake = tmp_path / "loadavg"
+    fake.write_text("2.00 1.50 1.00 3/400 12345\n")
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(builtins, "open", lambda p, *a, **k: real_open(fake if p == "/proc/loadavg" else p, *a, **k))
+    assert threads.idle_cores() == 0  # three running tasks on two cores
+    fake.write_text("0.10 0.20 0.30 1/400 12345\n")
+    assert threads.idle_cores() == 1  # only the caller

@@ -6,12 +6,14 @@ threads oversubscribe them and spin: measured here, a 128 x 128 Cholesky took 10
 with the default two threads under a competing load and 0.5 ms with one (a kb07-shaped crossed
 fit: 120 against 3.5 ms per gradient), and an InstEval fit 15-44 s against 1.4 s (ENGINE-NOTES).
 
-So while a jaxhlm program runs, BLAS is held to one thread (:func:`limited`), the host
-callbacks for large dense blocks included. Giving a dense block the
-cores that the 1-minute load average said were idle was tried: that average lags a new load by
-a minute, and a 1128-column block (InstEval) then ran 2 threads against two busy processes, one
-warm fit taking 20.8 s instead of 2.1 s; on a quiet machine the second thread saved only about
-10% (1.3 s against 1.4 s). The limits are set through threadpoolctl (when it is installed;
+So while a jaxhlm program runs, BLAS is held to one thread (:func:`limited`). The one
+exception is a large dense block's factorisation on the host (:func:`dense_block`, crossed
+designs): it gets the second core when, at that moment, no other task is runnable on the
+machine (``/proc/loadavg``'s count of running tasks, read at every call, so a load that starts
+during a fit is seen at the next evaluation): InstEval's 1128-column inverse takes 40 ms
+instead of 67 ms on a quiet machine. Giving it the cores that the 1-minute load *average* said
+were idle was tried earlier: that average lags a new load by a minute, and the block then ran 2
+threads against two busy processes, one warm fit taking 20.8 s instead of 2.1 s. The limits are set through threadpoolctl (when it is installed;
 otherwise nothing is changed) and restored on exit: BLAS calls of your own outside jaxhlm keep
 their thread count. ``JAXHLM_BLAS_THREADS=k`` sets the count (for a machine of your own).
 """
@@ -22,7 +24,7 @@ import functools
 import os
 import threading
 
-__all__ = ["limited", "one_blas_thread", "side_by_side", "in_parallel"]
+__all__ = ["limited", "one_blas_thread", "side_by_side", "in_parallel", "dense_block", "idle_cores"]
 
 _LOCK = threading.Lock()
 _STATE = {"depth": 0, "saved": None, "libs": None}
@@ -84,6 +86,37 @@ def limited(n: int | None = None):
                     except Exception:  # pragma: no cover
                         pass
                 _STATE["saved"] = None
+
+
+def idle_cores() -> int:
+    """Cores of this process's affinity set that no other task is using right now: those of the
+    set minus the tasks ``/proc/loadavg`` counts as running (the caller included); 0 where it
+    cannot be read."""
+    try:
+        with open("/proc/loadavg") as fh:
+            running = int(fh.read().split()[3].split("/")[0])
+        cores = len(os.sched_getaffinity(0))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
+    return max(0, cores - running)
+
+
+@contextlib.contextmanager
+def dense_block():
+    """Inside :func:`limited`: BLAS gets one thread more for each idle core (at most 2 in all)
+    for the block (a large dense factorisation), then one again. ``JAXHLM_BLAS_THREADS`` fixes
+    the count instead; outside :func:`limited` nothing is changed."""
+    extra = 0 if (_fixed() or _STATE["depth"] == 0) else min(1, idle_cores())
+    if not extra:
+        yield
+        return
+    with _LOCK:
+        _set(1 + extra)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _set(1)
 
 
 def one_blas_thread(fn):
