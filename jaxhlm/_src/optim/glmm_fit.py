@@ -360,7 +360,7 @@ def _optimize(op, data, layout, family, nagq, start, maxit) -> GlmmOpt:
     finite_or_raise(float(r1["f"]), x1)
     if nagq == 0:  # theta searched alone (beta at the joint mode): the Laplace derivatives there
         r = evaluate(x1, r1["u"], op, data, layout, family, 1)
-        r = {**r, "f": r1["f"], "g": np.concatenate([np.asarray(r1["g"]), np.zeros(layout.p)]), "it": 0,
+        r = {**r, "g": np.concatenate([np.asarray(r1["g"]), np.zeros(layout.p)]), "it": 0,
              "converged": True}
     else:
         r = run_search(x1, r1["u"], op, data, layout, family, nagq, maxit=maxit)
