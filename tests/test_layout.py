@@ -32,6 +32,10 @@ def test_rectify_flips_columns_and_lifted_leaves_zero():
     lay = build_layout(d)
     np.testing.assert_array_equal(lay.rectify([-1.0, 2.0, -3.0]), [1.0, -2.0, 3.0])
     np.testing.assert_array_equal(lay.rectify([[-1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]), [[1.0, -2.0, 3.0], [1.0, 2.0, 3.0]])
+    # the signs themselves (gradients and Hessians follow them): a zero in a flipped column is
+    # still flipped, a zero diagonal flips nothing
+    np.testing.assert_array_equal(lay.column_signs([-1.0, 0.0, 3.0]), [-1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(lay.column_signs([[0.0, 1.0, -2.0]]), [[1.0, 1.0, -1.0]])
     th = lay.lifted([0.0, 0.5, 2.0])
     assert th[0] == pytest.approx(0.2) and th[2] == 2.0
     assert lay.singular([0.0, 0.5, 2.0]) and not lay.singular([1.0, 0.5, 2.0])

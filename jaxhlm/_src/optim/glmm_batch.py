@@ -27,16 +27,16 @@ from ..base.config import jit
 from ..base.threads import limited
 from .batch import default_batch_size
 from .glmm_centre import centred_start, thetas_from_search
-from .glmm_fit import _program, _stage2, _zeros_u, column_signs
+from .glmm_fit import _program, _zeros_u, search_program
 
 __all__ = ["refit_program", "refit_batch", "start_inverse_hessian", "finish"]
 
+_KEYS = ("x", "f", "g", "hessian", "it", "converged", "pconv")  # what a refit reads of the search
+
 
 def _one(x0, Hinv0, op, data, maxit, layout, family, nagq):
-    r = _stage2(x0, _zeros_u(layout, x0.dtype), op, data, layout, family, nagq, maxit, Hinv0=Hinv0,
-                final_hessian=True)
-    return {"x": r["x"], "f": r["f"], "g": r["g"], "hessian": r["hessian"], "it": r["it"],
-            "converged": r["converged"], "pconv": r["aux"]["pconv"]}
+    r = search_program(x0, Hinv0, False, True, _zeros_u(layout, x0.dtype), op, data, maxit, layout, family, nagq)
+    return {k: r[k] for k in _KEYS}
 
 
 def refit_program(x0, Hinv0, op, data, maxit, layout, family, nagq, batch_size=1):
@@ -72,16 +72,19 @@ def finish(raw: dict, A, layout) -> dict:
     objective)."""
     m = layout.ntheta
     x = np.asarray(raw["x"], dtype=np.float64)
-    theta = x[:, :m] * column_signs(x[:, :m], layout)  # sign flips of theta leave V as it is
+    theta = layout.rectify(x[:, :m])  # sign flips of theta leave V as it is
     H = np.asarray(raw["hessian"], dtype=np.float64)
     with np.errstate(all="ignore"):
         ok = np.all(np.isfinite(H), axis=(1, 2))
         Hi = np.full_like(H, np.nan)
-        for i in np.flatnonzero(ok):
-            try:
-                Hi[i] = np.linalg.inv(H[i])
-            except np.linalg.LinAlgError:
-                pass
+        try:  # all at once; one at a time only when some Hessian is singular
+            Hi[ok] = np.linalg.inv(H[ok])
+        except np.linalg.LinAlgError:
+            for i in np.flatnonzero(ok):
+                try:
+                    Hi[i] = np.linalg.inv(H[i])
+                except np.linalg.LinAlgError:
+                    pass
         V = 2.0 * Hi[:, m:, m:]
         V = A @ V @ A.T
         se = np.sqrt(np.diagonal(V, axis1=1, axis2=2))
@@ -92,17 +95,13 @@ def finish(raw: dict, A, layout) -> dict:
             "iterations": np.asarray(raw["it"])}
 
 
-_KEYS = ("x", "f", "g", "hessian", "it", "converged", "pconv")
-
-
 def _one_by_one(model, Y, op, x0, Hinv0, maxit) -> dict:
     """The fit's search program once per column of ``Y``."""
     data = jax.device_put(model.glmm_data)
     op = jax.device_put(op)
     # device_put, not jnp.asarray: the latter compiles a small program per shape
-    zeros_u = tuple(np.zeros((q, L)) for q, L in zip(model.layout.q, model.layout.nlev))
     args = jax.device_put((np.asarray(x0, dtype=np.float64), np.asarray(Hinv0, dtype=np.float64), np.asarray(False),
-                           np.asarray(True), zeros_u))
+                           np.asarray(True), _zeros_u(model.layout, np.float64, np)))
     it = jax.device_put(np.asarray(maxit, dtype=np.int64))
     Yt = np.ascontiguousarray(Y.T)
     kw = {"layout": model.layout, "family": model.family, "nagq": max(int(model.nagq), 1)}

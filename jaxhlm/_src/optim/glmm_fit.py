@@ -44,15 +44,16 @@ from ..stats.weighted import weighted_stats_wz
 from .pirls import laplace_value, linear_predictor, objective, penalized_deviance, pirls, u_layout
 
 __all__ = ["GlmmOpt", "stage1_program", "search_program", "mode_program", "run_search", "evaluate", "optimize",
-           "check_hessian", "conv_messages", "column_signs", "HESS_TOL"]
+           "check_hessian", "conv_messages", "HESS_TOL"]
 
 HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance
 SEED_MAX = 20  # up to this many parameters, stage 2 seeds its inverse Hessian by differences
 SNAP_TOL = 1e-5  # a diagonal theta below this is set to 0 when that does not raise the objective
 
 
-def _zeros_u(layout, dtype=jnp.float64):
-    return tuple(jnp.zeros((q, L), dtype) for q, L in zip(layout.q, layout.nlev))
+def _zeros_u(layout, dtype=jnp.float64, xp=jnp):
+    """Zero conditional modes, per factor ``(q_f, L_f)`` (``xp=numpy`` on the host: no program)."""
+    return tuple(xp.zeros((q, L), dtype) for q, L in zip(layout.q, layout.nlev))
 
 
 FD_STEP = 1e-4  # relative step of the central differences of stage 1
@@ -302,23 +303,10 @@ def finite_or_raise(f, x) -> None:
                        "predictor values")
 
 
-def column_signs(theta, layout) -> np.ndarray:
-    """``+-1`` per theta element: -1 in every column of ``T_f`` whose diagonal is negative
-    (``theta * signs`` has diagonals >= 0; ``b = T_f u_f``, ``||u||`` and so the objective are
-    unchanged when the matching rows of ``u_f`` flip too); works on ``(m,)`` or ``(B, m)``."""
-    th = np.atleast_2d(np.asarray(theta, dtype=np.float64))
-    tf, tr, tc = (np.asarray(v) for v in (layout.theta_factor, layout.theta_row, layout.theta_col))
-    s = np.ones_like(th)
-    for k in np.flatnonzero(tr == tc):
-        cols = (tf == tf[k]) & (tc == tc[k])
-        s[:, cols] = np.where(th[:, k:k + 1] < 0, -1.0, 1.0)
-    return s if np.ndim(theta) == 2 else s[0]
-
-
 def _flip(r, layout, x) -> dict:
     """A search result at ``x`` with theta's signs normalised (gradient and Hessian follow)."""
     m = layout.ntheta
-    s = np.concatenate([column_signs(x[:m], layout), np.ones(len(x) - m)])
+    s = np.concatenate([layout.column_signs(x[:m]), np.ones(len(x) - m)])
     tf, tr, tc = (np.asarray(v) for v in (layout.theta_factor, layout.theta_row, layout.theta_col))
     u = [np.array(v) for v in r["u"]]
     for k in np.flatnonzero((tr == tc) & (s[:m] < 0)):  # one row of u_f per flipped column

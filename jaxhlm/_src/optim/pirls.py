@@ -33,8 +33,7 @@ Objectives (``-2 log L``, lme4's definitions):
 Exact derivatives: the mode ``u*(theta, beta)`` depends on the parameters. The objective is
 evaluated at ``u1 = N(u*)``, one Newton step from the converged mode (held constant): ``u1 = u*``
 to rounding and, because the Newton map has zero derivative in ``u`` at its fixed point,
-``du1/d(theta, beta) = du*/d(theta, beta)`` (the implicit-function derivative). Two steps also
-give the exact second derivatives (:func:`objective`'s ``steps=2``). ``log|L|^2`` is then
+``du1/d(theta, beta) = du*/d(theta, beta)`` (the implicit-function derivative). ``log|L|^2`` is then
 differentiated with its weights at the mode.
 """
 from __future__ import annotations
@@ -224,12 +223,12 @@ def _agq(theta, beta, u, op, data, layout, family, nodes, weights):
     return jnp.sum(jnp.log(L2) + pd0 - 2.0 * lse)
 
 
-def objective(theta, beta, u_star, op, data, layout, family, nagq: int = 1, joint: bool = False, steps: int = 1):
+def objective(theta, beta, u_star, op, data, layout, family, nagq: int = 1, joint: bool = False):
     """The objective at ``(theta, beta)`` with exact derivatives, given the converged mode.
 
     ``u_star`` (and, with ``joint``, ``beta``) come from :func:`pirls` at these parameters; they
-    are held constant and ``steps`` Newton steps are taken from them (see the module
-    docstring): 1 for exact gradients, 2 for exact Hessians. With ``joint`` (lme4's first stage)
+    are held constant and one Newton step is taken from them (see the module docstring: exact
+    gradients; Hessians are central differences of them). With ``joint`` (lme4's first stage)
     ``beta`` is the joint mode's and the objective is a function of ``theta`` alone.
 
     Returns
@@ -237,8 +236,7 @@ def objective(theta, beta, u_star, op, data, layout, family, nagq: int = 1, join
     (value, beta_used, u_used)
     """
     b, u = jax.lax.stop_gradient(beta) if joint else beta, jax.lax.stop_gradient(u_star)
-    for _ in range(steps):
-        b, u = newton_step(theta, b, u, op, data, layout, family, joint)
+    b, u = newton_step(theta, b, u, op, data, layout, family, joint)
     if nagq > 1:
         x, w = gauss_hermite(nagq)
         val = _agq(theta, b, u, op, data, layout, family, x, w)

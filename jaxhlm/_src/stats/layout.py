@@ -160,21 +160,28 @@ class Layout:
         """lme4's starting value: 1 on the diagonal of every ``T_f``, 0 elsewhere."""
         return self.is_diag().astype(np.float64)
 
+    def column_signs(self, theta) -> np.ndarray:
+        """``+-1`` per element of ``theta``: -1 in every column of ``T_f`` whose diagonal element
+        is negative, so that ``theta * signs`` has diagonals >= 0 (gradients and Hessians in
+        theta change by the same signs; the matching rows of ``u_f`` flip too). Works on
+        ``(m,)`` or ``(B, m)`` arrays."""
+        th = np.atleast_2d(np.asarray(theta, dtype=np.float64))
+        rows, cols, facs = map(np.asarray, (self.theta_row, self.theta_col, self.theta_factor))
+        sg = np.ones_like(th)
+        for k in np.nonzero(rows == cols)[0]:
+            sel = (facs == facs[k]) & (cols == cols[k])
+            sg[:, sel] = np.where(th[:, k:k + 1] < 0, -1.0, 1.0)
+        return sg if np.ndim(theta) == 2 else sg[0]
+
     def rectify(self, theta) -> np.ndarray:
-        """Flip the sign of every column of ``T_f`` whose diagonal element is negative.
+        """Flip the sign of every column of ``T_f`` whose diagonal element is negative
+        (:meth:`column_signs`).
 
         The criterion depends on ``T_f`` only through ``T_f T_f'`` (MixedModels.jl's
         ``rectify!``); works on ``(m,)`` or ``(B, m)`` arrays.
         """
         th = np.array(theta, dtype=np.float64)
-        one = th.ndim == 1
-        th = np.atleast_2d(th)
-        rows, cols, facs = map(np.asarray, (self.theta_row, self.theta_col, self.theta_factor))
-        for k in np.nonzero(rows == cols)[0]:
-            sel = (facs == facs[k]) & (cols == cols[k])
-            sgn = np.where(th[:, k] < 0, -1.0, 1.0)
-            th[:, sel] *= sgn[:, None]
-        return th[0] if one else th
+        return th * self.column_signs(th)
 
     def lifted(self, theta) -> np.ndarray:
         """``theta`` with (near-)zero diagonal elements moved to ``max(1e-2, 0.1 max|theta_ii|)``.
