@@ -99,6 +99,8 @@ def test_dense_block_takes_an_idle_core_only(monkeypatch):
         with threads.dense_block():
             assert all(n == 2 for n in _blas_counts())
         assert all(n == 1 for n in _blas_counts())
+        with threads.dense_block(threads.TWO_THREADS_MIN - 1):  # too small to gain from it
+            assert all(n == 1 for n in _blas_counts())
         monkeypatch.setattr(threads, "idle_cores", lambda: 0)  # a busy machine
         with threads.dense_block():
             assert all(n == 1 for n in _blas_counts())
@@ -109,6 +111,59 @@ def test_dense_block_takes_an_idle_core_only(monkeypatch):
     before = _blas_counts()
     with threads.dense_block():  # outside limited(): nothing changed
         assert _blas_counts() == before
+
+
+def test_dense_block_takes_its_core_from_a_callback_thread(monkeypatch):
+    """The dense block's callback runs on one of XLA's threads, not the one that entered
+    limited(): threadpoolctl ignores a limit set from a second Python thread, so the second
+    BLAS thread must be set through the library itself (it never was before)."""
+    if not threads._libs():
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    import threading
+
+    monkeypatch.delenv("JAXHLM_BLAS_THREADS", raising=False)
+    monkeypatch.setattr(threads, "idle_cores", lambda: 1)
+    seen = []
+
+    def block(x):
+        with threads.dense_block():
+            seen.append((threading.current_thread() is threading.main_thread(), _blas_counts()))
+        seen.append((None, _blas_counts()))
+        return np.asarray(x)
+
+    @jit
+    def prog(x):
+        return jax.pure_callback(block, jax.ShapeDtypeStruct(x.shape, x.dtype), x) * 2.0
+
+    def worker(out):
+        with threads.limited():  # a thread of its own enters limited(), as a callback's would not
+            out.append(_blas_counts())
+            block(np.zeros(2))
+
+    with threads.limited():
+        np.testing.assert_array_equal(np.asarray(prog(jnp.ones(2))), [2.0, 2.0])
+    assert seen[0][1] and all(n == 2 for n in seen[0][1])
+    assert all(n == 1 for n in seen[1][1])
+    seen.clear()
+    out = []
+    t = threading.Thread(target=worker, args=(out,))
+    t.start()
+    t.join()
+    assert seen[0][0] is False and all(n == 2 for n in seen[0][1]) and all(n == 1 for n in seen[1][1])
+
+
+def test_idle_cores_counts_other_processes_only(monkeypatch):
+    """This process's own running threads (the caller, BLAS workers still spinning) are not a
+    competing load; other running tasks are."""
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    samples = iter([(3, 2), (3, 2)])
+    monkeypatch.setattr(threads, "_others", lambda: (lambda r, o: max(0, r - o))(*next(samples)))
+    assert threads.idle_cores() == 0  # one other task, twice
+    samples = iter([(3, 2), (2, 2)])
+    assert threads.idle_cores() == 1  # a task that ran for an instant
+    samples = iter([(2, 2)])
+    assert threads.idle_cores() == 1  # only this process's own threads
+    assert threads._own_running() >= 1
 
 
 def test_idle_cores_reads_the_running_tasks(monkeypatch, tmp_path):

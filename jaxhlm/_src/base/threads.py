@@ -9,13 +9,16 @@ fit: 120 against 3.5 ms per gradient), and an InstEval fit 15-44 s against 1.4 s
 So while a jaxhlm program runs, BLAS is held to one thread (:func:`limited`). The one
 exception is a large dense block's factorisation on the host (:func:`dense_block`, crossed
 designs): it gets the second core when, at that moment, no other task is runnable on the
-machine (``/proc/loadavg``'s count of running tasks, read at every call, so a load that starts
-during a fit is seen at the next evaluation): InstEval's 1128-column inverse takes 40 ms
-instead of 67 ms on a quiet machine. Giving it the cores that the 1-minute load *average* said
-were idle was tried earlier: that average lags a new load by a minute, and the block then ran 2
-threads against two busy processes, one warm fit taking 20.8 s instead of 2.1 s. The limits are set through threadpoolctl (when it is installed;
-otherwise nothing is changed) and restored on exit: BLAS calls of your own outside jaxhlm keep
-their thread count. ``JAXHLM_BLAS_THREADS=k`` sets the count (for a machine of your own).
+machine (``/proc/loadavg``'s count of running tasks less this process's own running threads,
+read at every call, so a load that starts during a fit is seen at the next evaluation):
+InstEval's 1128-column inverse takes 22-24 ms instead of 36-40 ms on a quiet machine. It is set
+through the library's own setter, since the callback runs on one of XLA's threads and
+threadpoolctl ignores limits set from any Python thread but the first (:func:`_setter`).
+Giving it the cores that the 1-minute load *average* said were idle was tried earlier: that
+average lags a new load by a minute, and the block then ran 2 threads against two busy
+processes, one warm fit taking 20.8 s instead of 2.1 s. The limits are set through
+threadpoolctl's view of the libraries (when it is installed; otherwise nothing is changed) and
+restored on exit: BLAS calls of your own outside jaxhlm keep their thread count. ``JAXHLM_BLAS_THREADS=k`` sets the count (for a machine of your own).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 
 __all__ = ["limited", "one_blas_thread", "side_by_side", "in_parallel", "dense_block", "idle_cores"]
 
@@ -52,10 +56,22 @@ def _fixed() -> int | None:
         return None
 
 
-def _set(n: int) -> None:
-    for lib in _libs():
+def _setter(lib):
+    """The library's own thread-count setter. threadpoolctl (3.6+) lets only the first Python
+    thread that sets an OpenBLAS limit change it and silently ignores the others; the dense
+    block's callback runs on one of XLA's threads, so its second thread was never granted (an
+    InstEval gradient ran its LAPACK at one thread's speed, 37 ms instead of 22). OpenBLAS's
+    count is process-wide either way: jaxhlm's own lock and depth count order the changes."""
+    real = getattr(lib, "_real_set_num_threads", None)
+    if real is not None and getattr(lib, "threading_layer", "") != "openmp":
+        return real
+    return lib.set_num_threads
+
+
+def _set(n: int, libs=None) -> None:
+    for lib in _libs() if libs is None else libs:
         try:
-            lib.set_num_threads(int(n))
+            _setter(lib)(int(n))
         except Exception:  # pragma: no cover
             pass
 
@@ -81,32 +97,63 @@ def limited(n: int | None = None):
             _STATE["depth"] -= 1
             if _STATE["depth"] == 0 and _STATE["saved"] is not None:
                 for lib, k in zip(_libs(), _STATE["saved"]):
-                    try:
-                        lib.set_num_threads(k)
-                    except Exception:  # pragma: no cover
-                        pass
+                    _set(k, [lib])
                 _STATE["saved"] = None
 
 
-def idle_cores() -> int:
-    """Cores of this process's affinity set that no other task is using right now: those of the
-    set minus the tasks ``/proc/loadavg`` counts as running (the caller included); 0 where it
-    cannot be read."""
+def _own_running() -> int:
+    """Threads of this process that the kernel shows running, the caller included (at least 1)."""
+    n = 0
     try:
-        with open("/proc/loadavg") as fh:
-            running = int(fh.read().split()[3].split("/")[0])
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
+                    st = fh.read()
+            except OSError:
+                continue
+            if st[st.rfind(b")") + 2:st.rfind(b")") + 3] == b"R":
+                n += 1
+    except OSError:
+        return 1
+    return max(n, 1)
+
+
+def _others() -> int:
+    """Running tasks of other processes (``/proc/loadavg``'s count less this process's threads)."""
+    own = _own_running()
+    with open("/proc/loadavg") as fh:
+        running = int(fh.read().split()[3].split("/")[0])
+    return max(0, running - max(own, _own_running()))
+
+
+def idle_cores() -> int:
+    """Cores of this process's affinity set that no other process is using right now: the set
+    minus the tasks ``/proc/loadavg`` counts as running, this process's own running threads
+    excepted (the caller, OpenBLAS's workers still spinning after the last block, XLA's pool:
+    counting them halved the blocks that got their second thread), read twice a moment apart
+    (a task that runs for an instant is not a competing load); 0 where it cannot be read."""
+    try:
         cores = len(os.sched_getaffinity(0))
+        others = _others()
+        if others and cores > 1:
+            time.sleep(0.0002)
+            others = min(others, _others())
     except (OSError, ValueError, IndexError, AttributeError):
         return 0
-    return max(0, cores - running)
+    return max(0, cores - 1 - others)
+
+
+TWO_THREADS_MIN = 512  # dense blocks this wide or wider may get a second thread
 
 
 @contextlib.contextmanager
-def dense_block():
+def dense_block(size: int = TWO_THREADS_MIN):
     """Inside :func:`limited`: BLAS gets one thread more for each idle core (at most 2 in all)
-    for the block (a large dense factorisation), then one again. ``JAXHLM_BLAS_THREADS`` fixes
-    the count instead; outside :func:`limited` nothing is changed."""
-    extra = 0 if (_fixed() or _STATE["depth"] == 0) else min(1, idle_cores())
+    for the block (a dense factorisation of ``size`` columns, at least :data:`TWO_THREADS_MIN`:
+    below, the block takes about as long as the 0.2-0.5 ms check), then one again.
+    ``JAXHLM_BLAS_THREADS`` fixes the count instead; outside :func:`limited` nothing is changed."""
+    quiet = _fixed() or _STATE["depth"] == 0 or size < TWO_THREADS_MIN
+    extra = 0 if quiet else min(1, idle_cores())
     if not extra:
         yield
         return

@@ -203,7 +203,7 @@ def _host_inv_logdet(M):
     # takes without a transposing copy, and the transpose of the (Fortran-ordered) result is
     # the C-ordered array the program takes back without one (2 x 10 MB at 1128 columns)
     A = np.asarray(M, dtype=np.float64).T
-    with threads.dense_block():  # one BLAS thread, two when a core is idle (base/threads.py)
+    with threads.dense_block(A.shape[0]):  # one BLAS thread, two when a core is idle (base/threads.py)
         L, info = lapack.dpotrf(A, lower=1, clean=0)
         if info != 0:
             return np.full(A.shape, np.nan), np.float64(np.nan)
