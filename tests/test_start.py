@@ -77,3 +77,52 @@ def test_moment_start_with_four_correlated_random_effects():
     assert m.converged and m1.converged
     assert abs(m.objective - m1.objective) < 1e-6
     assert m.optinfo["iterations"] < m1.optinfo["iterations"]
+
+
+def _crossed_data(seed=3, n_s=60, n_i=40, sd_s=0.5, sd_i=0.8):
+    rng = np.random.default_rng(seed)
+    s, i = np.meshgrid(np.arange(n_s), np.arange(n_i), indexing="ij")
+    s, i = s.ravel(), i.ravel()
+    keep = rng.random(s.size) < 0.7  # unbalanced: 70% of the pairs
+    s, i = s[keep], i[keep]
+    x = rng.normal(size=s.size)
+    y = 2.0 + 0.3 * x + sd_s * rng.normal(size=n_s)[s] + sd_i * rng.normal(size=n_i)[i] + rng.normal(size=s.size)
+    return pd.DataFrame({"y": y, "x": x, "s": s, "i": i})
+
+
+def test_crossed_start_shares_one_residual_variance():
+    """Each crossed factor's within-level variance holds the other factor's variance too: the
+    moments divided by one corrected residual variance start closer to the optimum than each
+    factor's own (12% and 5% low on InstEval) and the fit takes fewer gradient calls."""
+    from jaxhlm._src.optim import start as S
+
+    df = _crossed_data()
+    m = jaxhlm.lmer("y ~ x + (1 | s) + (1 | i)", df, reml=True)
+    opt = m.theta.to_numpy()
+    th0 = moment_start(m.layout, m.stats)
+    own = []
+    for f in range(2):
+        cov_b, V, s2 = S._swamy_parts(*S._factor_blocks(m.stats, m.layout, f), np.asarray(m.stats.XytXy), float(m.stats.n))
+        own.append(np.sqrt(S._relative(cov_b, V, s2)[0, 0]))
+    assert np.all(np.abs(th0 / opt - 1) < 0.1)
+    assert np.all(np.abs(th0 / opt - 1) < np.abs(np.array(own) / opt - 1))
+    m_own = jaxhlm.lmer("y ~ x + (1 | s) + (1 | i)", df, reml=True, start=own)
+    assert abs(m_own.objective - m.objective) < 1e-8
+    assert m.optinfo["iterations"] <= m_own.optinfo["iterations"]
+
+
+def test_overlap_of_crossed_and_nested_factors():
+    from jaxhlm._src.optim.start import _overlap
+
+    # every (a, k) pair once, 4 levels of a x 5 of k: within a level of a, k varies but for
+    # the share 1/n_a its level mean takes
+    a, k = np.repeat(np.arange(4), 5), np.tile(np.arange(5), 4)
+    w = np.ones(20)
+    assert _overlap(w, a) == pytest.approx(1 - 4 / 20)
+    assert _overlap(w, k) == pytest.approx(1 - 5 / 20)
+    # classes nested in schools: within a class the school does not vary at all
+    cls, sch = np.arange(6), np.array([0, 0, 0, 1, 1, 1])
+    cnt = np.array([3.0, 4, 5, 2, 2, 6])
+    assert _overlap(cnt, cls) == 0.0
+    assert 0 < _overlap(cnt, sch) < 1
+    assert _overlap(np.r_[cnt, 0.0], np.r_[cls, 99]) == 0.0  # padding pairs (weight 0) ignored
