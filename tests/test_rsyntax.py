@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxhlm import FormulaError
 from jaxhlm._src.design.contrasts import Contrast, contrast_matrix
@@ -86,3 +88,26 @@ def test_parse_errors_have_positions(text, pos):
     with pytest.raises(FormulaError) as ei:
         parse_r(text)
     assert ei.value.position == pos
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz", max_size=6), min_size=1, max_size=30, unique=True),
+       st.booleans())
+def test_plain_ids_sort_by_code_point_as_r_sorts_them(labels, upper):
+    """Digits with letters of one case: code-point order is r_sort_key's order (the fast path
+    for string ids); anything else goes through the key."""
+    from jaxhlm._src.design.rvalues import code_point_order_is_r, r_sort_key, sort_levels
+
+    if upper:
+        labels = [v.upper() for v in labels]
+    assert code_point_order_is_r(labels)
+    assert sorted(labels) == sorted(labels, key=r_sort_key) == sort_levels(labels)
+
+
+def test_ids_that_need_the_collation_key():
+    from jaxhlm._src.design.rvalues import code_point_order_is_r, sort_levels
+
+    for labels in (["b", "B", "a"], ["s_1", "s1"], ["é", "f"], ["a.1", "a1"], ["x y", "xy"]):
+        assert not code_point_order_is_r(labels)
+    assert sort_levels(["b", "B", "a", "A"]) == ["a", "A", "b", "B"]
+    assert sort_levels(["10", "9", "1"]) == ["1", "10", "9"]

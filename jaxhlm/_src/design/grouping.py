@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.errors import MixedTypesWarning, warn
-from .rvalues import r_label, r_sort_key
+from .rvalues import code_point_order_is_r, r_label, r_sort_key
 
 __all__ = ["GroupingFactor", "single_factor", "grouping_factor"]
 
@@ -78,7 +78,8 @@ def single_factor(col: pd.Series, name=None) -> tuple:
         codes, uniques = pd.factorize(col.to_numpy() if plain_int else col, sort=True)
     except TypeError:  # a mixture of numbers and text: as R's factor(as.character(x))
         codes, uniques = pd.factorize(_mixed_as_text(col, name if name is not None else col.name), sort=True)
-    if len(uniques) and all(isinstance(u, str) for u in uniques):
+    if len(uniques) and all(isinstance(u, str) for u in uniques) and not code_point_order_is_r(uniques):
+        # (factorize sorted them by code point, which is R's order for plain ids: kept as is)
         order = sorted(range(len(uniques)), key=lambda i: r_sort_key(uniques[i]))
         if order != list(range(len(uniques))):
             rank = np.empty(len(order), np.int64)

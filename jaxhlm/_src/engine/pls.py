@@ -96,8 +96,16 @@ def _chain(theta, stats, layout, keep):
 
 
 def _scale_dense(A, Ts, layout, right=True):
-    """``Lambda_D' A [Lambda_D]`` for a dense-block matrix ``A`` (rows, and columns if ``right``)."""
+    """``Lambda_D' A [Lambda_D]`` for a dense-block matrix ``A`` (rows, and columns if ``right``).
+
+    Scalar dense factors (every ``q_f = 1``, InstEval's lecturers and departments): ``Lambda_D``
+    is diagonal, one fused scaling by ``s s'`` (the block-wise products and their concatenation
+    copied the 1142-column block three times per evaluation)."""
     offs = layout.dense_offsets
+    if all(layout.q[f] == 1 for f in layout.dense_factors):
+        parts = [jnp.broadcast_to(Ts[f][0, 0], (layout.nlev[f],)) for f in layout.dense_factors]
+        sc = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+        return A * sc[:, None] * sc[None, :] if right else A * sc[:, None]
     rows = []
     for f in layout.dense_factors:
         qf, Lf, of = layout.q[f], layout.nlev[f], offs[f]

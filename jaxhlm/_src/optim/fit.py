@@ -308,6 +308,11 @@ def optimize(stats, layout, reml, start=None, names=None) -> OptResult:
         When the criterion is not finite at the optimum.
     """
     theta0, moment = start_theta(stats, layout, start)
+    if layout.plan.kind == "crossed":
+        # the fill map and the dense block on the device once: the boundary comparisons and the
+        # convergence check call programs with the same statistics (each call copied them:
+        # 15 ms for InstEval's)
+        stats = jax.device_put(stats)
     fit = run_fit(theta0, stats, layout, reml, moment=moment)
     fit = _improve_boundary(fit, stats, layout, reml)
     fit, theta = _snap(fit, stats, layout, reml)
