@@ -123,8 +123,9 @@ def _scale_dense(A, Ts, layout, right=True):
     return jnp.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
 
 
-def _dense_fill(W, RA, stats, layout):
-    """``Z_D'Z_A W Z_A'Z_D`` and ``Z_D'Z_A W Z_A'[X y]`` by the coupling's kernel."""
+def _dense_fill(W, RA, stats, layout, with_fill=True):
+    """``Z_D'Z_A W Z_A'Z_D`` (None unless ``with_fill``) and ``Z_D'Z_A W Z_A'[X y]`` by the
+    coupling's kernel."""
     QD = layout.QD
     qA = layout.q[0]
     plan = layout.plan
@@ -146,6 +147,8 @@ def _dense_fill(W, RA, stats, layout):
         vals = jnp.einsum("ruk,uck->rck", G, RA[:, :, pr.a])  # (q_f, m, K)
         rows = pr.row[None, :] + jnp.arange(layout.q[f])[:, None]  # (q_f, K)
         cross = cross.at[rows].add(jnp.swapaxes(vals, 1, 2))
+    if not with_fill:
+        return None, cross
     if plan.fill == "scalar":
         fm = stats.fill
         U = jax.ops.segment_sum(fm.v * W[0, 0][fm.a], fm.d, QD * QD, indices_are_sorted=True).reshape(QD, QD)
@@ -173,14 +176,38 @@ def _dense_fill(W, RA, stats, layout):
     return diag.reshape(QD, QD) + off + off.T, cross
 
 
+def _pattern_block(W, stats, layout, Ts):
+    """``M_D = I + Lambda_D' (Z_D'Z_D - fill) Lambda_D`` for scalar dense factors from the values
+    on its nonzero pattern (:func:`~jaxhlm._src.stats.fillmap.scalar_pattern`): the fill summed
+    into the slots, scaled by ``s_i s_j``, placed above and below the diagonal. Everything else
+    is zero, so no pass over the whole block is made (nor, in reverse mode, over its cotangent,
+    which is read at the slots only)."""
+    fm, QD = stats.fill, layout.QD
+    U = jax.ops.segment_sum(fm.v * W[0, 0][fm.a], fm.slot, fm.up.shape[0], indices_are_sorted=True)
+    Z = jnp.take(stats.dense.ZtZ.reshape(-1), fm.up, mode="fill", fill_value=0.0)
+    parts = [jnp.broadcast_to(Ts[f][0, 0], (layout.nlev[f],)) for f in layout.dense_factors]
+    sc = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+    i, j = fm.up // QD, fm.up % QD  # padding slots: i = QD, outside
+    vals = (jnp.take(sc, i, mode="fill", fill_value=0.0) * jnp.take(sc, j, mode="fill", fill_value=0.0) * (Z - U)
+            + (fm.up == fm.lo).astype(W.dtype))
+    flat = jnp.zeros((QD * QD,), W.dtype)
+    flat = flat.at[fm.up].set(vals, mode="drop", unique_indices=True, indices_are_sorted=True)
+    flat = flat.at[fm.lo].set(vals, mode="drop", unique_indices=True)
+    return flat.reshape(QD, QD)
+
+
 def _crossed(theta, stats, layout, keep):
     """First factor batched, every other factor in one dense block."""
     lv = stats.levels[0]
     ld, W = K.eliminate(theta, lv.ZtZ, K.elim_spec(layout, 0))
     Sxy = stats.XytXy - K.sandwich_sum(lv.ZtXy, W)
-    fill, cross = _dense_fill(W, lv.ZtXy, stats, layout)
     Ts = layout.T_arrays(theta, jnp)
-    MD = _scale_dense(stats.dense.ZtZ - fill, Ts, layout) + jnp.eye(layout.QD, dtype=W.dtype)
+    pattern = layout.plan.fill == "scalar" and getattr(stats.fill, "up", None) is not None
+    fill, cross = _dense_fill(W, lv.ZtXy, stats, layout, with_fill=not pattern)
+    if pattern:
+        MD = _pattern_block(W, stats, layout, Ts)
+    else:
+        MD = _scale_dense(stats.dense.ZtZ - fill, Ts, layout) + jnp.eye(layout.QD, dtype=W.dtype)
     RD = _scale_dense(stats.dense.ZtXy - cross, Ts, layout, right=False)
     ldD, G = K.dense_eliminate(MD, RD)
     aux = Factor(None, None, (W,), (lv.ZtXy,), (), MD, RD, S=(lv.ZtZ,)) if keep else None

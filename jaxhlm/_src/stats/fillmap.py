@@ -23,16 +23,24 @@ import numpy as np
 
 from .layout import Layout, bucket
 
-__all__ = ["ScalarFill", "PairFill", "fill_entries", "scalar_fill", "pair_fill", "upper_pairs", "pairs_of_pairs", "sort_fill"]
+__all__ = ["ScalarFill", "PairFill", "fill_entries", "scalar_fill", "scalar_pattern", "pair_fill", "upper_pairs", "pairs_of_pairs", "sort_fill"]
 
 
 class ScalarFill(NamedTuple):
     """``Z_D'Z_A W Z_A'Z_D`` for scalar ``W_a`` as a sparse map: upper-triangle entries with
-    flat destination ``d`` (sorted), A level ``a`` and value ``v``: ``sum_m v_m W[a_m] e_{d_m}``."""
+    flat destination ``d`` (sorted), A level ``a`` and value ``v``: ``sum_m v_m W[a_m] e_{d_m}``.
+
+    With scalar dense factors (:func:`scalar_pattern`), the block's nonzero pattern as well:
+    ``up`` the flat upper-triangle index of each slot (sorted; the fill's destinations, the
+    nonzeros of ``Z_D'Z_D`` and the diagonal; padding slots ``QD * QD``, past the end), ``lo``
+    its mirror below the diagonal, and ``slot`` the slot of each entry."""
 
     d: object
     a: object
     v: object
+    slot: object = None
+    up: object = None
+    lo: object = None
 
 
 class PairFill(NamedTuple):
@@ -173,6 +181,29 @@ def scalar_fill(pairs: list, layout: Layout) -> ScalarFill:
     V = np.zeros(mp)
     D[:m], A[:m], V[:m] = D0, A0, V0
     return ScalarFill(D, A, V)
+
+
+def scalar_pattern(fill: ScalarFill, ZtZ: np.ndarray, QD: int) -> ScalarFill:
+    """``fill`` with the dense block's nonzero pattern (slots, see :class:`ScalarFill`): with
+    scalar dense factors ``M_D = I + s s' o (Z_D'Z_D - fill)`` is zero off the pattern, so the
+    engine forms it from the slots' values (one segment sum into the slots, two placements)
+    instead of passes over the whole ``QD x QD`` block (InstEval: 130k slots of 1.27M)."""
+    n = QD * QD
+    D = np.asarray(fill.d)
+    it = D.dtype if n < np.iinfo(D.dtype).max else np.int64
+    start = np.flatnonzero(np.r_[True, D[1:] != D[:-1]])  # D is sorted: its distinct values
+    dest = D[start].astype(np.int64)
+    extra = np.union1d(np.arange(QD, dtype=np.int64) * (QD + 1), np.flatnonzero(np.triu(np.asarray(ZtZ))))
+    pos = np.searchsorted(dest, extra)
+    new = ~((pos < len(dest)) & (dest[np.minimum(pos, max(len(dest) - 1, 0))] == extra)) if len(dest) else None
+    P = np.insert(dest, pos[new], extra[new]) if len(dest) else extra  # a merge of two sorted lists
+    slot = np.repeat(np.searchsorted(P, dest).astype(it), np.diff(np.r_[start, len(D)]))
+    m, mp = len(P), bucket(len(P))
+    up = np.full(mp, n, it)
+    lo = np.full(mp, n, it)
+    up[:m] = P
+    lo[:m] = (P % QD) * QD + P // QD
+    return fill._replace(slot=slot, up=up, lo=lo)
 
 
 def pair_fill(pairs: list, layout: Layout) -> PairFill:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .fillmap import PairFill, ScalarFill, pair_fill, scalar_fill
+from .fillmap import PairFill, ScalarFill, pair_fill, scalar_fill, scalar_pattern
 from .layout import Layout, bucket
 from .xform import _PRECONDITION
 from .xform import Xform
@@ -332,6 +332,8 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
         Kp = bucket(len(a))
         padded.append(Pairs(_pad_last(C, Kp), _pad_last(a, Kp), _pad_last(row, Kp)))
     fill = scalar_fill(pairs, layout) if plan.fill == "scalar" else pair_fill(pairs, layout)
+    if plan.fill == "scalar" and all(layout.q[f] == 1 for f in layout.dense_factors):
+        fill = scalar_pattern(fill, ZtZ, QD)
     return Stats(**out, coupling=tuple(padded), fill=fill)
 
 

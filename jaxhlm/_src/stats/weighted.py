@@ -236,7 +236,7 @@ def weighted_stats_wz(op: WeightedOp, w, wz, zwz, layout: Layout, fixed: bool = 
         s1, s2 = op.fill_src[0], op.fill_src[1]
         ok = s1 >= 0
         v = jnp.where(ok, flat[jnp.maximum(s1, 0)] * flat[jnp.maximum(s2, 0)], 0.0)
-        fill = ScalarFill(jnp.asarray(op.fill.d), jnp.asarray(op.fill.a), v)
+        fill = op.fill._replace(v=v)  # the map's indices and pattern as they are, these weights' values
     else:
         fill = op.fill
     return Stats(**out, coupling=coupling, fill=fill)
