@@ -100,3 +100,27 @@ def test_structural_zeros_are_skipped():
     assert soa.is_zero(0.0) and not soa.is_zero(jnp.zeros(1))
     X = [[1.0, 0.0], [0.0, 2.0]]
     assert soa.mm(X, X) == [[1.0, 0.0], [0.0, 4.0]]
+
+
+def test_large_dense_block_second_derivatives():
+    """Forward over reverse mode through the host path (the Satterthwaite Hessians of large
+    crossed fits): equal to central differences of its exact gradient."""
+    rng = np.random.default_rng(6)
+    size = K.SMALL_DENSE + 40
+    A = rng.normal(size=(size, size))
+    M = jnp.asarray(A @ A.T / size + np.eye(size))
+    R = jnp.asarray(rng.normal(size=(size, 3)))
+    dM = jnp.asarray(rng.normal(size=(size, size)) * 0.1)
+    dM = dM + dM.T
+    dR = jnp.asarray(rng.normal(size=(size, 3)))
+
+    def f(t):
+        ld, G = K.dense_eliminate(M + t[0] * dM, R + t[1] * dR)
+        return ld + jnp.sum(G) * t[0] + jnp.sum(G)
+
+    t0 = jnp.array([0.1, -0.2])
+    H = jax.jacfwd(jax.grad(f))(t0)
+    g = jax.grad(f)
+    h = 1e-5
+    Hd = np.stack([(np.asarray(g(t0 + h * e)) - np.asarray(g(t0 - h * e))) / (2 * h) for e in np.eye(2)])
+    np.testing.assert_allclose(H, Hd, rtol=1e-6, atol=1e-6)

@@ -195,21 +195,26 @@ def eliminate_sum(theta, S, R, spec):
 # ---------------------------------------------------------------------------------------------
 # the dense block
 # ---------------------------------------------------------------------------------------------
-def _host_inv_logdet(M):
-    """Host (LAPACK) inverse and log-determinant of an SPD matrix; NaNs if not positive definite."""
+def _host_inv_logdet(M, R):
+    """Host (LAPACK) inverse, log-determinant and ``M^{-1} R`` of an SPD matrix; NaNs if not
+    positive definite."""
+    import scipy.linalg.blas as blas
     import scipy.linalg.lapack as lapack
 
     # M is symmetric: its transpose is a Fortran-ordered view of the same numbers, which LAPACK
     # takes without a transposing copy, and the transpose of the (Fortran-ordered) result is
     # the C-ordered array the program takes back without one (2 x 10 MB at 1128 columns)
     A = np.asarray(M, dtype=np.float64).T
+    R = np.asarray(R, dtype=np.float64)
     with threads.dense_block(A.shape[0]):  # one BLAS thread, two when a core is idle (base/threads.py)
         L, info = lapack.dpotrf(A, lower=1, clean=0)
         if info != 0:
-            return np.full(A.shape, np.nan), np.float64(np.nan)
+            return np.full(A.shape, np.nan), np.float64(np.nan), np.full(R.shape, np.nan)
         ld = 2.0 * np.sum(np.log(np.diagonal(L)))
         Minv, info = lapack.dpotri(L, lower=1, overwrite_c=1)
-    return Minv.T, np.float64(ld)  # the upper triangle only (symmetrised in the program, fused there)
+        Z = blas.dsymm(1.0, Minv, R, side=0, lower=1) if R.shape[1] else np.zeros(R.shape)
+    # the upper triangle only (symmetrised in the program where it is read); Z from the lower
+    return Minv.T, np.float64(ld), Z
 
 
 def _host_cholesky(M):
@@ -225,20 +230,23 @@ def host_cholesky(M):
 
 
 @jax.custom_jvp
-def spd_inv_logdet(M):
-    """``(M^{-1}, log|M|)`` of a dense SPD matrix by LAPACK on the host (``pure_callback``);
-    ``d M^{-1} = -M^{-1} dM M^{-1}``, ``d log|M| = tr(M^{-1} dM)``."""
-    shapes = (jax.ShapeDtypeStruct(M.shape, M.dtype), jax.ShapeDtypeStruct((), M.dtype))
-    up, ld = jax.pure_callback(_host_inv_logdet, shapes, M, vmap_method="sequential")
+def spd_inv_logdet(M, R):
+    """``(M^{-1}, log|M|, M^{-1} R)`` of a dense SPD matrix by LAPACK on the host
+    (``pure_callback``; ``M^{-1} R`` by ``dsymm`` there, so the program never forms the whole
+    inverse unless it reads all of it); ``d M^{-1} = -M^{-1} dM M^{-1}``,
+    ``d log|M| = tr(M^{-1} dM)``, ``d(M^{-1} R) = M^{-1} (dR - dM M^{-1} R)``."""
+    shapes = (jax.ShapeDtypeStruct(M.shape, M.dtype), jax.ShapeDtypeStruct((), M.dtype),
+              jax.ShapeDtypeStruct(R.shape, R.dtype))
+    up, ld, Z = jax.pure_callback(_host_inv_logdet, shapes, M, R, vmap_method="sequential")
     i = jnp.arange(M.shape[-1])
-    return jnp.where(i[:, None] <= i[None, :], up, jnp.swapaxes(up, -1, -2)), ld
+    return jnp.where(i[:, None] <= i[None, :], up, jnp.swapaxes(up, -1, -2)), ld, Z
 
 
 @spd_inv_logdet.defjvp
 def _spd_inv_logdet_jvp(primals, tangents):
-    (M,), (dM,) = primals, tangents
-    Minv, ld = spd_inv_logdet(M)
-    return (Minv, ld), (-Minv @ dM @ Minv, jnp.sum(Minv * dM))
+    (M, R), (dM, dR) = primals, tangents
+    Minv, ld, Z = spd_inv_logdet(M, R)
+    return (Minv, ld, Z), (-Minv @ dM @ Minv, jnp.sum(Minv * dM), Minv @ (dR - dM @ Z))
 
 
 def _xla_inv_logdet(M):
@@ -248,8 +256,12 @@ def _xla_inv_logdet(M):
     return Li.T @ Li, 2.0 * jnp.sum(jnp.log(jnp.diagonal(L)))
 
 
-def _inv_logdet(M):
-    return spd_inv_logdet(M) if M.shape[0] > SMALL_DENSE else _xla_inv_logdet(M)
+def _inv_logdet(M, R):
+    """``(M^{-1}, log|M|, M^{-1} R)``: on the host above :data:`SMALL_DENSE` columns, else XLA."""
+    if M.shape[0] > SMALL_DENSE:
+        return spd_inv_logdet(M, R)
+    Minv, ld = _xla_inv_logdet(M)
+    return Minv, ld, Minv @ R
 
 
 @jax.custom_jvp
@@ -263,16 +275,15 @@ def dense_eliminate(M, R):
     differentiating the Cholesky factor at 128 columns):
     ``d log|M| = tr(M^{-1} dM)``, ``d(R'M^{-1}R) = dR' Z + Z' dR - Z' dM Z``, ``Z = M^{-1} R``.
     """
-    Minv, ld = _inv_logdet(M)
-    return ld, R.T @ (Minv @ R)
+    _, ld, Z = _inv_logdet(M, R)
+    return ld, R.T @ Z
 
 
 @dense_eliminate.defjvp
 def _dense_eliminate_jvp(primals, tangents):
     M, R = primals
     dM, dR = tangents
-    Minv, ld = _inv_logdet(M)
-    Z = Minv @ R
+    Minv, ld, Z = _inv_logdet(M, R)
     return (ld, R.T @ Z), (jnp.sum(Minv * dM), dR.T @ Z + Z.T @ dR - Z.T @ (dM @ Z))
 
 
