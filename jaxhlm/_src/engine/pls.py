@@ -95,6 +95,12 @@ def _chain(theta, stats, layout, keep):
     return ld, Sxy, Factor(None, None, tuple(Ws), tuple(Rs), tuple(Cs), S=tuple(Ss)) if keep else None
 
 
+def _dense_scales(Ts, layout):
+    """The diagonal of ``Lambda_D`` when every dense factor is scalar: its theta, level by level."""
+    parts = [jnp.broadcast_to(Ts[f][0, 0], (layout.nlev[f],)) for f in layout.dense_factors]
+    return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def _scale_dense(A, Ts, layout, right=True):
     """``Lambda_D' A [Lambda_D]`` for a dense-block matrix ``A`` (rows, and columns if ``right``).
 
@@ -103,8 +109,7 @@ def _scale_dense(A, Ts, layout, right=True):
     copied the 1142-column block three times per evaluation)."""
     offs = layout.dense_offsets
     if all(layout.q[f] == 1 for f in layout.dense_factors):
-        parts = [jnp.broadcast_to(Ts[f][0, 0], (layout.nlev[f],)) for f in layout.dense_factors]
-        sc = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+        sc = _dense_scales(Ts, layout)
         return A * sc[:, None] * sc[None, :] if right else A * sc[:, None]
     rows = []
     for f in layout.dense_factors:
@@ -185,8 +190,7 @@ def _pattern_block(W, stats, layout, Ts):
     fm, QD = stats.fill, layout.QD
     U = jax.ops.segment_sum(fm.v * W[0, 0][fm.a], fm.slot, fm.up.shape[0], indices_are_sorted=True)
     Z = jnp.take(stats.dense.ZtZ.reshape(-1), fm.up, mode="fill", fill_value=0.0)
-    parts = [jnp.broadcast_to(Ts[f][0, 0], (layout.nlev[f],)) for f in layout.dense_factors]
-    sc = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+    sc = _dense_scales(Ts, layout)
     i, j = fm.up // QD, fm.up % QD  # padding slots: i = QD, outside
     vals = (jnp.take(sc, i, mode="fill", fill_value=0.0) * jnp.take(sc, j, mode="fill", fill_value=0.0) * (Z - U)
             + (fm.up == fm.lo).astype(W.dtype))
