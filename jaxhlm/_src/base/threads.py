@@ -18,7 +18,8 @@ Giving it the cores that the 1-minute load *average* said were idle was tried ea
 average lags a new load by a minute, and the block then ran 2 threads against two busy
 processes, one warm fit taking 20.8 s instead of 2.1 s. The limits are set through
 threadpoolctl's view of the libraries (when it is installed; otherwise nothing is changed) and
-restored on exit: BLAS calls of your own outside jaxhlm keep their thread count. ``JAXHLM_BLAS_THREADS=k`` sets the count (for a machine of your own).
+restored on exit: BLAS calls of your own outside jaxhlm keep their thread count.
+``JAXHLM_BLAS_THREADS=k`` sets the count (for a machine of your own).
 """
 from __future__ import annotations
 

@@ -212,7 +212,7 @@ def _host_inv_logdet(M, R):
             return np.full(A.shape, np.nan), np.float64(np.nan), np.full(R.shape, np.nan)
         ld = 2.0 * np.sum(np.log(np.diagonal(L)))
         Minv, info = lapack.dpotri(L, lower=1, overwrite_c=1)
-        Z = blas.dsymm(1.0, Minv, R, side=0, lower=1) if R.shape[1] else np.zeros(R.shape)
+        Z = blas.dsymm(1.0, Minv, R, side=0, lower=1)  # R: [X y]'s columns, at least y
     # the upper triangle only (symmetrised in the program where it is read); Z from the lower
     return Minv.T, np.float64(ld), Z
 

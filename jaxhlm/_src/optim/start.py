@@ -86,13 +86,6 @@ def _relative(cov_b: np.ndarray, V: np.ndarray, s2: float):
     return S if np.all(np.isfinite(S)) else None
 
 
-def _relative_cov(ZtZ: np.ndarray, ZtXy: np.ndarray, XytXy: np.ndarray, n: float):
-    """Swamy's moment estimate of ``Cov(b) / sigma^2`` from per-level ``Z'Z (q,q,L)``,
-    ``Z'[X y] (q,p+1,L)``, with ``sigma^2`` the within-level residual variance."""
-    parts = _swamy_parts(ZtZ, ZtXy, XytXy, n)
-    return None if parts is None else _relative(*parts)
-
-
 def _factor_blocks(stats, layout: Layout, f: int):
     """Per-level ``Z'Z (q,q,L)`` and ``Z'[X y] (q,p+1,L)`` of factor ``f`` (levels with data only)."""
     if f < len(stats.levels):

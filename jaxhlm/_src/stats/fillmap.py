@@ -194,9 +194,9 @@ def scalar_pattern(fill: ScalarFill, ZtZ: np.ndarray, QD: int) -> ScalarFill:
     start = np.flatnonzero(np.r_[True, D[1:] != D[:-1]])  # D is sorted: its distinct values
     dest = D[start].astype(np.int64)
     extra = np.union1d(np.arange(QD, dtype=np.int64) * (QD + 1), np.flatnonzero(np.triu(np.asarray(ZtZ))))
-    pos = np.searchsorted(dest, extra)
-    new = ~((pos < len(dest)) & (dest[np.minimum(pos, max(len(dest) - 1, 0))] == extra)) if len(dest) else None
-    P = np.insert(dest, pos[new], extra[new]) if len(dest) else extra  # a merge of two sorted lists
+    pos = np.searchsorted(dest, extra)  # (D is padded, never empty)
+    new = ~((pos < len(dest)) & (dest[np.minimum(pos, len(dest) - 1)] == extra))
+    P = np.insert(dest, pos[new], extra[new])  # a merge of two sorted lists
     slot = np.repeat(np.searchsorted(P, dest).astype(it), np.diff(np.r_[start, len(D)]))
     m, mp = len(P), bucket(len(P))
     up = np.full(mp, n, it)
