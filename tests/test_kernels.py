@@ -124,3 +124,15 @@ def test_large_dense_block_second_derivatives():
     h = 1e-5
     Hd = np.stack([(np.asarray(g(t0 + h * e)) - np.asarray(g(t0 - h * e))) / (2 * h) for e in np.eye(2)])
     np.testing.assert_allclose(H, Hd, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("idx", [[0, 1, 2], [2, 3], [4], [3, 0, 5], []])
+def test_place_puts_values_at_static_positions_without_a_scatter(idx):
+    like = jnp.zeros(6)
+    vals = jnp.arange(1.0, len(idx) + 1.0)
+    got = jax.jit(lambda v: K._place(v, np.array(idx, dtype=np.int64), like))(vals)
+    want = np.zeros(6)
+    want[idx] = np.arange(1.0, len(idx) + 1.0)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    hlo = jax.jit(lambda v: K._place(v, np.array(idx, dtype=np.int64), like)).lower(vals).as_text()
+    assert "scatter" not in hlo

@@ -71,3 +71,13 @@ def test_plan_of_nested_and_one_factor_designs():
     assert build_layout(build_design("Yield ~ 1 + (1 | Batch)", load_data("Dyestuff.csv"))).plan == Plan("one")
     lay = build_layout(build_design("diameter ~ 1 + (1 | plate) + (1 | sample)", load_data("Penicillin.csv")))
     assert lay.plan.kind == "crossed" and lay.QD == 6 and lay.dense_offsets == {1: 0}
+
+
+def test_column_signs_of_a_full_T_layout_and_is_diag_is_the_callers():
+    d = build_design("Reaction ~ Days + (Days | Subject)", load_data("sleepstudy.csv"))
+    full = build_layout(d).full_T()  # entries (0,0), (0,1), (1,0), (1,1): columns 0, 1, 0, 1
+    np.testing.assert_array_equal(full.column_signs([-1.0, 2.0, 3.0, 4.0]), [-1.0, 1.0, -1.0, 1.0])
+    np.testing.assert_array_equal(full.column_signs([1.0, 2.0, 3.0, -4.0]), [1.0, -1.0, 1.0, -1.0])
+    mask = full.is_diag()
+    mask[:] = False  # the caller's copy: the layout's own index is untouched
+    np.testing.assert_array_equal(full.is_diag(), [True, False, False, True])

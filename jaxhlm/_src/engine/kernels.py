@@ -110,15 +110,28 @@ def _eliminate_bwd(spec, res, cts):
     terms = [soa._sum(X[r][k] * P[k][cc] for k in range(q) if not soa.is_zero(P[k][cc]))
              for _, r, cc in spec.entries]
     gT = 2.0 * soa.sum_levels(terms, S[0, 0]) if terms else jnp.zeros((0,), S.dtype)
-    g = jnp.zeros_like(theta)
-    if spec.entries:
-        g = g.at[np.array([k for k, _, _ in spec.entries])].add(gT)
+    g = _place(gT, np.array([k for k, _, _ in spec.entries], dtype=np.int64), theta)
     WHW = soa.mm(soa.mm(W, Hs), W)
     dS = [[c * W[a][b] - WHW[a][b] for b in range(q)] for a in range(q)]
     return g, soa.to_array(dS, S[0, 0])
 
 
 eliminate.defvjp(_eliminate_fwd, _eliminate_bwd)
+
+
+def _place(vals, idx: np.ndarray, like):
+    """A vector like ``like``, zero but for ``vals`` at the static positions ``idx``: a pad
+    when they are consecutive (a factor's theta elements always are), else a constant 0/1
+    product; never a scatter (XLA runs a scatter on the CPU as a loop, once per gradient)."""
+    m = like.shape[0]
+    if idx.size == 0:
+        return jnp.zeros_like(like)
+    a = int(idx[0])
+    if np.array_equal(idx, np.arange(a, a + idx.size)):
+        return jnp.pad(vals, (a, m - a - idx.size))
+    E = np.zeros((idx.size, m))
+    E[np.arange(idx.size), idx] = 1.0
+    return vals @ jnp.asarray(E, dtype=vals.dtype)
 
 
 def _times_W(W, C):

@@ -20,6 +20,8 @@ transfer), and beta and ``r^2`` follow on the host from the optimum's ``L_XX``.
 """
 from __future__ import annotations
 
+import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -104,16 +106,25 @@ def fit_program(theta0, stats, moment, maxit, layout, reml):
     return jnp.concatenate([jnp.ravel(out[k]).astype(jnp.float64) for k in _FIELDS])
 
 
-def _unpack(flat, layout) -> dict:
-    out, o = {}, 0
+@functools.lru_cache(maxsize=64)
+def _slices(layout) -> tuple:
+    """``(name, slice, shape)`` of each part of :func:`fit_program`'s vector."""
+    out, o = [], 0
     for k, shape in _shapes(layout).items():
-        size = shape[0] * shape[1] if len(shape) == 2 else (shape[0] if shape else 1)
-        out[k] = flat[o:o + size].reshape(shape)
+        size = math.prod(shape)
+        out.append((k, slice(o, o + size), shape))
         o += size
-    out["iterations"] = int(out["iterations"])
-    out["converged"] = bool(out["converged"])
-    out["objective"] = float(out["objective"])
-    out["ldL2"] = float(out["ldL2"])
+    return tuple(out)
+
+
+_SCALARS = {"iterations": int, "converged": bool, "objective": float, "ldL2": float}
+
+
+def _unpack(flat, layout) -> dict:
+    out = {}
+    for k, sl, shape in _slices(layout):
+        conv = _SCALARS.get(k)
+        out[k] = flat[sl].reshape(shape) if conv is None else conv(flat[sl.start])
     return out
 
 
@@ -121,6 +132,8 @@ def run_fit(theta0, stats, layout, reml, moment=False, maxit=500) -> dict:
     """:func:`fit_program` on the host (through the program cache), its results as NumPy."""
     from ..base import programcache
 
+    if getattr(stats, "xform", None) is not None:  # host-only (the engine never reads it): 5 arguments fewer
+        stats = stats._replace(xform=None)
     args = (np.asarray(theta0, dtype=np.float64), stats,
             np.asarray(bool(moment) and layout.plan.kind == "one"), np.asarray(maxit, dtype=np.int64))
     flat = np.asarray(programcache.call(fit_program, "fit_program", args, {"layout": layout, "reml": bool(reml)}))

@@ -17,6 +17,7 @@ program, so designs of the same shape share programs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -148,9 +149,22 @@ class Layout:
             out.append(T)
         return out
 
+    @functools.cached_property
+    def _theta_index(self) -> tuple:
+        """(diagonal mask, the diagonal element of each element's column of ``T_f`` or -1),
+        computed once per layout (the checks after every fit read them)."""
+        rows, cols, facs = map(np.asarray, (self.theta_row, self.theta_col, self.theta_factor))
+        diag = rows == cols
+        src = np.full(len(rows), -1, np.int64)
+        for k in np.nonzero(diag)[0]:
+            src[(facs == facs[k]) & (cols == cols[k])] = k
+        diag.flags.writeable = False
+        src.flags.writeable = False
+        return diag, src
+
     def is_diag(self) -> np.ndarray:
         """True for theta elements on a diagonal of ``T_f`` (variances; bounded below by 0)."""
-        return np.array([r == c for r, c in zip(self.theta_row, self.theta_col)], dtype=bool)
+        return self._theta_index[0].copy()
 
     def lower_bounds(self) -> np.ndarray:
         """lme4's lower bounds: 0 for diagonal elements, -inf otherwise."""
@@ -166,11 +180,9 @@ class Layout:
         theta change by the same signs; the matching rows of ``u_f`` flip too). Works on
         ``(m,)`` or ``(B, m)`` arrays."""
         th = np.atleast_2d(np.asarray(theta, dtype=np.float64))
-        rows, cols, facs = map(np.asarray, (self.theta_row, self.theta_col, self.theta_factor))
-        sg = np.ones_like(th)
-        for k in np.nonzero(rows == cols)[0]:
-            sel = (facs == facs[k]) & (cols == cols[k])
-            sg[:, sel] = np.where(th[:, k:k + 1] < 0, -1.0, 1.0)
+        src = self._theta_index[1]
+        has = src >= 0
+        sg = np.where(has & (th[:, np.where(has, src, 0)] < 0), -1.0, 1.0)
         return sg if np.ndim(theta) == 2 else sg[0]
 
     def rectify(self, theta) -> np.ndarray:
@@ -200,7 +212,7 @@ class Layout:
     def singular(self, theta) -> bool:
         """lme4's ``isSingular``: a diagonal element of theta within 1e-4 of 0."""
         th = np.asarray(theta, dtype=np.float64)
-        return bool(np.any(np.abs(th[self.is_diag()]) < SINGULAR_TOL))
+        return bool(np.any(np.abs(th[self._theta_index[0]]) < SINGULAR_TOL))
 
     def term_blocks(self, f: int) -> list:
         """Column indices of each term's block inside ``T_f`` (from theta's positions)."""
