@@ -136,3 +136,27 @@ def test_place_puts_values_at_static_positions_without_a_scatter(idx):
     np.testing.assert_array_equal(np.asarray(got), want)
     hlo = jax.jit(lambda v: K._place(v, np.array(idx, dtype=np.int64), like)).lower(vals).as_text()
     assert "scatter" not in hlo
+
+
+def test_scalar_fill_derivatives_equal_autodiff_through_the_levels():
+    rng = np.random.default_rng(3)
+    L, m, size = 7, 40, 9
+    S = rng.uniform(1.0, 5.0, L)
+    v = rng.uniform(-1.0, 2.0, m)
+    a = rng.integers(0, L, m)
+    dest = np.sort(rng.integers(0, size, m))
+    ct = rng.standard_normal(size)
+
+    def plain(t):
+        W = t * t / (t * t * S + 1.0)
+        return jnp.dot(ct, jax.ops.segment_sum(v * W[a], dest, size)) ** 2
+
+    def kernel(t):
+        W = t * t / (t * t * S + 1.0)
+        return jnp.dot(ct, K.scalar_fill(t, W, S, v, a, dest, size)) ** 2
+
+    for t in (0.7, -1.3, 0.0):
+        np.testing.assert_allclose(kernel(t), plain(t), rtol=1e-13)
+        np.testing.assert_allclose(jax.grad(kernel)(t), jax.grad(plain)(t), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(jax.jacrev(jax.grad(kernel))(t), jax.jacrev(jax.grad(plain))(t), rtol=1e-11)
+        np.testing.assert_allclose(jax.jacfwd(jax.grad(kernel))(t), jax.jacfwd(jax.grad(plain))(t), rtol=1e-11)

@@ -128,9 +128,9 @@ def _scale_dense(A, Ts, layout, right=True):
     return jnp.concatenate(rows, axis=0) if len(rows) > 1 else rows[0]
 
 
-def _dense_fill(W, RA, stats, layout, with_fill=True):
+def _dense_fill(W, RA, stats, layout, Ts, with_fill=True):
     """``Z_D'Z_A W Z_A'Z_D`` (None unless ``with_fill``) and ``Z_D'Z_A W Z_A'[X y]`` by the
-    coupling's kernel."""
+    coupling's kernel (``Ts``: the ``T_f``)."""
     QD = layout.QD
     qA = layout.q[0]
     plan = layout.plan
@@ -156,7 +156,7 @@ def _dense_fill(W, RA, stats, layout, with_fill=True):
         return None, cross
     if plan.fill == "scalar":
         fm = stats.fill
-        U = jax.ops.segment_sum(fm.v * W[0, 0][fm.a], fm.d, QD * QD, indices_are_sorted=True).reshape(QD, QD)
+        U = K.scalar_fill(Ts[0][0, 0], W[0, 0], stats.levels[0].ZtZ[0, 0], fm.v, fm.a, fm.d, QD * QD).reshape(QD, QD)
         return U + U.T - jnp.diag(jnp.diagonal(U)), cross
     diag = jnp.zeros((QD * QD,), W.dtype)
     off = jnp.zeros((QD * QD,), W.dtype)
@@ -188,7 +188,7 @@ def _pattern_block(W, stats, layout, Ts):
     is zero, so no pass over the whole block is made (nor, in reverse mode, over its cotangent,
     which is read at the slots only)."""
     fm, QD = stats.fill, layout.QD
-    U = jax.ops.segment_sum(fm.v * W[0, 0][fm.a], fm.slot, fm.up.shape[0], indices_are_sorted=True)
+    U = K.scalar_fill(Ts[0][0, 0], W[0, 0], stats.levels[0].ZtZ[0, 0], fm.v, fm.a, fm.slot, fm.up.shape[0])
     Z = jnp.take(stats.dense.ZtZ.reshape(-1), fm.up, mode="fill", fill_value=0.0)
     sc = _dense_scales(Ts, layout)
     i, j = fm.up // QD, fm.up % QD  # padding slots: i = QD, outside
@@ -207,7 +207,7 @@ def _crossed(theta, stats, layout, keep):
     Sxy = stats.XytXy - K.sandwich_sum(lv.ZtXy, W)
     Ts = layout.T_arrays(theta, jnp)
     pattern = layout.plan.fill == "scalar" and getattr(stats.fill, "up", None) is not None
-    fill, cross = _dense_fill(W, lv.ZtXy, stats, layout, with_fill=not pattern)
+    fill, cross = _dense_fill(W, lv.ZtXy, stats, layout, Ts, with_fill=not pattern)
     if pattern:
         MD = _pattern_block(W, stats, layout, Ts)
     else:
