@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from ..base import config  # noqa: F401  (float64)
 from . import kernels as K
+from . import pattern as P
 
 __all__ = ["Factor", "Solution", "factorize", "criterion", "objective", "objective_vp", "beta_and_cov", "vp_derivatives",
            "modes", "solve", "LOG2PI"]
@@ -181,23 +182,18 @@ def _dense_fill(W, RA, stats, layout, Ts, with_fill=True):
     return diag.reshape(QD, QD) + off + off.T, cross
 
 
-def _pattern_block(W, stats, layout, Ts):
-    """``M_D = I + Lambda_D' (Z_D'Z_D - fill) Lambda_D`` for scalar dense factors from the values
+def _pattern_values(W, stats, layout, Ts):
+    """``M_D = I + Lambda_D' (Z_D'Z_D - fill) Lambda_D`` for scalar dense factors, by its values
     on its nonzero pattern (:func:`~jaxhlm._src.stats.fillmap.scalar_pattern`): the fill summed
-    into the slots, scaled by ``s_i s_j``, placed above and below the diagonal. Everything else
-    is zero, so no pass over the whole block is made (nor, in reverse mode, over its cotangent,
-    which is read at the slots only)."""
+    into the slots and scaled by ``s_i s_j`` (:func:`~jaxhlm._src.engine.pattern.pattern_matrix`
+    places them; :func:`~jaxhlm._src.engine.pattern.pattern_eliminate` takes them as they are)."""
     fm, QD = stats.fill, layout.QD
     U = K.scalar_fill(Ts[0][0, 0], W[0, 0], stats.levels[0].ZtZ[0, 0], fm.v, fm.a, fm.slot, fm.up.shape[0])
     Z = jnp.take(stats.dense.ZtZ.reshape(-1), fm.up, mode="fill", fill_value=0.0)
     sc = _dense_scales(Ts, layout)
     i, j = fm.up // QD, fm.up % QD  # padding slots: i = QD, outside
-    vals = (jnp.take(sc, i, mode="fill", fill_value=0.0) * jnp.take(sc, j, mode="fill", fill_value=0.0) * (Z - U)
+    return (jnp.take(sc, i, mode="fill", fill_value=0.0) * jnp.take(sc, j, mode="fill", fill_value=0.0) * (Z - U)
             + (fm.up == fm.lo).astype(W.dtype))
-    flat = jnp.zeros((QD * QD,), W.dtype)
-    flat = flat.at[fm.up].set(vals, mode="drop", unique_indices=True, indices_are_sorted=True)
-    flat = flat.at[fm.lo].set(vals, mode="drop", unique_indices=True)
-    return flat.reshape(QD, QD)
 
 
 def _crossed(theta, stats, layout, keep):
@@ -208,12 +204,14 @@ def _crossed(theta, stats, layout, keep):
     Ts = layout.T_arrays(theta, jnp)
     pattern = layout.plan.fill == "scalar" and getattr(stats.fill, "up", None) is not None
     fill, cross = _dense_fill(W, lv.ZtXy, stats, layout, Ts, with_fill=not pattern)
-    if pattern:
-        MD = _pattern_block(W, stats, layout, Ts)
+    RD = _scale_dense(stats.dense.ZtXy - cross, Ts, layout, right=False)
+    if pattern:  # the block by its values on the pattern; on the host when large
+        vals, fm = _pattern_values(W, stats, layout, Ts), stats.fill
+        MD = P.pattern_matrix(vals, fm.up, fm.lo, layout.QD) if keep or layout.QD <= K.SMALL_DENSE else None
+        ldD, G = K.dense_eliminate(MD, RD) if layout.QD <= K.SMALL_DENSE else P.pattern_eliminate(vals, RD, fm.up, fm.lo)
     else:
         MD = _scale_dense(stats.dense.ZtZ - fill, Ts, layout) + jnp.eye(layout.QD, dtype=W.dtype)
-    RD = _scale_dense(stats.dense.ZtXy - cross, Ts, layout, right=False)
-    ldD, G = K.dense_eliminate(MD, RD)
+        ldD, G = K.dense_eliminate(MD, RD)
     aux = Factor(None, None, (W,), (lv.ZtXy,), (), MD, RD, S=(lv.ZtZ,)) if keep else None
     return ld + ldD, Sxy - G, aux
 
