@@ -141,3 +141,29 @@ def test_plans_agree_on_a_larger_crossed_design():
         st = compute_stats(d, lay)
         vals.append(float(pls.objective(np.array([0.7, 0.4]), st, lay, True)))
     np.testing.assert_allclose(vals, vals[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | g) + (1 | h)", "y ~ x + (1 | g) + (1 | h) + (1 | a)"])
+def test_large_scalar_dense_block_by_its_pattern_equals_the_whole_block(formula):
+    """A dense block wider than SMALL_DENSE (host LAPACK) formed from its pattern's values
+    (engine/pattern.py) and as a whole block: criterion, gradient and exact Hessian."""
+    from jaxhlm._src.engine import kernels as K
+
+    rng = np.random.default_rng(5)
+    n, G, Hn = 2500, 400, K.SMALL_DENSE + 30
+    df = pd.DataFrame({"g": rng.integers(0, G, n), "h": rng.integers(0, Hn, n), "a": rng.integers(0, 6, n),
+                       "x": rng.normal(size=n)})
+    df["y"] = df.x + rng.normal(size=G)[df.g] + rng.normal(size=Hn)[df.h] + rng.normal(size=6)[df.a] + rng.normal(size=n)
+    d = build_design(formula, df)
+    lay = build_layout(d)
+    st = compute_stats(d, lay)
+    assert lay.plan.fill == "scalar" and st.fill.up is not None and lay.QD > K.SMALL_DENSE
+    whole = st._replace(fill=st.fill._replace(slot=None, up=None, lo=None))
+    th = np.linspace(0.7, 1.3, lay.ntheta)
+    for reml in (False, True):
+        f = jax.jit(jax.value_and_grad(lambda t, s: pls.objective(t, s, lay, reml)))
+        (v1, g1), (v2, g2) = f(th, st), f(th, whole)
+        assert float(v1) == pytest.approx(float(v2), rel=1e-12)
+        np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(hessian_theta(th, st, lay, reml), hessian_theta(th, whole, lay, reml),
+                                   rtol=1e-8, atol=1e-8)

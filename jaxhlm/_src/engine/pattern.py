@@ -73,28 +73,39 @@ def _pattern_inv_jvp(primals, tangents):
     return (at(Minv), ld, Z), (at(-Minv @ dM @ Minv), jnp.sum(Minv * dM), Minv @ (dR - dM @ Z))
 
 
-@jax.custom_jvp
+@jax.custom_vjp
 def pattern_eliminate(vals, R, up, lo):
     """``(log|M|, R' M^{-1} R)`` for ``M = pattern_matrix(vals, up, lo, n)``, ``n = R.shape[0]``.
 
-    Exact JVP from the inverse at the slots and ``Z = M^{-1} R``: with ``h_s = dv_s`` off the
-    diagonal and ``dv_s / 2`` on it (``i, j``: slot s's row and column),
-    ``d log|M| = 2 sum_s h_s M^{-1}_s`` and
-    ``d(R'M^{-1}R) = dR'Z + Z'dR - sum_s h_s (Z_i'Z_j + Z_j'Z_i)``.
+    Reverse pass from the inverse at the slots and ``Z = M^{-1} R``: with ``d log|M| = 2 sum_s
+    h_s M^{-1}_s`` and ``d(R'M^{-1}R) = dR'Z + Z'dR - sum_s h_s (Z_i'Z_j + Z_j'Z_i)`` (``h_s =
+    dv_s`` off the diagonal and ``dv_s / 2`` on it; ``i, j``: slot s's row and column), the
+    cotangents ``c`` of ``log|M|`` and ``H`` of ``R'M^{-1}R`` give
+    ``v_s-bar = w_s (2 c M^{-1}_s - Z_i (H + H') Z_j')`` (``w_s``: 1, 1/2 on the diagonal, 0 for
+    padding) and ``R-bar = Z (H + H')``: per-slot products of rows of ``Z``, no pass over the
+    block. The reverse pass is ordinary JAX code on the host results, whose own derivatives
+    (:func:`_pattern_inv`) make second derivatives exact.
     """
     _, ld, Z = _pattern_inv(vals, R, up, lo)
     return ld, R.T @ Z
 
 
-@pattern_eliminate.defjvp
-def _pattern_eliminate_jvp(primals, tangents):
-    (vals, R, up, lo), (dv, dR, _, _) = primals, tangents
-    n = R.shape[0]
+def _pattern_eliminate_fwd(vals, R, up, lo):
     Minv_s, ld, Z = _pattern_inv(vals, R, up, lo)
-    half = jnp.where(up < n * n, jnp.where(up == lo, 0.5, 1.0), 0.0).astype(vals.dtype)
-    h = dv * half
+    return (ld, R.T @ Z), (Minv_s, Z, up, lo)
+
+
+def _pattern_eliminate_bwd(res, cts):
+    Minv_s, Z, up, lo = res
+    c, H = cts
+    n = Z.shape[0]
+    w = jnp.where(up < n * n, jnp.where(up == lo, 0.5, 1.0), 0.0).astype(Z.dtype)
+    Hs = H + H.T
     Zi = jnp.take(Z, up // n, axis=0, mode="fill", fill_value=0.0)
     Zj = jnp.take(Z, up % n, axis=0, mode="fill", fill_value=0.0)
-    hZi = h[:, None] * Zi
-    dG = dR.T @ Z + Z.T @ dR - (hZi.T @ Zj + Zj.T @ hZi)
-    return (ld, R.T @ Z), (2.0 * jnp.dot(h, Minv_s), dG)
+    ZiH = Zi @ Hs
+    quad = sum(ZiH[:, k] * Zj[:, k] for k in range(Z.shape[1]))
+    return w * (2.0 * c * Minv_s - quad), Z @ Hs, None, None
+
+
+pattern_eliminate.defvjp(_pattern_eliminate_fwd, _pattern_eliminate_bwd)
