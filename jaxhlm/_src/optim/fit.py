@@ -209,7 +209,8 @@ FEW_LEVELS = 50  # with fewer levels the criterion is often multimodal: search f
 def _fewest_levels(stats, layout) -> int:
     """The smallest number of levels of a grouping factor (the first factor's padding excluded)."""
     first = np.asarray(stats.levels[0].ZtZ)  # (q, q, L)
-    used = int(np.count_nonzero(np.einsum("iil->l", first) > 0))
+    q = first.shape[0]
+    used = int(np.count_nonzero(first.reshape(q * q, -1)[::q + 1].sum(axis=0) > 0))  # the trace per level
     return min((used,) + tuple(layout.nlev[1:]))
 
 

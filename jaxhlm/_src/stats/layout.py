@@ -61,6 +61,18 @@ class Plan:
     fill: str = ""
 
 
+@functools.lru_cache(maxsize=256)
+def _theta_index(theta_factor: tuple, theta_row: tuple, theta_col: tuple) -> tuple:
+    rows, cols, facs = map(np.asarray, (theta_row, theta_col, theta_factor))
+    diag = rows == cols
+    src = np.full(len(rows), -1, np.int64)
+    for k in np.nonzero(diag)[0]:
+        src[(facs == facs[k]) & (cols == cols[k])] = k
+    diag.flags.writeable = False
+    src.flags.writeable = False
+    return diag, src
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """Static description of a model: the jit static argument of the engine.
@@ -149,18 +161,12 @@ class Layout:
             out.append(T)
         return out
 
-    @functools.cached_property
+    @property
     def _theta_index(self) -> tuple:
         """(diagonal mask, the diagonal element of each element's column of ``T_f`` or -1),
-        computed once per layout (the checks after every fit read them)."""
-        rows, cols, facs = map(np.asarray, (self.theta_row, self.theta_col, self.theta_factor))
-        diag = rows == cols
-        src = np.full(len(rows), -1, np.int64)
-        for k in np.nonzero(diag)[0]:
-            src[(facs == facs[k]) & (cols == cols[k])] = k
-        diag.flags.writeable = False
-        src.flags.writeable = False
-        return diag, src
+        read-only, computed once per theta pattern (:func:`_theta_index`: every fit builds a new
+        layout, and the checks after it read them)."""
+        return _theta_index(self.theta_factor, self.theta_row, self.theta_col)
 
     def is_diag(self) -> np.ndarray:
         """True for theta elements on a diagonal of ``T_f`` (variances; bounded below by 0)."""

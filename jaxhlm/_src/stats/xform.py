@@ -9,11 +9,12 @@ reported quantity beyond rounding.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "precondition_xy", "ScaledColumn",
+__all__ = ["Xform", "preconditioner", "needs_preconditioning", "response_scaling", "raw_screen", "precondition_xy", "ScaledColumn",
            "large_mean", "preconditioning", "intercept_column", "X_times", "xform_of", "original_scale", "original_objective"]
 
 
@@ -212,6 +213,43 @@ def response_scaling(X, y, w=None, icpt=-1) -> Xform | None:
     # (a last-bit change of s changed a 1M-row crossed fit's path from 10 to 26 BFGS calls)
     s = amax * np.sqrt(_sumsq_over(y, amax, wt) / sw)
     return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(s * s * sw))
+
+
+def raw_screen(X, y, w, XtX, Xty, yy, icpt=-1) -> Xform | None:
+    """:func:`needs_preconditioning` and :func:`response_scaling` decided from the raw
+    cross-products ``X'WX``, ``X'Wy``, ``y'Wy`` (formed anyway) and the columns' largest
+    magnitudes: two passes over ``X`` and two over ``y`` instead of six per column (an 8k-row
+    fit's statistics 0.16 -> 0.13 ms). The response's :class:`Xform` (``y / s``, ``s`` its root
+    mean square) where ``X`` needs no preconditioning and ``y`` only scaling, else None (then
+    :func:`precondition_xy` forms the full preconditioner). The moments are the raw sums
+    :func:`needs_preconditioning` forms too (every magnitude within :data:`MAGNITUDE`, where
+    they neither overflow nor underflow)."""
+    n, p = X.shape
+    if n == 0:
+        return None
+    sw = float(n if w is None else np.sum(w))
+    if icpt == -1:
+        icpt = intercept_column(X)
+    if p:
+        amax = np.maximum(X.max(axis=0), -X.min(axis=0)).tolist()
+        G = np.asarray(XtX).tolist()
+        for j, a in enumerate(amax):
+            if j == icpt or a == 0.0:
+                continue
+            if not (math.isfinite(a) and MAGNITUDE[0] < a < MAGNITUDE[1]):
+                return None
+            if icpt is not None and _shifted(G[icpt][j] / sw, G[j][j] / sw):
+                return None
+    ay = _amax(y)
+    if not math.isfinite(ay) or (ay > 0 and not MAGNITUDE[0] < ay < MAGNITUDE[1]):
+        return None
+    if not ay > 0:
+        return Xform(np.eye(p), np.zeros(p), np.float64(1.0), np.float64(0.0), np.float64(0.0))
+    yy = float(yy)
+    if icpt is not None and _shifted(float(Xty[icpt]) / sw, yy / sw):
+        return None  # shifted: centred by the preconditioner
+    s = math.sqrt(yy / sw)
+    return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(yy))
 
 
 class ScaledColumn:
