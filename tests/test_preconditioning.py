@@ -207,3 +207,25 @@ def test_out_of_core_fit_is_scaled_and_warns_of_uncentred_columns():
     assert b.objective == pytest.approx(a.objective, rel=1e-12)
     with pytest.warns(jaxhlm.JaxhlmWarning, match=r"\['Days'\] have a mean over"):
         jaxhlm.lmer(f, dd.from_pandas(df.assign(Days=df["Days"] + 1e6), npartitions=3), reml=False)
+
+
+def test_raw_screen_decides_as_the_column_passes():
+    """The screen from the raw cross-products makes the decisions of needs_preconditioning and
+    response_scaling (None exactly where either sends the fit to the full preconditioner), and
+    its s is the response's root mean square."""
+    from jaxhlm._src.stats.xform import needs_preconditioning, raw_screen, response_scaling
+
+    rng = np.random.default_rng(3)
+    n = 500
+    x = rng.normal(size=n)
+    y = 3.0 + rng.normal(size=n)
+    for xs, ys in [(x, y), (x + 1e6, y), (x, y + 1e8), (x * 1e155, y), (x * 1e-170, y), (x, y * 1e-40),
+                   (np.zeros(n), y), (x, np.zeros(n))]:
+        for icpt in (True, False):
+            X = np.column_stack([np.ones(n), xs]) if icpt else xs[:, None]
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                got = raw_screen(X, ys, None, X.T @ X, X.T @ ys, ys @ ys)
+            want = None if needs_preconditioning(X) else response_scaling(X, ys)
+            assert (got is None) == (want is None), (icpt, xs[:2], ys[:2])
+            if got is not None:
+                np.testing.assert_allclose(float(got.s), float(want.s), rtol=1e-13)
