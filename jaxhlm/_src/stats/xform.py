@@ -248,8 +248,8 @@ def raw_screen(X, y, w, XtX, Xty, yy, icpt=-1) -> Xform | None:
     yy = float(yy)
     if icpt is not None and _shifted(float(Xty[icpt]) / sw, yy / sw):
         return None  # shifted: centred by the preconditioner
-    s = math.sqrt(yy / sw)
-    return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(yy))
+    s = ay * math.sqrt(_sumsq_over(y, ay, w) / sw)  # response_scaling's s, to the bit
+    return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(s * s * sw))
 
 
 class ScaledColumn:
