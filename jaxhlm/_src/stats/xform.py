@@ -177,18 +177,39 @@ def large_mean(x) -> float | None:
     return m * amax if 0 < d and abs(m) > SHIFT_RATIO * d else None
 
 
+def _extreme(amax: float) -> bool:
+    """A largest ``|value|`` that is not finite, or nonzero outside :data:`MAGNITUDE` (the
+    magnitude half of the screen, for a column of ``X`` and for the response alike)."""
+    return not math.isfinite(amax) or (amax != 0.0 and not MAGNITUDE[0] < amax < MAGNITUDE[1])
+
+
 def _shifted_or_extreme(x, wt, sw, centre: bool) -> bool:
-    """``|mean| > SHIFT_RATIO`` spreads (with ``centre``) or ``max|x|`` outside :data:`MAGNITUDE`."""
+    """``|mean| > SHIFT_RATIO`` spreads (with ``centre``) or ``max|x|`` outside :data:`MAGNITUDE`
+    (a non-finite ``max|x|`` too: the preconditioner and the checks after it report it)."""
     amax = _amax(x)
-    if not np.isfinite(amax):
-        return True  # the preconditioner and the checks after it report it
-    if amax == 0.0:
-        return False
-    if not MAGNITUDE[0] < amax < MAGNITUDE[1]:
+    if _extreme(amax):
         return True
-    if not centre:
+    if amax == 0.0 or not centre:
         return False
     return _shifted(*_moments(x, wt, sw, amax)[:2])
+
+
+def _scale_response(y, ay: float, wt, sw: float, p: int, moments, centre: bool) -> Xform | None:
+    """The response's :class:`Xform` once ``X`` needs no preconditioning: ``y / s`` with ``s``
+    its root mean square from ``y / max|y|`` (the same bits whichever route scales ``y``: a
+    last-bit change of ``s`` changed a 1M-row crossed fit's path from 10 to 26 BFGS calls); the
+    identity for an all-zero ``y``; None when ``y`` has an extreme magnitude or (``centre``) a
+    large mean, which the full preconditioner centres. ``moments()`` gives ``y``'s weighted mean
+    and mean square, asked for only when the shift decides. The one rule of
+    :func:`response_scaling` and :func:`raw_screen`."""
+    if _extreme(ay):
+        return None
+    if not ay > 0:
+        return Xform(np.eye(p), np.zeros(p), np.float64(1.0), np.float64(0.0), np.float64(0.0))
+    if centre and _shifted(*moments()):
+        return None
+    s = ay * math.sqrt(_sumsq_over(y, ay, wt) / sw)
+    return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(s * s * sw))
 
 
 def response_scaling(X, y, w=None, icpt=-1) -> Xform | None:
@@ -202,17 +223,7 @@ def response_scaling(X, y, w=None, icpt=-1) -> Xform | None:
     if icpt == -1:
         icpt = intercept_column(X)
     amax = _amax(y)
-    if not np.isfinite(amax) or (amax > 0 and not MAGNITUDE[0] < amax < MAGNITUDE[1]):
-        return None
-    if not amax > 0:
-        return Xform(np.eye(p), np.zeros(p), np.float64(1.0), np.float64(0.0), np.float64(0.0))
-    m1, m2, _ = _moments(y, wt, sw, amax)
-    if icpt is not None and _shifted(m1, m2):
-        return None  # shifted: centred by the preconditioner
-    # s from y / max|y| as the preconditioner forms it: the same bits whichever route scales y
-    # (a last-bit change of s changed a 1M-row crossed fit's path from 10 to 26 BFGS calls)
-    s = amax * np.sqrt(_sumsq_over(y, amax, wt) / sw)
-    return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(s * s * sw))
+    return _scale_response(y, amax, wt, sw, p, lambda: _moments(y, wt, sw, amax)[:2], icpt is not None)
 
 
 def raw_screen(X, y, w, XtX, Xty, yy, icpt=-1) -> Xform | None:
@@ -236,20 +247,13 @@ def raw_screen(X, y, w, XtX, Xty, yy, icpt=-1) -> Xform | None:
         for j, a in enumerate(amax):
             if j == icpt or a == 0.0:
                 continue
-            if not (math.isfinite(a) and MAGNITUDE[0] < a < MAGNITUDE[1]):
+            if _extreme(a):
                 return None
             if icpt is not None and _shifted(G[icpt][j] / sw, G[j][j] / sw):
                 return None
-    ay = _amax(y)
-    if not math.isfinite(ay) or (ay > 0 and not MAGNITUDE[0] < ay < MAGNITUDE[1]):
-        return None
-    if not ay > 0:
-        return Xform(np.eye(p), np.zeros(p), np.float64(1.0), np.float64(0.0), np.float64(0.0))
-    yy = float(yy)
-    if icpt is not None and _shifted(float(Xty[icpt]) / sw, yy / sw):
-        return None  # shifted: centred by the preconditioner
-    s = ay * math.sqrt(_sumsq_over(y, ay, w) / sw)  # response_scaling's s, to the bit
-    return Xform(np.eye(p), np.zeros(p), np.float64(s), np.float64(0.0), np.float64(s * s * sw))
+    wt = None if w is None else np.asarray(w, dtype=np.float64)
+    return _scale_response(y, _amax(y), wt, sw, p, lambda: (float(Xty[icpt]) / sw, float(yy) / sw),
+                           icpt is not None)
 
 
 class ScaledColumn:
