@@ -219,13 +219,22 @@ def test_raw_screen_decides_as_the_column_passes():
     n = 500
     x = rng.normal(size=n)
     y = 3.0 + rng.normal(size=n)
+    spike = np.zeros(n)
+    spike[7] = 1.0
+    w = rng.uniform(0.1, 3.0, size=n)
+    # around the magnitude screen's edges (1e-30, 1e30): spread columns and a single spike, where
+    # the bounds sqrt(x'x / n) <= max|x| <= sqrt(x'x) are loosest
+    edges = [(v * f, y) for v in (x, spike) for f in (1e29, 0.99999e30, 1.00001e30, 1e31, 1e-29, 1.00001e-30,
+                                                        0.99999e-30, 1e-31)]
     for xs, ys in [(x, y), (x + 1e6, y), (x, y + 1e8), (x * 1e155, y), (x * 1e-170, y), (x, y * 1e-40),
-                   (np.zeros(n), y), (x, np.zeros(n))]:
+                   (np.zeros(n), y), (x, np.zeros(n)), (x * np.inf, y), *edges]:
         for icpt in (True, False):
             X = np.column_stack([np.ones(n), xs]) if icpt else xs[:, None]
-            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-                got = raw_screen(X, ys, None, X.T @ X, X.T @ ys, ys @ ys)
-            want = None if needs_preconditioning(X) else response_scaling(X, ys)
-            assert (got is None) == (want is None), (icpt, xs[:2], ys[:2])
-            if got is not None:
-                np.testing.assert_allclose(float(got.s), float(want.s), rtol=1e-13)
+            for wt in (None, w):
+                Xw = X if wt is None else X * wt[:, None]
+                with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                    got = raw_screen(X, ys, wt, Xw.T @ X, Xw.T @ ys, ys @ (ys if wt is None else wt * ys))
+                    want = None if needs_preconditioning(X, wt) else response_scaling(X, ys, wt)
+                assert (got is None) == (want is None), (icpt, xs[:2], ys[:2], wt is None)
+                if got is not None:
+                    np.testing.assert_allclose(float(got.s), float(want.s), rtol=1e-13)

@@ -63,15 +63,43 @@ def _mixed_as_text(col: pd.Series, name) -> pd.Series:
     return pd.Series([r_label(v) for v in vals], index=col.index, dtype=object)
 
 
+def _compact_int_codes(x: np.ndarray):
+    """``pd.factorize(x, sort=True)`` of an integer array whose values span at most a few times
+    as many integers as it has rows (ids 1..J, as most grouping columns are), by one pass over a
+    table of the span instead of a hash table and a sort (8k rows: 15 instead of 90 us); None
+    for a wider span."""
+    if x.size == 0:
+        return None
+    lo, hi = x.min(), x.max()
+    span = int(hi) - int(lo) + 1
+    if span > 4 * x.size + 4096:
+        return None
+    present = np.zeros(span, bool)
+    if x.dtype.kind == "u":  # x - lo in [0, span) in x's own type
+        off = (x - lo).astype(np.intp, copy=False)
+        present[off] = True
+        uniques = np.flatnonzero(present).astype(x.dtype) + lo
+    else:  # in int64: an int8 column's 127 - (-128) does not fit its own type
+        off = x.astype(np.int64, copy=False) - np.int64(lo)
+        present[off] = True
+        uniques = (np.flatnonzero(present) + np.int64(lo)).astype(x.dtype)
+    rank = np.cumsum(present, dtype=np.int64) - 1
+    return rank[off], uniques
+
+
 def single_factor(col: pd.Series, name=None) -> tuple:
     """Codes and levels of one column, levels sorted as R's ``factor()`` (categoricals keep
     their category order, unused categories dropped)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         col = col.cat.remove_unused_categories()
         return col.cat.codes.to_numpy().astype(np.int64, copy=False), pd.Index(col.cat.categories)
+    # (a NumPy integer column is coded from its array: same codes, less overhead)
+    plain_int = isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu"
+    if plain_int:
+        found = _compact_int_codes(col.to_numpy())
+        if found is not None:
+            return found[0], pd.Index(found[1])
     try:
-        # (a NumPy integer column is factorised as its array: same codes, less overhead)
-        plain_int = isinstance(col.dtype, np.dtype) and col.dtype.kind in "iu"
         if not plain_int and pd.api.types.is_object_dtype(col.dtype) and \
                 pd.api.types.infer_dtype(col, skipna=True).startswith("mixed"):
             raise TypeError

@@ -113,11 +113,17 @@ def _distinct_columns(*mats) -> tuple:
     :class:`ScaledColumn` equals only itself)."""
     uniq: list = []
     labels = []
+    seen: dict = {}  # id -> (label, column): a column passed again (Z with Z and with [X y]) is not
+    # compared again; the column is held so that its id cannot pass to a temporary of _columns
     for M in mats:
         lab = []
         for c in _columns(M):
+            if id(c) in seen:
+                lab.append(seen[id(c)][0])
+                continue
             if not isinstance(c, ScaledColumn) and c.size and c[0] == 1.0 and np.all(c == 1.0):
                 lab.append(-1)
+                seen[id(c)] = (-1, c)
                 continue
             for k, u in enumerate(uniq):
                 if u is c or (not isinstance(u, ScaledColumn) and not isinstance(c, ScaledColumn)
@@ -127,6 +133,7 @@ def _distinct_columns(*mats) -> tuple:
             else:
                 uniq.append(c)
                 lab.append(len(uniq) - 1)
+            seen[id(c)] = (lab[-1], c)
         labels.append(lab)
     return uniq, labels
 

@@ -242,13 +242,21 @@ def raw_screen(X, y, w, XtX, Xty, yy, icpt=-1) -> Xform | None:
     if icpt == -1:
         icpt = intercept_column(X)
     if p:
-        amax = np.maximum(X.max(axis=0), -X.min(axis=0)).tolist()
         G = np.asarray(XtX).tolist()
-        for j, a in enumerate(amax):
-            if j == icpt or a == 0.0:
+        # sqrt(ss / n) <= max|x_j| <= sqrt(ss) for ss = x_j'x_j: inside these bounds (with room for
+        # the rounding of ss) max|x_j| lies inside MAGNITUDE and no pass over X is needed
+        inside = (MAGNITUDE[0] ** 2 * n * (1 + 1e-6), MAGNITUDE[1] ** 2 * (1 - 1e-6)) if w is None else (1.0, 0.0)
+        amax = None
+        for j in range(p):
+            if j == icpt:
                 continue
-            if _extreme(a):
-                return None
+            if not inside[0] < G[j][j] < inside[1]:  # zero, extreme, not finite, or weighted: max|x_j| itself
+                if amax is None:
+                    amax = np.maximum(X.max(axis=0), -X.min(axis=0)).tolist()
+                if amax[j] == 0.0:
+                    continue
+                if _extreme(amax[j]):
+                    return None
             if icpt is not None and _shifted(G[icpt][j] / sw, G[j][j] / sw):
                 return None
     wt = None if w is None else np.asarray(w, dtype=np.float64)
