@@ -1,10 +1,11 @@
 """Minimising the profiled (RE)ML criterion over theta: the compiled fit and the checks after it.
 
 What is compiled, per model layout, is one program (:func:`fit_program`): the moment start
-(one grouping factor), the BFGS loop of :mod:`jaxhlm._src.optim.bfgs`, and nothing after it.
+(one grouping factor), the BFGS loop of :mod:`jaxhlm._src.optim.bfgs`, and the end point's summary
 The start, the moment-start flag and the iteration limit are its arguments, so fits, refits from
 a given start and single evaluations (:func:`criterion_at`) share it; it returns one vector (one
-transfer), and beta and ``r^2`` follow on the host from the optimum's ``L_XX``.
+transfer) with what the checks after it read (theta sign-normalised, beta, ``r^2``, the
+smallest diagonal element, ...: :func:`_end_point`).
 
 :func:`optimize` is lme4's ``optimizeLmer`` + ``checkConv``: the search, then
 
@@ -32,6 +33,7 @@ from ..base.config import jit
 from ..base.errors import FitError
 from ..base.threads import in_parallel
 from ..engine import pls
+from ..stats.layout import SINGULAR_TOL
 from .bfgs import quasi_newton
 from .start import moment_start, moment_start_one_factor
 
@@ -81,17 +83,42 @@ def _fit_core(theta0, stats, layout, reml, moment, maxit):
     aux = {"Lxx": jax.ShapeDtypeStruct((k, k), theta0.dtype), "ldL2": jax.ShapeDtypeStruct((), theta0.dtype)}
     vg = jax.value_and_grad(lambda th: _value_aux(th, stats, layout, reml), has_aux=True)
     res = quasi_newton(vg, theta0, maxit=maxit, seed_hessian=layout.ntheta <= SEED_MAX_THETA, aux_shapes=aux)
-    return {"theta": res["x"], "objective": res["f"], "grad": res["g"], "iterations": res["it"],
-            "converged": res["converged"], "Hinv": res["Hinv"], **res["aux"]}
+    out = {"theta": res["x"], "objective": res["f"], "grad": res["g"], "iterations": res["it"],
+           "converged": res["converged"], "Hinv": res["Hinv"], **res["aux"]}
+    return {**out, **_end_point(out, stats, layout)}
 
 
-_FIELDS = ("theta", "objective", "grad", "iterations", "converged", "Hinv", "Lxx", "ldL2")
+def _end_point(out, stats, layout) -> dict:
+    """What the host's checks read at the search's end, formed in the program (one pass of
+    small host calls cost an 8k-row fit more than its whole BFGS loop's share of them): theta
+    sign-normalised (``Layout.column_signs``), ``beta`` (``L_x' beta = l``), ``r^2``,
+    ``log|R_X|^2``, ``max|grad|``, the smallest ``|theta_ii|`` (inf without one), the first
+    factor's levels with a nonzero ``Z'Z`` (its padding excluded) and whether the criterion,
+    theta and ``L_XX`` are finite."""
+    theta, Lxx, p = out["theta"], out["Lxx"], layout.p
+    rtheta = theta * layout.column_signs(theta, xp=jnp)
+    diag = np.asarray(layout.is_diag())
+    dmin = jnp.min(jnp.abs(rtheta[diag])) if diag.any() else jnp.asarray(jnp.inf)
+    Lx = Lxx[:p, :p]
+    beta = (jax.lax.linalg.triangular_solve(Lx, Lxx[p, :p][:, None], left_side=True, lower=True, transpose_a=True)[:, 0]
+            if p else jnp.zeros(0, Lxx.dtype))
+    first = stats.levels[0].ZtZ  # (q, q, L): the trace per level
+    used0 = jnp.sum(jnp.trace(first, axis1=0, axis2=1) > 0)
+    finite = jnp.isfinite(out["objective"]) & jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(Lxx))
+    return {"rtheta": rtheta, "beta": beta, "r2": Lxx[p, p] ** 2, "ldRX2": 2.0 * jnp.sum(jnp.log(jnp.diagonal(Lx))),
+            "gmax": jnp.max(jnp.abs(out["grad"])) if layout.ntheta else jnp.asarray(0.0), "dmin": dmin,
+            "used0": used0, "finite": finite}
+
+
+_FIELDS = ("theta", "objective", "grad", "iterations", "converged", "Hinv", "Lxx", "ldL2", "rtheta", "beta", "r2",
+           "ldRX2", "gmax", "dmin", "used0", "finite")
 
 
 def _shapes(layout):
     m, k = layout.ntheta, layout.p + 1
     return {"theta": (m,), "objective": (), "grad": (m,), "iterations": (), "converged": (),
-            "Hinv": (m, m), "Lxx": (k, k), "ldL2": ()}
+            "Hinv": (m, m), "Lxx": (k, k), "ldL2": (), "rtheta": (m,), "beta": (k - 1,), "r2": (), "ldRX2": (),
+            "gmax": (), "dmin": (), "used0": (), "finite": ()}
 
 
 @jit(static_argnames=("layout", "reml"))
@@ -117,7 +144,8 @@ def _slices(layout) -> tuple:
     return tuple(out)
 
 
-_SCALARS = {"iterations": int, "converged": bool, "objective": float, "ldL2": float}
+_SCALARS = {"iterations": int, "converged": bool, "objective": float, "ldL2": float, "r2": float, "ldRX2": float,
+            "gmax": float, "dmin": float, "used0": int, "finite": bool}
 
 
 def _unpack(flat, layout) -> dict:
@@ -166,19 +194,11 @@ def hessian_theta(theta, stats, layout, reml) -> np.ndarray:
 # on the host: lme4's optimizeLmer + checkConv
 # ---------------------------------------------------------------------------------------------
 def _finish(fit: dict, layout, theta, converged, messages) -> OptResult:
-    from scipy.linalg import lapack
-
     p = layout.p
-    Lxx = np.asarray(fit["Lxx"], dtype=np.float64)
-    Lx = Lxx[:p, :p]
-    beta = np.zeros(0)
-    if p:  # L_x' beta = l (LAPACK's triangular solve: scipy's wrapper checked its inputs for 0.1 ms)
-        sol, info = lapack.dtrtrs(Lx, Lxx[p, :p], lower=1, trans=1)
-        beta = sol if info == 0 else np.full(p, np.nan)
-    return OptResult(theta=theta, objective=fit["objective"], grad=np.asarray(fit["grad"]),
-                     Hinv=np.asarray(fit["Hinv"]), Lxx=Lxx, ldL2=fit["ldL2"], beta=beta, r2=float(Lxx[p, p] ** 2),
-                     Lx=Lx, ldRX2=float(2.0 * np.sum(np.log(np.diagonal(Lx)))), iterations=fit["iterations"],
-                     converged=bool(converged), messages=tuple(messages))
+    Lxx = fit["Lxx"]
+    return OptResult(theta=theta, objective=fit["objective"], grad=fit["grad"], Hinv=fit["Hinv"], Lxx=Lxx,
+                     ldL2=fit["ldL2"], beta=fit["beta"], r2=fit["r2"], Lx=Lxx[:p, :p], ldRX2=fit["ldRX2"],
+                     iterations=fit["iterations"], converged=bool(converged), messages=tuple(messages))
 
 
 def _faces(theta, layout) -> list:
@@ -206,12 +226,9 @@ def _faces(theta, layout) -> list:
 FEW_LEVELS = 50  # with fewer levels the criterion is often multimodal: search from more starts
 
 
-def _fewest_levels(stats, layout) -> int:
+def _fewest_levels(fit, layout) -> int:
     """The smallest number of levels of a grouping factor (the first factor's padding excluded)."""
-    first = np.asarray(stats.levels[0].ZtZ)  # (q, q, L)
-    q = first.shape[0]
-    used = int(np.count_nonzero(first.reshape(q * q, -1)[::q + 1].sum(axis=0) > 0))  # the trace per level
-    return min((used,) + tuple(layout.nlev[1:]))
+    return min((fit["used0"],) + tuple(layout.nlev[1:]))
 
 
 THOROUGH_MAX_THETA = 6  # up to this many parameters a fit is cheap: refit from every boundary face
@@ -230,10 +247,10 @@ def _improve_boundary(fit, stats, layout, reml, depth=0):
     at a time on a multi-core CPU: InstEval with its 14 departments, 1.37 -> 1.24 s a fit) and
     refit only from points below the fit. The lowest optimum wins.
     """
-    theta = np.asarray(fit["theta"], dtype=np.float64)
-    few = depth == 0 and _fewest_levels(stats, layout) < FEW_LEVELS
-    if depth > 2 or not (few or layout.singular(theta)):
+    few = depth == 0 and _fewest_levels(fit, layout) < FEW_LEVELS
+    if depth > 2 or not (few or fit["dmin"] < SINGULAR_TOL):  # (lme4's isSingular)
         return fit
+    theta = np.asarray(fit["theta"], dtype=np.float64)
     thorough = layout.ntheta <= THOROUGH_MAX_THETA and layout.QD <= THOROUGH_MAX_DENSE
     tol = 1e-7 * (1.0 + abs(fit["objective"]))
     starts = _faces(theta, layout) + [layout.lifted(theta)]
@@ -254,7 +271,9 @@ def _improve_boundary(fit, stats, layout, reml, depth=0):
 
 def _snap(fit, stats, layout, reml):
     """Diagonal elements that ended within rounding of 0: exactly 0 where the criterion agrees."""
-    theta = layout.rectify(fit["theta"])
+    theta = fit["rtheta"]
+    if not fit["dmin"] < SNAP_TOL:
+        return fit, theta
     diag = layout.is_diag()
     small = np.nonzero(diag & (np.abs(theta) < SNAP_TOL) & (theta != 0))[0]
     if small.size == 0:
@@ -276,12 +295,12 @@ def _convergence(fit, stats, layout, reml, names=None) -> str | None:
     Cholesky factor (``R^{-1} g``, ``H = R'R``) exceed :data:`CONV_TOL` in absolute value
     (the Hessian only when the quasi-Newton decrement ``g'H^{-1}g``, with the search's positive
     definite inverse-Hessian estimate, is not already small)."""
-    grad = np.asarray(fit["grad"], dtype=np.float64)
-    gmax = float(np.max(np.abs(grad))) if grad.size else 0.0
+    gmax = fit["gmax"]
     if not fit["converged"]:
         return f"optimizer stopped after {fit['iterations']} iterations with max|grad| = {gmax:.3g}"
     if gmax <= CONV_TOL:
         return None
+    grad = np.asarray(fit["grad"], dtype=np.float64)
     Hi = np.asarray(fit["Hinv"])
     if Hi.shape == (grad.size, grad.size) and np.all(np.isfinite(Hi)) and abs(grad @ Hi @ grad) <= CONV_TOL**2:
         try:  # the search's inverse-Hessian estimate is trusted only when positive definite
@@ -339,8 +358,7 @@ def optimize(stats, layout, reml, start=None, names=None) -> OptResult:
 def conclude(fit: dict, theta, stats, layout, reml, names=None) -> OptResult:
     """lme4's ``checkConv`` on a search's end point: a finite criterion (else :class:`FitError`),
     the gradient check, and the :class:`OptResult` with its messages."""
-    fin = np.isfinite(fit["objective"]) and np.all(np.isfinite(theta)) and np.all(np.isfinite(fit["Lxx"]))
-    if not fin:
+    if not (fit["finite"] and math.isfinite(fit["objective"]) and np.all(np.isfinite(theta))):
         raise FitError(
             f"the {'REML criterion' if reml else 'deviance'} is not finite at the optimum "
             f"(objective = {fit['objective']}); check the data for a response that is (almost) "

@@ -180,15 +180,15 @@ class Layout:
         """lme4's starting value: 1 on the diagonal of every ``T_f``, 0 elsewhere."""
         return self.is_diag().astype(np.float64)
 
-    def column_signs(self, theta) -> np.ndarray:
+    def column_signs(self, theta, xp=np) -> np.ndarray:
         """``+-1`` per element of ``theta``: -1 in every column of ``T_f`` whose diagonal element
         is negative, so that ``theta * signs`` has diagonals >= 0 (gradients and Hessians in
         theta change by the same signs; the matching rows of ``u_f`` flip too). Works on
-        ``(m,)`` or ``(B, m)`` arrays."""
-        th = np.atleast_2d(np.asarray(theta, dtype=np.float64))
+        ``(m,)`` or ``(B, m)`` arrays; ``xp=jax.numpy`` inside a compiled program."""
+        th = xp.atleast_2d(xp.asarray(theta, dtype=np.float64))
         src = self._theta_index[1]
         has = src >= 0
-        sg = np.where(has & (th[:, np.where(has, src, 0)] < 0), -1.0, 1.0)
+        sg = xp.where(has & (th[:, np.where(has, src, 0)] < 0), -1.0, 1.0)
         return sg if np.ndim(theta) == 2 else sg[0]
 
     def rectify(self, theta) -> np.ndarray:
