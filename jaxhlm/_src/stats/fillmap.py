@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..base.memory import aligned_full, as_aligned
 from .layout import Layout, bucket
 
 __all__ = ["ScalarFill", "PairFill", "fill_entries", "scalar_fill", "scalar_pattern", "pair_fill", "upper_pairs", "pairs_of_pairs", "sort_fill"]
@@ -176,9 +177,9 @@ def scalar_fill(pairs: list, layout: Layout) -> ScalarFill:
     D0, A0, V0 = sort_fill(d, lv, None if ones else cat(vals), QD * QD, layout.nlev[0], it)
     del d, lv, vals
     m, mp = len(D0), bucket(len(D0))
-    D = np.full(mp, QD * QD - 1, it)
-    A = np.zeros(mp, it)
-    V = np.zeros(mp)
+    D = aligned_full(mp, QD * QD - 1, it)  # (read in place by the programs: see base/memory.py)
+    A = aligned_full(mp, 0, it)
+    V = aligned_full(mp, 0.0)
     D[:m], A[:m], V[:m] = D0, A0, V0
     return ScalarFill(D, A, V)
 
@@ -197,10 +198,10 @@ def scalar_pattern(fill: ScalarFill, ZtZ: np.ndarray, QD: int) -> ScalarFill:
     pos = np.searchsorted(dest, extra)  # (D is padded, never empty)
     new = ~((pos < len(dest)) & (dest[np.minimum(pos, len(dest) - 1)] == extra))
     P = np.insert(dest, pos[new], extra[new])  # a merge of two sorted lists
-    slot = np.repeat(np.searchsorted(P, dest).astype(it), np.diff(np.r_[start, len(D)]))
+    slot = as_aligned(np.repeat(np.searchsorted(P, dest).astype(it), np.diff(np.r_[start, len(D)])))
     m, mp = len(P), bucket(len(P))
-    up = np.full(mp, n, it)
-    lo = np.full(mp, n, it)
+    up = aligned_full(mp, n, it)
+    lo = aligned_full(mp, n, it)
     up[:m] = P
     lo[:m] = (P % QD) * QD + P // QD
     return fill._replace(slot=slot, up=up, lo=lo)
@@ -218,8 +219,8 @@ def pair_fill(pairs: list, layout: Layout) -> PairFill:
             order = np.argsort(dest, kind="stable")
             i, j, dest = i[order], j[order], dest[order]
             m, mp = len(i), bucket(len(i))
-            ip, jp = np.zeros(mp, np.int64), np.zeros(mp, np.int64)
-            dp = np.full(mp, QD * QD, np.int64)  # padding entries fall outside and are dropped
+            ip, jp = aligned_full(mp, 0, np.int64), aligned_full(mp, 0, np.int64)
+            dp = aligned_full(mp, QD * QD, np.int64)  # padding entries fall outside and are dropped
             ip[:m], jp[:m], dp[:m] = i, j, dest
             I.append(ip)
             Jl.append(jp)

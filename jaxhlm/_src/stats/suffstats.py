@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..base.memory import aligned_full, as_aligned
 from .fillmap import PairFill, ScalarFill, pair_fill, scalar_fill, scalar_pattern
 from .layout import Layout, bucket
 from .xform import _PRECONDITION
@@ -154,14 +155,9 @@ def _summed(codes, cols, w, out) -> None:
 
 
 def _zeros(shape) -> np.ndarray:
-    """Zeros on a 64-byte boundary: XLA on the CPU reads such arrays in place, where it copies
-    others into every program call (80 MB per call for 1M levels of a random slope)."""
-    n = int(np.prod(shape))
-    if n < 1 << 17:  # small: a copy costs less than aligning (1 MB)
-        return np.zeros(shape)
-    buf = np.zeros(n + 8)
-    start = (-buf.__array_interface__["data"][0] % 64) // 8
-    return buf[start:start + n].reshape(shape)
+    """Zeros that XLA on the CPU reads in place (:mod:`jaxhlm._src.base.memory`): others are
+    copied into every program call (80 MB per call for 1M levels of a random slope)."""
+    return aligned_full(shape, 0.0)
 
 
 def _segment_products(codes, nseg: int, pairs: list, w=None) -> list:
@@ -213,9 +209,10 @@ def _sumsq(c, w=None):
 
 
 def _pad_last(a: np.ndarray, size: int) -> np.ndarray:
+    """``a`` padded with zeros to ``size`` along its last axis (aligned for XLA, when large)."""
     if a.shape[-1] == size:
-        return a
-    out = np.zeros(a.shape[:-1] + (size,), a.dtype)
+        return as_aligned(a)
+    out = aligned_full(a.shape[:-1] + (size,), 0, a.dtype)
     out[..., :a.shape[-1]] = a
     return out
 
@@ -311,7 +308,7 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
     # crossed: the first factor batched, the rest dense
     J, QD, offs = layout.nlev[0], layout.QD, layout.dense_offsets
     first = _level_blocks(codes[0], J, Zs[0], Xy, w)
-    ZtZ = np.zeros((QD, QD))
+    ZtZ = aligned_full((QD, QD), 0.0)  # (read in place by the programs: see base/memory.py)
     ZtXy = np.zeros((QD, len(Xy)))
     for f in layout.dense_factors:
         qf, Lf, of = layout.q[f], layout.nlev[f], offs[f]
@@ -339,7 +336,7 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
         pairs.append((C, a, offs[f] + lev * layout.q[f]))
     out = dict(base, levels=(first,), dense=Dense(ZtZ, ZtXy))
     if plan.coupling == "dense":
-        Cd = np.zeros((layout.q[0], J, QD))
+        Cd = aligned_full((layout.q[0], J, QD), 0.0)
         for x, f in enumerate(layout.dense_factors):
             C, a, row = pairs[x]
             for r_ in range(layout.q[f]):
