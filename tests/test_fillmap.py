@@ -58,10 +58,16 @@ def test_fill_sort_fallback_equals_the_packed_sort():
         idx = np.flatnonzero(d == k)
         lev[idx] = np.sort(rng.choice(300, len(idx), replace=False))
     val = rng.normal(size=1000)
-    packed = sort_fill(d, lev, val, 50, 300, np.int32)
+    counted = sort_fill(d, lev, val, 50, 300, np.int32)  # few destinations: a counting sort
+    packed = sort_fill(d, lev, val, 2**30, 300, np.int32)  # many: the packed keys
     wide = sort_fill(d, lev, val, 2**62, 300, np.int32)  # too wide to pack: argsort
     order = np.argsort(d, kind="stable")
-    for got in (packed, wide):
+    for got in (counted, packed, wide):
         np.testing.assert_array_equal(got[0], d[order])
         np.testing.assert_array_equal(got[1], lev[order])
         np.testing.assert_array_equal(got[2], val[order])
+        assert got[0].dtype == got[1].dtype == np.int32
+    for got in (sort_fill(d, lev, None, 50, 300, np.int32), sort_fill(d, lev, None, 2**30, 300, np.int32)):
+        np.testing.assert_array_equal(got[0], d[order])  # unit values: none to gather
+        np.testing.assert_array_equal(got[1], lev[order])
+        np.testing.assert_array_equal(got[2], np.ones(1000))

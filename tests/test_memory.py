@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxhlm._src.base.memory import ALIGN, SMALL_BYTES, aligned_full, as_aligned, is_aligned
+from jaxhlm._src.base.memory import ALIGN, SMALL_BYTES, aligned_empty, aligned_full, as_aligned, is_aligned
 from jaxhlm._src.model.pipeline import lformula, mk_devfun
 
 
@@ -17,8 +17,11 @@ def test_aligned_full_values_and_alignment(dtype, shape):
         a = aligned_full(shape, 7, dtype)
         assert a.shape == shape and a.dtype == np.dtype(dtype) and a.flags.c_contiguous
         assert np.all(a == 7)
+        e = aligned_empty(shape, dtype)
+        assert e.shape == shape and e.dtype == np.dtype(dtype) and e.flags.c_contiguous
         if a.nbytes >= SMALL_BYTES:
             assert a.__array_interface__["data"][0] % ALIGN == 0
+            assert e.__array_interface__["data"][0] % ALIGN == 0
 
 
 def test_as_aligned_copies_only_when_needed():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ALIGN", "SMALL_BYTES", "aligned_full", "as_aligned", "is_aligned"]
+__all__ = ["ALIGN", "SMALL_BYTES", "aligned_empty", "aligned_full", "as_aligned", "is_aligned"]
 
 ALIGN = 64
 SMALL_BYTES = 1 << 20
@@ -22,16 +22,20 @@ def is_aligned(a: np.ndarray) -> bool:
     return a.__array_interface__["data"][0] % ALIGN == 0
 
 
-def aligned_full(shape, value=0, dtype=np.float64) -> np.ndarray:
-    """``np.full(shape, value, dtype)`` on an :data:`ALIGN`-byte boundary (when large)."""
+def aligned_empty(shape, dtype=np.float64) -> np.ndarray:
+    """``np.empty(shape, dtype)`` on an :data:`ALIGN`-byte boundary (when large)."""
     dtype = np.dtype(dtype)
     n = int(np.prod(shape))
     if n * dtype.itemsize < SMALL_BYTES:
-        return np.full(shape, value, dtype)
-    pad = ALIGN // dtype.itemsize
-    buf = np.empty(n + pad, dtype)
+        return np.empty(shape, dtype)
+    buf = np.empty(n + ALIGN // dtype.itemsize, dtype)
     start = (-buf.__array_interface__["data"][0] % ALIGN) // dtype.itemsize
-    out = buf[start:start + n].reshape(shape)
+    return buf[start:start + n].reshape(shape)
+
+
+def aligned_full(shape, value=0, dtype=np.float64) -> np.ndarray:
+    """``np.full(shape, value, dtype)`` on an :data:`ALIGN`-byte boundary (when large)."""
+    out = aligned_empty(shape, dtype)
     out.fill(value)
     return out
 
