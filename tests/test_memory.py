@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxhlm._src.base.memory import ALIGN, SMALL_BYTES, aligned_empty, aligned_full, as_aligned, is_aligned
+from jaxhlm._src.base.memory import ALIGN, SMALL_BYTES, aligned_empty, aligned_full, as_aligned, is_aligned, padded
 from jaxhlm._src.model.pipeline import lformula, mk_devfun
 
 
@@ -34,6 +34,16 @@ def test_as_aligned_copies_only_when_needed():
     c = as_aligned(b)
     assert c is not b and is_aligned(c) and np.array_equal(c, b)
     assert as_aligned([1, 2]) == [1, 2]
+
+
+def test_padded_extends_the_last_axis():
+    a = np.arange(6, dtype=np.int32).reshape(2, 3)
+    np.testing.assert_array_equal(padded(a, 5, -1), [[0, 1, 2, -1, -1], [3, 4, 5, -1, -1]])
+    assert padded(a, 5, -1).dtype == np.int32 and padded(a, 5, 0, np.int64).dtype == np.int64
+    assert padded(a, 3) is a  # nothing to pad (and small)
+    big = np.arange(SMALL_BYTES // 4, dtype=np.int32)
+    out = padded(big, len(big) + 3, 9, np.int64)
+    assert is_aligned(out) and out.dtype == np.int64 and list(out[-4:]) == [len(big) - 1, 9, 9, 9]
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the premise is about the CPU backend")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ALIGN", "SMALL_BYTES", "aligned_empty", "aligned_full", "as_aligned", "is_aligned"]
+__all__ = ["ALIGN", "SMALL_BYTES", "aligned_empty", "aligned_full", "as_aligned", "is_aligned", "padded"]
 
 ALIGN = 64
 SMALL_BYTES = 1 << 20
@@ -46,4 +46,17 @@ def as_aligned(a):
         return a
     out = aligned_full(a.shape, 0, a.dtype)
     np.copyto(out, a)
+    return out
+
+
+def padded(a: np.ndarray, size: int, fill=0, dtype=None) -> np.ndarray:
+    """``a`` extended along its last axis to ``size`` with ``fill`` (in ``dtype``, default
+    ``a``'s), aligned when large: the statistics' arrays padded to a bucketed length."""
+    a = np.asarray(a)
+    m = a.shape[-1]
+    if m == size and (dtype is None or a.dtype == dtype):
+        return as_aligned(a)
+    out = aligned_empty(a.shape[:-1] + (size,), a.dtype if dtype is None else dtype)
+    out[..., :m] = a
+    out[..., m:] = fill
     return out

@@ -93,8 +93,8 @@ def _end_point(out, stats, layout) -> dict:
     small host calls cost an 8k-row fit more than its whole BFGS loop's share of them): theta
     sign-normalised (``Layout.column_signs``), ``beta`` (``L_x' beta = l``), ``r^2``,
     ``log|R_X|^2``, ``max|grad|``, the smallest ``|theta_ii|`` (inf without one), the first
-    factor's levels with a nonzero ``Z'Z`` (its padding excluded) and whether the criterion,
-    theta and ``L_XX`` are finite."""
+    factor's levels with a nonzero ``Z'Z`` (its padding excluded) and whether theta and ``L_XX``
+    are finite (the criterion is a scalar the host reads anyway)."""
     theta, Lxx, p = out["theta"], out["Lxx"], layout.p
     rtheta = theta * layout.column_signs(theta, xp=jnp)
     diag = np.asarray(layout.is_diag())
@@ -104,7 +104,7 @@ def _end_point(out, stats, layout) -> dict:
             if p else jnp.zeros(0, Lxx.dtype))
     first = stats.levels[0].ZtZ  # (q, q, L): the trace per level
     used0 = jnp.sum(jnp.trace(first, axis1=0, axis2=1) > 0)
-    finite = jnp.isfinite(out["objective"]) & jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(Lxx))
+    finite = jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(Lxx))
     return {"rtheta": rtheta, "beta": beta, "r2": Lxx[p, p] ** 2, "ldRX2": 2.0 * jnp.sum(jnp.log(jnp.diagonal(Lx))),
             "gmax": jnp.max(jnp.abs(out["grad"])) if layout.ntheta else jnp.asarray(0.0), "dmin": dmin,
             "used0": used0, "finite": finite}

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..base.memory import aligned_empty, aligned_full, as_aligned
+from ..base.memory import as_aligned, padded
 from .layout import Layout, bucket
 
 __all__ = ["ScalarFill", "PairFill", "fill_entries", "scalar_fill", "scalar_pattern", "pair_fill", "upper_pairs", "pairs_of_pairs", "sort_fill"]
@@ -185,11 +185,8 @@ def scalar_fill(pairs: list, layout: Layout) -> ScalarFill:
     del dests, levels
     D0, A0, V0 = sort_fill(d, lv, None if ones else cat(vals), QD * QD, layout.nlev[0], it)
     del d, lv, vals
-    m, mp = len(D0), bucket(len(D0))
-    D, A, V = aligned_empty(mp, it), aligned_empty(mp, it), aligned_empty(mp)  # (read in place: base/memory.py)
-    D[:m], A[:m], V[:m] = D0, A0, V0
-    D[m:], A[m:], V[m:] = QD * QD - 1, 0, 0.0  # padding: the last destination, level 0, no value
-    return ScalarFill(D, A, V)
+    mp = bucket(len(D0))  # padding: the last destination, level 0, no value (aligned: base/memory.py)
+    return ScalarFill(padded(D0, mp, QD * QD - 1, it), padded(A0, mp, 0, it), padded(V0, mp, 0.0))
 
 
 def scalar_pattern(fill: ScalarFill, ZtZ: np.ndarray, QD: int) -> ScalarFill:
@@ -207,12 +204,8 @@ def scalar_pattern(fill: ScalarFill, ZtZ: np.ndarray, QD: int) -> ScalarFill:
     new = ~((pos < len(dest)) & (dest[np.minimum(pos, len(dest) - 1)] == extra))
     P = np.insert(dest, pos[new], extra[new])  # a merge of two sorted lists
     slot = as_aligned(np.repeat(np.searchsorted(P, dest).astype(it), np.diff(np.r_[start, len(D)])))
-    m, mp = len(P), bucket(len(P))
-    up = aligned_full(mp, n, it)
-    lo = aligned_full(mp, n, it)
-    up[:m] = P
-    lo[:m] = (P % QD) * QD + P // QD
-    return fill._replace(slot=slot, up=up, lo=lo)
+    mp = bucket(len(P))
+    return fill._replace(slot=slot, up=padded(P, mp, n, it), lo=padded((P % QD) * QD + P // QD, mp, n, it))
 
 
 def pair_fill(pairs: list, layout: Layout) -> PairFill:
@@ -226,12 +219,10 @@ def pair_fill(pairs: list, layout: Layout) -> PairFill:
             dest = rf[i] * QD + rg[j]
             order = np.argsort(dest, kind="stable")
             i, j, dest = i[order], j[order], dest[order]
-            m, mp = len(i), bucket(len(i))
-            ip, jp = aligned_full(mp, 0, np.int64), aligned_full(mp, 0, np.int64)
-            dp = aligned_full(mp, QD * QD, np.int64)  # padding entries fall outside and are dropped
-            ip[:m], jp[:m], dp[:m] = i, j, dest
-            I.append(ip)
-            Jl.append(jp)
+            mp = bucket(len(i))
+            I.append(padded(i, mp, 0, np.int64))
+            Jl.append(padded(j, mp, 0, np.int64))
+            dp = padded(dest, mp, QD * QD, np.int64)  # padding entries fall outside and are dropped
             Dl.append(dp)
     return PairFill(tuple(I), tuple(Jl), tuple(Dl))
 

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..base.memory import aligned_full, as_aligned
+from ..base.memory import aligned_full, padded
 from .fillmap import PairFill, ScalarFill, pair_fill, scalar_fill, scalar_pattern
 from .layout import Layout, bucket
 from .xform import _PRECONDITION
@@ -208,15 +208,6 @@ def _sumsq(c, w=None):
     return total
 
 
-def _pad_last(a: np.ndarray, size: int) -> np.ndarray:
-    """``a`` padded with zeros to ``size`` along its last axis (aligned for XLA, when large)."""
-    if a.shape[-1] == size:
-        return as_aligned(a)
-    out = aligned_full(a.shape[:-1] + (size,), 0, a.dtype)
-    out[..., :a.shape[-1]] = a
-    return out
-
-
 def _level_blocks(codes, L: int, Z, Xy, w) -> Level:
     ZZ, ZXy = _segment_products(codes, L, [(Z, Z, True), (Z, Xy, False)], w)
     return Level(ZZ, ZXy)
@@ -342,14 +333,14 @@ def compute_stats(design, layout: Layout, y: np.ndarray | None = None, precondit
             for r_ in range(layout.q[f]):
                 Cd[:, a, row + r_] = C[r_]
         return Stats(**out, coupling=DenseCoupling(Cd))
-    padded = []
+    coupling = []
     for C, a, row in pairs:
         Kp = bucket(len(a))
-        padded.append(Pairs(_pad_last(C, Kp), _pad_last(a, Kp), _pad_last(row, Kp)))
+        coupling.append(Pairs(padded(C, Kp), padded(a, Kp), padded(row, Kp)))
     fill = scalar_fill(pairs, layout) if plan.fill == "scalar" else pair_fill(pairs, layout)
     if plan.fill == "scalar" and all(layout.q[f] == 1 for f in layout.dense_factors):
         fill = scalar_pattern(fill, ZtZ, QD)
-    return Stats(**out, coupling=tuple(padded), fill=fill)
+    return Stats(**out, coupling=tuple(coupling), fill=fill)
 
 
 def describe_blocks(design, layout: Layout, stats: Stats):
